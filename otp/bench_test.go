@@ -1,0 +1,142 @@
+package otp
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"testing"
+)
+
+// The benchmarks compare each operation with its baseline at the same size,
+// side by side, so that bench.sh can pair them within one run (see
+// perf/benchreport): XOR against crypto/subtle.XORBytes and copy(), XOR3
+// against two XORBytes passes, the fixed-size key XORs against XORBytes on
+// one key. Names are part of bench.sh's contract: BenchmarkXOR/<size>/<impl>.
+
+var benchSizes = []struct {
+	name string
+	n    int
+}{
+	{"32B", 32},
+	{"4KiB", 4 << 10},
+	{"64KiB", 64 << 10},
+	{"1MiB", 1 << 20},
+}
+
+func benchBufs(n, count int) [][]byte {
+	bufs := make([][]byte, count)
+	for i := range bufs {
+		bufs[i] = make([]byte, n)
+		for j := range bufs[i] {
+			bufs[i][j] = byte(j*31 + i)
+		}
+	}
+	return bufs
+}
+
+func BenchmarkXOR(b *testing.B) {
+	b.Logf("otp-impl: %s", Impl())
+	for _, s := range benchSizes {
+		bufs := benchBufs(s.n, 3)
+		dst, x, y := bufs[0], bufs[1], bufs[2]
+		run := func(name string, f func()) {
+			b.Run(s.name+"/"+name, func(b *testing.B) {
+				b.SetBytes(int64(s.n))
+				b.ReportAllocs()
+				for b.Loop() {
+					f()
+				}
+			})
+		}
+		run("otp", func() { XOR(dst, x, y) })
+		run("subtle", func() { subtle.XORBytes(dst, x, y) })
+		run("copy", func() { copy(dst, x) })
+	}
+}
+
+func BenchmarkXOR3(b *testing.B) {
+	for _, s := range benchSizes {
+		bufs := benchBufs(s.n, 4)
+		dst, x, y, z := bufs[0], bufs[1], bufs[2], bufs[3]
+		run := func(name string, f func()) {
+			b.Run(s.name+"/"+name, func(b *testing.B) {
+				b.SetBytes(int64(s.n))
+				b.ReportAllocs()
+				for b.Loop() {
+					f()
+				}
+			})
+		}
+		run("otp", func() { XOR3(dst, x, y, z) })
+		// What a relay would do without the fused kernel: decrypt, then
+		// re-encrypt, two passes over dst.
+		run("naive", func() {
+			subtle.XORBytes(dst, x, y)
+			subtle.XORBytes(dst, dst, z)
+		})
+	}
+}
+
+// BenchmarkKernels measures each kernel the CPU supports on its own, for
+// comparing them; bench.sh reports only the default.
+func BenchmarkKernels(b *testing.B) {
+	for _, k := range supportedKernels() {
+		for _, s := range benchSizes {
+			bufs := benchBufs(s.n, 4)
+			b.Run(fmt.Sprintf("%s/xor/%s", k, s.name), func(b *testing.B) {
+				b.SetBytes(int64(s.n))
+				for b.Loop() {
+					xorWith(k, bufs[0], bufs[1], bufs[2])
+				}
+			})
+			b.Run(fmt.Sprintf("%s/xor3/%s", k, s.name), func(b *testing.B) {
+				b.SetBytes(int64(s.n))
+				for b.Loop() {
+					xor3With(k, bufs[0], bufs[1], bufs[2], bufs[3])
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkTag(b *testing.B) {
+	var key [MACKeySize]byte
+	for i := range key {
+		key[i] = byte(i)
+	}
+	var sink [TagSize]byte
+	for _, s := range benchSizes {
+		msg := benchBufs(s.n, 1)[0]
+		b.Run(s.name+"/otp", func(b *testing.B) {
+			b.SetBytes(int64(s.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				sink = Tag(&key, msg)
+			}
+		})
+	}
+	_ = sink
+}
+
+// BenchmarkXORKey measures one 32-byte key: the inlined fast path, the
+// general XOR and crypto/subtle.XORBytes.
+func BenchmarkXORKey(b *testing.B) {
+	var dst, x, y [32]byte
+	for i := range x {
+		x[i], y[i] = byte(i), byte(3*i)
+	}
+	b.Run("32B/fast", func(b *testing.B) {
+		for b.Loop() {
+			XOR32(&dst, &x, &y)
+		}
+	})
+	b.Run("32B/otp", func(b *testing.B) {
+		for b.Loop() {
+			XOR(dst[:], x[:], y[:])
+		}
+	})
+	b.Run("32B/subtle", func(b *testing.B) {
+		for b.Loop() {
+			subtle.XORBytes(dst[:], x[:], y[:])
+		}
+	})
+}
