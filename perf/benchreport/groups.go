@@ -1,0 +1,49 @@
+package benchreport
+
+// Group is a set of figures measured by the benchmarks of one Go package.
+// bench.sh --only selects groups by Name.
+type Group struct {
+	Name    string // "otp"; also the prefix of its figure names
+	Package string // package to benchmark, relative to the module root: "./otp"
+
+	// Bench is the -test.bench regexp. It should select exactly the
+	// benchmarks that Figures need. go test matches it level by level
+	// (split at "/"), so a one-level pattern such as `^(BenchmarkA|BenchmarkB)$`
+	// selects those top-level benchmarks and all of their sub-benchmarks.
+	Bench string
+
+	Figures []Figure
+}
+
+// Groups is every group, in the order bench.sh runs and reports them. To add
+// a group, add an entry here; groups_test.go checks that its Bench pattern
+// runs every benchmark its figures need.
+var Groups = []Group{
+	{
+		Name:    "otp",
+		Package: "./otp",
+		Bench:   `^(BenchmarkXOR|BenchmarkXOR3|BenchmarkTag|BenchmarkXORKey)$`,
+		Figures: []Figure{
+			throughput("otp.xor.4KiB", "BenchmarkXOR/4KiB/otp", "crypto/subtle.XORBytes", "BenchmarkXOR/4KiB/subtle"),
+			throughput("otp.xor.64KiB", "BenchmarkXOR/64KiB/otp", "crypto/subtle.XORBytes", "BenchmarkXOR/64KiB/subtle"),
+			throughput("otp.xor.1MiB", "BenchmarkXOR/1MiB/otp", "crypto/subtle.XORBytes", "BenchmarkXOR/1MiB/subtle"),
+			throughput("otp.xor3.64KiB", "BenchmarkXOR3/64KiB/otp", "2x crypto/subtle.XORBytes", "BenchmarkXOR3/64KiB/naive"),
+			throughput("otp.xor.64KiB.vs_copy", "BenchmarkXOR/64KiB/otp", "copy()", "BenchmarkXOR/64KiB/copy"),
+			throughput("otp.tag.64KiB", "BenchmarkTag/64KiB/otp", "otp.XOR", "BenchmarkXOR/64KiB/otp"),
+			latency("otp.xor.key32", "BenchmarkXORKey/32B/fast", "crypto/subtle.XORBytes", "BenchmarkXORKey/32B/subtle"),
+		},
+	},
+}
+
+// throughput is a figure in GB/s, from the MB/s (10⁶ bytes/s) that go test
+// reports for a benchmark calling b.SetBytes.
+func throughput(name, bench, baseline, baselineBench string) Figure {
+	return Figure{Name: name, Unit: "GB/s", Bench: bench, Metric: "MB/s", Scale: 1e-3,
+		Baseline: baseline, BaselineBench: baselineBench}
+}
+
+// latency is a figure in ns per operation, where lower is better.
+func latency(name, bench, baseline, baselineBench string) Figure {
+	return Figure{Name: name, Unit: "ns", Bench: bench, Metric: "ns/op", Scale: 1,
+		Baseline: baseline, BaselineBench: baselineBench, LowerIsBetter: true}
+}
