@@ -1,0 +1,68 @@
+// Command qrelayctl is the operator's tool for qrelay key managers.
+//
+// Today it has one subcommand, version, which says what this build will run
+// on this machine (notably the one-time-pad XOR kernel). Status, links,
+// routes, pools, keys, pki and demo arrive with the daemon.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// command is one subcommand: its name, a one-line help, and what it runs.
+type command struct {
+	name, shortHelp string
+	run             func(ctx context.Context, args []string, stdout io.Writer) error
+}
+
+var commands = []command{
+	{"version", "print the build and the kernels it selected on this machine", runVersion},
+}
+
+func main() {
+	os.Exit(dispatch(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// dispatch runs the subcommand named by args[0] and returns the exit code:
+// 0 on success, 1 when the command failed, 2 on a usage error.
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		if err := c.run(ctx, args[1:], stdout); err != nil {
+			fmt.Fprintf(stderr, "qrelayctl %s: %v\n", c.name, err)
+			if errors.As(err, new(usageError)) {
+				return 2
+			}
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "qrelayctl: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: qrelayctl <command> [flags]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.shortHelp)
+	}
+}
+
+// usageError marks an error in how the command was called.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
