@@ -80,21 +80,23 @@ func BenchmarkXOR3(b *testing.B) {
 // comparing them; bench.sh reports only the default.
 func BenchmarkKernels(b *testing.B) {
 	for _, k := range supportedKernels() {
+		restore := useKernel(k) // b.Run runs each sub-benchmark before returning
 		for _, s := range benchSizes {
 			bufs := benchBufs(s.n, 4)
 			b.Run(fmt.Sprintf("%s/xor/%s", k, s.name), func(b *testing.B) {
 				b.SetBytes(int64(s.n))
 				for b.Loop() {
-					xorWith(k, bufs[0], bufs[1], bufs[2])
+					XOR(bufs[0], bufs[1], bufs[2])
 				}
 			})
 			b.Run(fmt.Sprintf("%s/xor3/%s", k, s.name), func(b *testing.B) {
 				b.SetBytes(int64(s.n))
 				for b.Loop() {
-					xor3With(k, bufs[0], bufs[1], bufs[2], bufs[3])
+					XOR3(bufs[0], bufs[1], bufs[2], bufs[3])
 				}
 			})
 		}
+		restore()
 	}
 }
 

@@ -30,9 +30,9 @@ func FuzzXOR(f *testing.F) {
 			case 2:
 				dst = in[1]
 			}
-			if n > 0 {
-				xorWith(k, dst, in[0], in[1])
-			}
+			restore := useKernel(k)
+			XOR(dst, in[0], in[1])
+			restore()
 			if !bytes.Equal(dst, want) {
 				t.Fatalf("%s kernel: n=%d offDst=%d offB=%d alias=%d: wrong at byte %d", k, n, offDst%64, offB%64, alias%3, firstDiff(dst, want))
 			}
@@ -62,9 +62,9 @@ func FuzzXOR3(f *testing.F) {
 			if i := alias % 4; i > 0 {
 				dst = in[i-1]
 			}
-			if n > 0 {
-				xor3With(k, dst, in[0], in[1], in[2])
-			}
+			restore := useKernel(k)
+			XOR3(dst, in[0], in[1], in[2])
+			restore()
 			if !bytes.Equal(dst, want) {
 				t.Fatalf("%s kernel: n=%d offDst=%d alias=%d: wrong at byte %d", k, n, offDst%64, alias%4, firstDiff(dst, want))
 			}

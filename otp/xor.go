@@ -14,20 +14,31 @@ import (
 func XOR(dst, a, b []byte) {
 	n := len(dst)
 	if len(a) != n || len(b) != n {
-		panicLengths("XOR", "dst", n, "a", len(a), "b", len(b))
+		panicLengths("XOR", n, len(a), len(b), -1)
+		return // not reached; lets the compiler keep the arguments in registers
 	}
 	if n == 0 {
 		return
 	}
 	if inexactOverlap(dst, a) || inexactOverlap(dst, b) {
 		panicOverlap("XOR")
+		return // not reached; lets the compiler keep the arguments in registers
 	}
 	if race.Enabled {
 		race.ReadRange(a)
 		race.ReadRange(b)
 		race.WriteRange(dst)
 	}
-	xorWith(active, dst, a, b)
+	// The kernel is called from here, not through a helper: on small inputs
+	// every call level shows.
+	switch active {
+	case kernelAVX512:
+		xorAVX512(&dst[0], &a[0], &b[0], n)
+	case kernelAVX2:
+		xorAVX2(&dst[0], &a[0], &b[0], n)
+	default:
+		xorGeneric(dst, a, b)
+	}
 }
 
 // XOR3 sets dst[i] = a[i] ^ b[i] ^ c[i] for every i in one pass over
@@ -38,13 +49,15 @@ func XOR(dst, a, b []byte) {
 func XOR3(dst, a, b, c []byte) {
 	n := len(dst)
 	if len(a) != n || len(b) != n || len(c) != n {
-		panicLengths("XOR3", "dst", n, "a", len(a), "b", len(b), "c", len(c))
+		panicLengths("XOR3", n, len(a), len(b), len(c))
+		return // not reached; lets the compiler keep the arguments in registers
 	}
 	if n == 0 {
 		return
 	}
 	if inexactOverlap(dst, a) || inexactOverlap(dst, b) || inexactOverlap(dst, c) {
 		panicOverlap("XOR3")
+		return // not reached; lets the compiler keep the arguments in registers
 	}
 	if race.Enabled {
 		race.ReadRange(a)
@@ -52,7 +65,14 @@ func XOR3(dst, a, b, c []byte) {
 		race.ReadRange(c)
 		race.WriteRange(dst)
 	}
-	xor3With(active, dst, a, b, c)
+	switch active {
+	case kernelAVX512:
+		xor3AVX512(&dst[0], &a[0], &b[0], &c[0], n)
+	case kernelAVX2:
+		xor3AVX2(&dst[0], &a[0], &b[0], &c[0], n)
+	default:
+		xor3Generic(dst, a, b, c)
+	}
 }
 
 // inexactOverlap reports whether x and y share memory without starting at
@@ -65,14 +85,15 @@ func inexactOverlap(x, y []byte) bool {
 	return px < py+uintptr(len(y)) && py < px+uintptr(len(x))
 }
 
-// panicLengths and panicOverlap are kept out of line so that the checks in
-// XOR and XOR3 stay a few instructions long.
+// panicLengths and panicOverlap are kept out of line, with plain arguments,
+// so that XOR and XOR3 need no stack frame for the message. c < 0 means
+// there is no c (XOR).
 //
 //go:noinline
-func panicLengths(fn string, namesAndLengths ...any) {
-	msg := "otp." + fn + ": slices differ in length:"
-	for i := 0; i+1 < len(namesAndLengths); i += 2 {
-		msg += fmt.Sprintf(" len(%s)=%d", namesAndLengths[i], namesAndLengths[i+1])
+func panicLengths(fn string, dst, a, b, c int) {
+	msg := fmt.Sprintf("otp.%s: slices differ in length: len(dst)=%d len(a)=%d len(b)=%d", fn, dst, a, b)
+	if c >= 0 {
+		msg += fmt.Sprintf(" len(c)=%d", c)
 	}
 	panic(msg + "; they must all be equal")
 }

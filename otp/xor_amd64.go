@@ -29,31 +29,6 @@ func unsupported(k kernel) string {
 	return "this CPU lacks " + strings.Join(missing, ", ")
 }
 
-// xorWith sets dst = a ^ b with kernel k. The caller has checked that all
-// three have the same, non-zero length and do not overlap inexactly.
-func xorWith(k kernel, dst, a, b []byte) {
-	switch k {
-	case kernelAVX512:
-		xorAVX512(&dst[0], &a[0], &b[0], len(dst))
-	case kernelAVX2:
-		xorAVX2(&dst[0], &a[0], &b[0], len(dst))
-	default:
-		xorGeneric(dst, a, b)
-	}
-}
-
-// xor3With sets dst = a ^ b ^ c with kernel k, under the same contract.
-func xor3With(k kernel, dst, a, b, c []byte) {
-	switch k {
-	case kernelAVX512:
-		xor3AVX512(&dst[0], &a[0], &b[0], &c[0], len(dst))
-	case kernelAVX2:
-		xor3AVX2(&dst[0], &a[0], &b[0], &c[0], len(dst))
-	default:
-		xor3Generic(dst, a, b, c)
-	}
-}
-
 //go:noescape
 func xorAVX2(dst, a, b *byte, n int)
 

@@ -3,12 +3,13 @@
 #include "textflag.h"
 
 // The kernels behind XOR and XOR3. Register use, in every function:
-//   DI dst, SI a, DX b, BX c (XOR3 only), CX bytes left.
+//   DI dst, SI a, DX b, BX c (XOR3 only), CX bytes (left).
 // The Go wrappers have checked lengths and overlap and never pass n == 0.
-// Every block is loaded in full before it is stored, so dst may be a, b or c.
+// Every byte is loaded before it is stored, and a byte stored twice (where
+// blocks overlap) gets the same value both times, so dst may be a, b or c.
 
 // Advance the input and output pointers by n bytes (an immediate or a
-// register) and count them off CX.
+// register) and count them off CX (AVX-512 kernels).
 #define ADVANCE2(n) ADDQ n, SI; ADDQ n, DX; ADDQ n, DI; SUBQ n, CX
 #define ADVANCE3(n) ADDQ n, SI; ADDQ n, DX; ADDQ n, BX; ADDQ n, DI; SUBQ n, CX
 
@@ -18,84 +19,116 @@ TEXT ·xorAVX2(SB), NOSPLIT, $0-32
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DX
 	MOVQ n+24(FP), CX
+	CMPQ CX, $32
+	JB   short
 
-	// Below 256 bytes alignment does not pay for itself.
-	CMPQ CX, $256
-	JB   blocks
+	// The first and the last 32 bytes, computed before anything is stored;
+	// they are stored last, so they may overlap the blocks in between.
+	VMOVDQU (SI), Y8
+	VPXOR   (DX), Y8, Y8
+	VMOVDQU -32(SI)(CX*1), Y9
+	VPXOR   -32(DX)(CX*1), Y9, Y9
 
-	// Align dst to 32 bytes (bytes, then words), so that no store in the
-	// main loop splits a cache line.
-align1:
-	TESTQ $7, DI
-	JZ    align8
-	MOVB  (SI), AX
-	XORB  (DX), AX
-	MOVB  AX, (DI)
-	ADVANCE2($1)
-	JMP   align1
-
-align8:
-	TESTQ $31, DI
-	JZ    blocks
-	MOVQ  (SI), AX
-	XORQ  (DX), AX
-	MOVQ  AX, (DI)
-	ADVANCE2($8)
-	JMP   align8
-
-blocks:
-	CMPQ CX, $128
-	JB   tail32
+	// R8 = offset of dst's first 32-byte boundary after dst[0], in [1, 32].
+	// Whole blocks run from there while they fit: 128 bytes at a time, then
+	// 32; the last-32-bytes block covers what is left.
+	MOVQ DI, R8
+	ANDQ $31, R8
+	NEGQ R8
+	ADDQ $32, R8
+	LEAQ -128(CX), R9
+	CMPQ R8, R9
+	JGT  blocks32
 
 	PCALIGN $32
 
 loop128:
-	VMOVDQU (SI), Y0
-	VMOVDQU 32(SI), Y1
-	VMOVDQU 64(SI), Y2
-	VMOVDQU 96(SI), Y3
-	VPXOR   (DX), Y0, Y0
-	VPXOR   32(DX), Y1, Y1
-	VPXOR   64(DX), Y2, Y2
-	VPXOR   96(DX), Y3, Y3
-	VMOVDQU Y0, (DI)
-	VMOVDQU Y1, 32(DI)
-	VMOVDQU Y2, 64(DI)
-	VMOVDQU Y3, 96(DI)
-	ADVANCE2($128)
-	CMPQ    CX, $128
-	JAE     loop128
+	VMOVDQU 0(SI)(R8*1), Y0
+	VMOVDQU 32(SI)(R8*1), Y1
+	VMOVDQU 64(SI)(R8*1), Y2
+	VMOVDQU 96(SI)(R8*1), Y3
+	VPXOR   0(DX)(R8*1), Y0, Y0
+	VPXOR   32(DX)(R8*1), Y1, Y1
+	VPXOR   64(DX)(R8*1), Y2, Y2
+	VPXOR   96(DX)(R8*1), Y3, Y3
+	VMOVDQU Y0, 0(DI)(R8*1)
+	VMOVDQU Y1, 32(DI)(R8*1)
+	VMOVDQU Y2, 64(DI)(R8*1)
+	VMOVDQU Y3, 96(DI)(R8*1)
+	ADDQ    $128, R8
+	CMPQ    R8, R9
+	JLE     loop128
 
-tail32:
-	CMPQ    CX, $32
-	JB      tail8
-	VMOVDQU (SI), Y0
-	VPXOR   (DX), Y0, Y0
-	VMOVDQU Y0, (DI)
-	ADVANCE2($32)
-	JMP     tail32
+blocks32:
+	LEAQ -32(CX), R9
+	CMPQ R8, R9
+	JGT  ends
 
-tail8:
-	CMPQ CX, $8
-	JB   tail1
-	MOVQ (SI), AX
-	XORQ (DX), AX
-	MOVQ AX, (DI)
-	ADVANCE2($8)
-	JMP  tail8
+loop32:
+	VMOVDQU (SI)(R8*1), Y0
+	VPXOR   (DX)(R8*1), Y0, Y0
+	VMOVDQU Y0, (DI)(R8*1)
+	ADDQ    $32, R8
+	CMPQ    R8, R9
+	JLE     loop32
 
-tail1:
-	TESTQ CX, CX
-	JZ    done
-	MOVB  (SI), AX
-	XORB  (DX), AX
-	MOVB  AX, (DI)
-	ADVANCE2($1)
-	JMP   tail1
-
-done:
+ends:
+	VMOVDQU Y8, (DI)
+	VMOVDQU Y9, -32(DI)(CX*1)
 	VZEROUPPER
 	RET
+
+	// Below 32 bytes: two overlapping loads of the widest size that fits,
+	// both loaded before either is stored.
+short:
+	CMPQ CX, $16
+	JB   short8
+	VMOVDQU (SI), X0
+	VPXOR   (DX), X0, X0
+	VMOVDQU -16(SI)(CX*1), X1
+	VPXOR   -16(DX)(CX*1), X1, X1
+	VMOVDQU X0, (DI)
+	VMOVDQU X1, -16(DI)(CX*1)
+	VZEROUPPER
+	RET
+
+short8:
+	CMPQ CX, $8
+	JB   short4
+	MOVQ (SI), AX
+	XORQ (DX), AX
+	MOVQ -8(SI)(CX*1), R8
+	XORQ -8(DX)(CX*1), R8
+	MOVQ AX, (DI)
+	MOVQ R8, -8(DI)(CX*1)
+	RET
+
+short4:
+	CMPQ CX, $4
+	JB   short1
+	MOVL (SI), AX
+	XORL (DX), AX
+	MOVL -4(SI)(CX*1), R8
+	XORL -4(DX)(CX*1), R8
+	MOVL AX, (DI)
+	MOVL R8, -4(DI)(CX*1)
+	RET
+
+	// 1 to 3 bytes: bytes 0, n/2 and n-1 cover them all.
+short1:
+	MOVQ CX, R9
+	SHRQ $1, R9
+	MOVB (SI), AX
+	XORB (DX), AX
+	MOVB (SI)(R9*1), R10
+	XORB (DX)(R9*1), R10
+	MOVB -1(SI)(CX*1), R8
+	XORB -1(DX)(CX*1), R8
+	MOVB AX, (DI)
+	MOVB R10, (DI)(R9*1)
+	MOVB R8, -1(DI)(CX*1)
+	RET
+
 
 // func xor3AVX2(dst, a, b, c *byte, n int)
 TEXT ·xor3AVX2(SB), NOSPLIT, $0-40
@@ -104,90 +137,132 @@ TEXT ·xor3AVX2(SB), NOSPLIT, $0-40
 	MOVQ b+16(FP), DX
 	MOVQ c+24(FP), BX
 	MOVQ n+32(FP), CX
+	CMPQ CX, $32
+	JB   short
 
-	CMPQ CX, $256
-	JB   blocks
+	// The first and the last 32 bytes, computed before anything is stored;
+	// they are stored last, so they may overlap the blocks in between.
+	VMOVDQU (SI), Y8
+	VPXOR   (DX), Y8, Y8
+	VPXOR   (BX), Y8, Y8
+	VMOVDQU -32(SI)(CX*1), Y9
+	VPXOR   -32(DX)(CX*1), Y9, Y9
+	VPXOR   -32(BX)(CX*1), Y9, Y9
 
-align1:
-	TESTQ $7, DI
-	JZ    align8
-	MOVB  (SI), AX
-	XORB  (DX), AX
-	XORB  (BX), AX
-	MOVB  AX, (DI)
-	ADVANCE3($1)
-	JMP   align1
-
-align8:
-	TESTQ $31, DI
-	JZ    blocks
-	MOVQ  (SI), AX
-	XORQ  (DX), AX
-	XORQ  (BX), AX
-	MOVQ  AX, (DI)
-	ADVANCE3($8)
-	JMP   align8
-
-blocks:
-	CMPQ CX, $128
-	JB   tail32
+	// R8 = offset of dst's first 32-byte boundary after dst[0], in [1, 32].
+	// Whole blocks run from there while they fit: 128 bytes at a time, then
+	// 32; the last-32-bytes block covers what is left.
+	MOVQ DI, R8
+	ANDQ $31, R8
+	NEGQ R8
+	ADDQ $32, R8
+	LEAQ -128(CX), R9
+	CMPQ R8, R9
+	JGT  blocks32
 
 	PCALIGN $32
 
 loop128:
-	VMOVDQU (SI), Y0
-	VMOVDQU 32(SI), Y1
-	VMOVDQU 64(SI), Y2
-	VMOVDQU 96(SI), Y3
-	VPXOR   (DX), Y0, Y0
-	VPXOR   32(DX), Y1, Y1
-	VPXOR   64(DX), Y2, Y2
-	VPXOR   96(DX), Y3, Y3
-	VPXOR   (BX), Y0, Y0
-	VPXOR   32(BX), Y1, Y1
-	VPXOR   64(BX), Y2, Y2
-	VPXOR   96(BX), Y3, Y3
-	VMOVDQU Y0, (DI)
-	VMOVDQU Y1, 32(DI)
-	VMOVDQU Y2, 64(DI)
-	VMOVDQU Y3, 96(DI)
-	ADVANCE3($128)
-	CMPQ    CX, $128
-	JAE     loop128
+	VMOVDQU 0(SI)(R8*1), Y0
+	VMOVDQU 32(SI)(R8*1), Y1
+	VMOVDQU 64(SI)(R8*1), Y2
+	VMOVDQU 96(SI)(R8*1), Y3
+	VPXOR   0(DX)(R8*1), Y0, Y0
+	VPXOR   32(DX)(R8*1), Y1, Y1
+	VPXOR   64(DX)(R8*1), Y2, Y2
+	VPXOR   96(DX)(R8*1), Y3, Y3
+	VPXOR   0(BX)(R8*1), Y0, Y0
+	VPXOR   32(BX)(R8*1), Y1, Y1
+	VPXOR   64(BX)(R8*1), Y2, Y2
+	VPXOR   96(BX)(R8*1), Y3, Y3
+	VMOVDQU Y0, 0(DI)(R8*1)
+	VMOVDQU Y1, 32(DI)(R8*1)
+	VMOVDQU Y2, 64(DI)(R8*1)
+	VMOVDQU Y3, 96(DI)(R8*1)
+	ADDQ    $128, R8
+	CMPQ    R8, R9
+	JLE     loop128
 
-tail32:
-	CMPQ    CX, $32
-	JB      tail8
-	VMOVDQU (SI), Y0
-	VPXOR   (DX), Y0, Y0
-	VPXOR   (BX), Y0, Y0
-	VMOVDQU Y0, (DI)
-	ADVANCE3($32)
-	JMP     tail32
+blocks32:
+	LEAQ -32(CX), R9
+	CMPQ R8, R9
+	JGT  ends
 
-tail8:
+loop32:
+	VMOVDQU (SI)(R8*1), Y0
+	VPXOR   (DX)(R8*1), Y0, Y0
+	VPXOR   (BX)(R8*1), Y0, Y0
+	VMOVDQU Y0, (DI)(R8*1)
+	ADDQ    $32, R8
+	CMPQ    R8, R9
+	JLE     loop32
+
+ends:
+	VMOVDQU Y8, (DI)
+	VMOVDQU Y9, -32(DI)(CX*1)
+	VZEROUPPER
+	RET
+
+	// Below 32 bytes: two overlapping loads of the widest size that fits,
+	// both loaded before either is stored.
+short:
+	CMPQ CX, $16
+	JB   short8
+	VMOVDQU (SI), X0
+	VPXOR   (DX), X0, X0
+	VPXOR   (BX), X0, X0
+	VMOVDQU -16(SI)(CX*1), X1
+	VPXOR   -16(DX)(CX*1), X1, X1
+	VPXOR   -16(BX)(CX*1), X1, X1
+	VMOVDQU X0, (DI)
+	VMOVDQU X1, -16(DI)(CX*1)
+	VZEROUPPER
+	RET
+
+short8:
 	CMPQ CX, $8
-	JB   tail1
+	JB   short4
 	MOVQ (SI), AX
 	XORQ (DX), AX
 	XORQ (BX), AX
+	MOVQ -8(SI)(CX*1), R8
+	XORQ -8(DX)(CX*1), R8
+	XORQ -8(BX)(CX*1), R8
 	MOVQ AX, (DI)
-	ADVANCE3($8)
-	JMP  tail8
-
-tail1:
-	TESTQ CX, CX
-	JZ    done
-	MOVB  (SI), AX
-	XORB  (DX), AX
-	XORB  (BX), AX
-	MOVB  AX, (DI)
-	ADVANCE3($1)
-	JMP   tail1
-
-done:
-	VZEROUPPER
+	MOVQ R8, -8(DI)(CX*1)
 	RET
+
+short4:
+	CMPQ CX, $4
+	JB   short1
+	MOVL (SI), AX
+	XORL (DX), AX
+	XORL (BX), AX
+	MOVL -4(SI)(CX*1), R8
+	XORL -4(DX)(CX*1), R8
+	XORL -4(BX)(CX*1), R8
+	MOVL AX, (DI)
+	MOVL R8, -4(DI)(CX*1)
+	RET
+
+	// 1 to 3 bytes: bytes 0, n/2 and n-1 cover them all.
+short1:
+	MOVQ CX, R9
+	SHRQ $1, R9
+	MOVB (SI), AX
+	XORB (DX), AX
+	XORB (BX), AX
+	MOVB (SI)(R9*1), R10
+	XORB (DX)(R9*1), R10
+	XORB (BX)(R9*1), R10
+	MOVB -1(SI)(CX*1), R8
+	XORB -1(DX)(CX*1), R8
+	XORB -1(BX)(CX*1), R8
+	MOVB AX, (DI)
+	MOVB R10, (DI)(R9*1)
+	MOVB R8, -1(DI)(CX*1)
+	RET
+
 
 // The AVX-512 kernels need no scalar loops: a byte-masked load, XOR and
 // store (AVX512BW) covers the unaligned head up to dst's next 64-byte

@@ -10,6 +10,13 @@ func unsupported(k kernel) string {
 	return "this build has no assembly kernels (purego tag, or not amd64)"
 }
 
-func xorWith(_ kernel, dst, a, b []byte) { xorGeneric(dst, a, b) }
+// This build has no assembly. The kernel functions exist so that XOR and
+// XOR3 compile; they are never called, because unsupported keeps the
+// active kernel at kernelGeneric.
 
-func xor3With(_ kernel, dst, a, b, c []byte) { xor3Generic(dst, a, b, c) }
+func xorAVX2(dst, a, b *byte, n int)       { panic(noAsm) }
+func xorAVX512(dst, a, b *byte, n int)     { panic(noAsm) }
+func xor3AVX2(dst, a, b, c *byte, n int)   { panic(noAsm) }
+func xor3AVX512(dst, a, b, c *byte, n int) { panic(noAsm) }
+
+const noAsm = "otp: assembly kernel called in a build without assembly"
