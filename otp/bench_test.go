@@ -34,7 +34,6 @@ func benchBufs(n, count int) [][]byte {
 }
 
 func BenchmarkXOR(b *testing.B) {
-	b.Logf("otp-impl: %s", Impl())
 	for _, s := range benchSizes {
 		bufs := benchBufs(s.n, 3)
 		dst, x, y := bufs[0], bufs[1], bufs[2]

@@ -13,7 +13,10 @@
 //   - avx512: 64-byte ZMM loads and stores, VPTERNLOGD for the three-way
 //     XOR, byte-masked loads and stores for the unaligned head and the tail
 //     (needs AVX512F, AVX512BW and BMI2);
-//   - avx2: 32-byte YMM loads and stores, word and byte loops for the tail;
+//   - avx2: 32-byte YMM loads and stores, 128 bytes per iteration with dst
+//     aligned; the first and last 32 bytes (below 32 bytes, two overlapping
+//     pieces of 16, 8, 4 or 1 bytes) are computed before anything is stored,
+//     so any length costs a few straight-line blocks and no byte loop;
 //   - generic: portable Go, eight bytes at a time; the only kernel under the
 //     purego build tag or on other architectures.
 //

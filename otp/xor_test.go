@@ -40,9 +40,9 @@ const (
 	numAlias
 )
 
-// operands builds dst and three inputs of length n at the given offsets
-// inside larger buffers whose spare bytes are canaries, and applies the
-// aliasing case. check reports whether any canary changed.
+// operands is dst and three inputs of length n at the given offsets inside
+// larger buffers, with the aliasing case applied; the bytes after dst let a
+// test see a kernel writing past its end.
 type operands struct {
 	dst, a, b, c []byte
 	dstBuf       []byte
@@ -69,7 +69,7 @@ func newOperands(r *rand.Rand, n, offDst, offA, offB, offC, alias int) *operands
 	return o
 }
 
-// tailIntact reports whether the bytes after dst are unchanged from want.
+// tail is the rest of dst's buffer after dst.
 func (o *operands) tail() []byte { return o.dstBuf[o.dstOff+o.n:] }
 
 // clone copies the inputs so a reference result can be computed before an

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qrelay/qrelay/otp"
 	"github.com/qrelay/qrelay/perf/benchreport"
 )
 
@@ -219,8 +220,10 @@ func machine() string {
 			}
 		}
 	}
-	return fmt.Sprintf("machine: %s, GOMAXPROCS=%d, %s %s/%s",
-		cpu, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	// The test binaries run with this process's environment on this CPU, so
+	// they choose the same XOR kernel as this process does.
+	return fmt.Sprintf("machine: %s, GOMAXPROCS=%d, %s %s/%s, otp kernel %s",
+		cpu, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH, otp.Impl())
 }
 
 // build compiles g's test binary into dir and returns its path.
