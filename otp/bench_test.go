@@ -33,22 +33,24 @@ func benchBufs(n, count int) [][]byte {
 	return bufs
 }
 
+// benchBytes runs f as sub-benchmark name, reporting n bytes per call.
+func benchBytes(b *testing.B, name string, n int, f func()) {
+	b.Run(name, func(b *testing.B) {
+		b.SetBytes(int64(n))
+		b.ReportAllocs()
+		for b.Loop() {
+			f()
+		}
+	})
+}
+
 func BenchmarkXOR(b *testing.B) {
 	for _, s := range benchSizes {
 		bufs := benchBufs(s.n, 3)
 		dst, x, y := bufs[0], bufs[1], bufs[2]
-		run := func(name string, f func()) {
-			b.Run(s.name+"/"+name, func(b *testing.B) {
-				b.SetBytes(int64(s.n))
-				b.ReportAllocs()
-				for b.Loop() {
-					f()
-				}
-			})
-		}
-		run("otp", func() { XOR(dst, x, y) })
-		run("subtle", func() { subtle.XORBytes(dst, x, y) })
-		run("copy", func() { copy(dst, x) })
+		benchBytes(b, s.name+"/otp", s.n, func() { XOR(dst, x, y) })
+		benchBytes(b, s.name+"/subtle", s.n, func() { subtle.XORBytes(dst, x, y) })
+		benchBytes(b, s.name+"/copy", s.n, func() { copy(dst, x) })
 	}
 }
 
@@ -56,19 +58,10 @@ func BenchmarkXOR3(b *testing.B) {
 	for _, s := range benchSizes {
 		bufs := benchBufs(s.n, 4)
 		dst, x, y, z := bufs[0], bufs[1], bufs[2], bufs[3]
-		run := func(name string, f func()) {
-			b.Run(s.name+"/"+name, func(b *testing.B) {
-				b.SetBytes(int64(s.n))
-				b.ReportAllocs()
-				for b.Loop() {
-					f()
-				}
-			})
-		}
-		run("otp", func() { XOR3(dst, x, y, z) })
+		benchBytes(b, s.name+"/otp", s.n, func() { XOR3(dst, x, y, z) })
 		// What a relay would do without the fused kernel: decrypt, then
 		// re-encrypt, two passes over dst.
-		run("naive", func() {
+		benchBytes(b, s.name+"/naive", s.n, func() {
 			subtle.XORBytes(dst, x, y)
 			subtle.XORBytes(dst, dst, z)
 		})

@@ -37,7 +37,6 @@ const (
 	aliasA
 	aliasB
 	aliasC // XOR3 only
-	numAlias
 )
 
 // operands is dst and three inputs of length n at the given offsets inside
@@ -76,60 +75,55 @@ func (o *operands) tail() []byte { return o.dstBuf[o.dstOff+o.n:] }
 // aliased kernel overwrites one of them.
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
 
-func TestXORMatchesGenericRandom(t *testing.T) {
-	forEachKernel(t, func(t *testing.T, k kernel) {
-		r := rand.New(rand.NewPCG(1, uint64(k)))
-		iters := 600
-		if testing.Short() {
-			iters = 100
-		}
-		for i := range iters {
-			n := r.IntN(70<<10 + 1)
-			if i%3 == 0 {
-				n = r.IntN(600) // small lengths and tails, often
-			}
-			alias := r.IntN(numAlias - 1)
-			o := newOperands(r, n, r.IntN(64), r.IntN(64), r.IntN(64), 0, alias)
-			want := make([]byte, n)
-			xorGeneric(want, clone(o.a), clone(o.b))
-			tailBefore := clone(o.tail())
-			XOR(o.dst, o.a, o.b)
-			if !bytes.Equal(o.dst, want) {
-				t.Fatalf("case %d: n=%d alias=%d: %s XOR differs from generic at byte %d", i, n, alias, k, firstDiff(o.dst, want))
-			}
-			if !bytes.Equal(o.tail(), tailBefore) {
-				t.Fatalf("case %d: n=%d alias=%d: %s XOR wrote past the end of dst", i, n, alias, k)
-			}
-		}
-	})
+// The two operations under test, in a form the property tests can share.
+var ops = []struct {
+	name    string
+	aliases int // aliasing cases that apply: dst may be any input
+	generic func(want []byte, o *operands)
+	run     func(o *operands)
+}{
+	{"XOR", aliasB + 1,
+		func(want []byte, o *operands) { xorGeneric(want, clone(o.a), clone(o.b)) },
+		func(o *operands) { XOR(o.dst, o.a, o.b) }},
+	{"XOR3", aliasC + 1,
+		func(want []byte, o *operands) { xor3Generic(want, clone(o.a), clone(o.b), clone(o.c)) },
+		func(o *operands) { XOR3(o.dst, o.a, o.b, o.c) }},
 }
 
-func TestXOR3MatchesGenericRandom(t *testing.T) {
-	forEachKernel(t, func(t *testing.T, k kernel) {
-		r := rand.New(rand.NewPCG(2, uint64(k)))
-		iters := 600
-		if testing.Short() {
-			iters = 100
-		}
-		for i := range iters {
-			n := r.IntN(70<<10 + 1)
-			if i%3 == 0 {
-				n = r.IntN(600)
-			}
-			alias := r.IntN(numAlias)
-			o := newOperands(r, n, r.IntN(64), r.IntN(64), r.IntN(64), r.IntN(64), alias)
-			want := make([]byte, n)
-			xor3Generic(want, clone(o.a), clone(o.b), clone(o.c))
-			tailBefore := clone(o.tail())
-			XOR3(o.dst, o.a, o.b, o.c)
-			if !bytes.Equal(o.dst, want) {
-				t.Fatalf("case %d: n=%d alias=%d: %s XOR3 differs from generic at byte %d", i, n, alias, k, firstDiff(o.dst, want))
-			}
-			if !bytes.Equal(o.tail(), tailBefore) {
-				t.Fatalf("case %d: n=%d alias=%d: %s XOR3 wrote past the end of dst", i, n, alias, k)
-			}
-		}
-	})
+// TestKernelsMatchGeneric runs XOR and XOR3 with every kernel on random
+// lengths up to 70 KiB (a third of them below 600 bytes, where the tails
+// are), random offsets of every operand and every aliasing case, and checks
+// each result against the generic kernel and the bytes after dst.
+func TestKernelsMatchGeneric(t *testing.T) {
+	for seed, op := range ops {
+		t.Run(op.name, func(t *testing.T) {
+			forEachKernel(t, func(t *testing.T, k kernel) {
+				r := rand.New(rand.NewPCG(uint64(seed), uint64(k)))
+				iters := 600
+				if testing.Short() {
+					iters = 100
+				}
+				for i := range iters {
+					n := r.IntN(70<<10 + 1)
+					if i%3 == 0 {
+						n = r.IntN(600)
+					}
+					alias := r.IntN(op.aliases)
+					o := newOperands(r, n, r.IntN(64), r.IntN(64), r.IntN(64), r.IntN(64), alias)
+					want := make([]byte, n)
+					op.generic(want, o)
+					tailBefore := clone(o.tail())
+					op.run(o)
+					if !bytes.Equal(o.dst, want) {
+						t.Fatalf("case %d: n=%d alias=%d: %s %s differs from generic at byte %d", i, n, alias, k, op.name, firstDiff(o.dst, want))
+					}
+					if !bytes.Equal(o.tail(), tailBefore) {
+						t.Fatalf("case %d: n=%d alias=%d: %s %s wrote past the end of dst", i, n, alias, k, op.name)
+					}
+				}
+			})
+		})
+	}
 }
 
 // TestXORSweep walks every length up to a few blocks of the widest kernel
