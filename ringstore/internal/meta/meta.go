@@ -1,0 +1,144 @@
+// Package meta is the metadata store of the key stores: an embedded badger
+// database holding cursors, reservation marks, block directories and key
+// indexes, never key bytes (badger deletes by tombstone and keeps old values
+// on disk until compaction, so it cannot erase a key; see DESIGN.md,
+// invariant 2).
+//
+// Options are tuned for a small, write-mostly metadata set: badger's
+// defaults reserve hundreds of megabytes (64 MiB memtables, a 256 MiB block
+// cache, 1 GiB value-log files); here every write is a few dozen bytes.
+package meta
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// ErrNotFound is returned by Get for a key that is not there.
+var ErrNotFound = errors.New("meta: key not found")
+
+// DB is an open metadata store. It is safe for concurrent use.
+type DB struct {
+	db  *badger.DB
+	dir string
+}
+
+// Open opens or creates the store in dir. Every Update is synced to disk
+// before it returns.
+func Open(dir string) (*DB, error) {
+	opts := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithLogger(badgerLogger{dir: dir}).
+		WithMemTableSize(2 << 20).
+		WithNumMemtables(2).
+		WithCompression(options.None). // values are tiny; no block cache needed then
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithBaseTableSize(1 << 20).
+		WithValueLogFileSize(8 << 20).
+		WithValueThreshold(1 << 10). // metadata values stay in the LSM tree
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(4).
+		WithNumCompactors(2).
+		WithDetectConflicts(false).
+		WithCompactL0OnClose(false)
+	db, err := badger.Open(opts)
+	// badger formats the cause into its message, so errors.Is cannot see it.
+	if err != nil && strings.Contains(err.Error(), z.NewFile.Error()) {
+		// badger issue #2207: a crash between creating a memtable or value
+		// log file and writing to it leaves an empty file, on which Open
+		// fails after sizing it. The file holds no data, and a second Open
+		// succeeds.
+		slog.Info("metadata store: reopening after badger sized an empty file left by a crash (badger issue #2207)", "store", dir)
+		db, err = badger.Open(opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening metadata store %s: %w; if it is damaged, restore it from a backup (starting without it would forget which pad was used)", dir, err)
+	}
+	return &DB{db: db, dir: dir}, nil
+}
+
+// Dir is where the store lives.
+func (d *DB) Dir() string { return d.dir }
+
+// Get returns a copy of the value of key, or ErrNotFound.
+func (d *DB) Get(key string) ([]byte, error) {
+	var val []byte
+	err := d.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		val, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("reading %q from metadata store %s: %w", key, d.dir, err)
+	}
+	return val, err
+}
+
+// Tx is one write transaction.
+type Tx struct{ txn *badger.Txn }
+
+// Set stores val under key.
+func (t *Tx) Set(key string, val []byte) error { return t.txn.Set([]byte(key), val) }
+
+// Delete removes key.
+func (t *Tx) Delete(key string) error { return t.txn.Delete([]byte(key)) }
+
+// Update applies fn's writes atomically and syncs them to disk before it
+// returns: one fsync for everything fn wrote, so callers batch.
+func (d *DB) Update(fn func(tx *Tx) error) error {
+	err := d.db.Update(func(txn *badger.Txn) error { return fn(&Tx{txn: txn}) })
+	if err != nil {
+		return fmt.Errorf("writing metadata store %s: %w", d.dir, err)
+	}
+	return nil
+}
+
+// Scan calls fn for every key with the given prefix, in key order. The
+// value is only valid during the call.
+func (d *DB) Scan(prefix string, fn func(key string, val []byte) error) error {
+	return d.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if err := item.Value(func(val []byte) error { return fn(string(item.Key()), val) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close flushes and closes the store.
+func (d *DB) Close() error {
+	if err := d.db.Close(); err != nil {
+		return fmt.Errorf("closing metadata store %s: %w", d.dir, err)
+	}
+	return nil
+}
+
+// badgerLogger sends badger's warnings and errors to slog; its info and
+// debug chatter is dropped.
+type badgerLogger struct{ dir string }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	slog.Error("badger: "+fmt.Sprintf(f, a...), "store", l.dir)
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	slog.Warn("badger: "+fmt.Sprintf(f, a...), "store", l.dir)
+}
+func (l badgerLogger) Infof(string, ...any)  {}
+func (l badgerLogger) Debugf(string, ...any) {}

@@ -1,0 +1,158 @@
+package ringstore
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	crashDirEnv    = "QRELAY_PADRING_CRASH_DIR"
+	crashMarkBatch = 1 << 15
+)
+
+// TestPadRingCrash runs the real durable ring in a child process that
+// appends pad, reserves ranges, checks their bytes, logs every range it was
+// handed and releases them, and kills it with SIGKILL at random moments,
+// restarting it each time. Across all lives, no pad position may be handed
+// out twice, and every range handed out must hold the pad appended there.
+func TestPadRingCrash(t *testing.T) {
+	if dir := os.Getenv(crashDirEnv); dir != "" {
+		crashChild(t, dir)
+		return
+	}
+	runs := 100
+	if testing.Short() {
+		runs = 30
+	}
+	dir := t.TempDir()
+	rnd := rand.New(rand.NewPCG(42, 42))
+	wasted := 0
+	for run := range runs {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestPadRingCrash$", "-test.count=1", "-test.v=false")
+		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// The child says "ready" once the ring is open; before that a kill
+		// would only test badger's own crash safety.
+		out := bufio.NewReader(stdout)
+		line, err := out.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "ready") {
+			rest, _ := io.ReadAll(out)
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("run %d: child did not start: %v\n%s%s%s", run, err, line, rest, stderr.String())
+		}
+		var waste int
+		if _, err := fmt.Sscanf(line, "ready waste=%d", &waste); err != nil {
+			t.Fatalf("run %d: child said %q: %v", run, line, err)
+		}
+		if waste > crashMarkBatch {
+			t.Fatalf("run %d: restart skipped %d bytes of pad, more than one mark batch (%d)", run, waste, crashMarkBatch)
+		}
+		if waste > 0 {
+			wasted++
+		}
+		// The delay only picks the moment of the kill; correctness never
+		// depends on it.
+		time.Sleep(time.Duration(rnd.IntN(30_000)) * time.Microsecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		err = cmd.Wait()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
+			t.Fatalf("run %d: child ended by itself (%v), not by SIGKILL:\n%s", run, err, stderr.String())
+		}
+	}
+
+	logged, err := os.ReadFile(filepath.Join(dir, "handed-out.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type span struct{ pos, end uint64 }
+	var spans []span
+	for i, l := range strings.Split(strings.TrimSpace(string(logged)), "\n") {
+		var s span
+		var n uint64
+		if _, err := fmt.Sscanf(l, "%d %d", &s.pos, &n); err != nil {
+			t.Fatalf("log line %d %q: %v", i+1, l, err)
+		}
+		s.end = s.pos + n
+		spans = append(spans, s)
+	}
+	// The log is in hand-out order across lives: positions only ever grow,
+	// so every range starts at or after the end of all earlier ones.
+	var maxEnd uint64
+	for i, s := range spans {
+		if s.pos < maxEnd {
+			t.Fatalf("pad [%d, %d) handed out (log line %d) after pad up to %d was: a position was handed out twice", s.pos, s.end, i+1, maxEnd)
+		}
+		maxEnd = s.end
+	}
+	t.Logf("%d lives, %d ranges (%d bytes of pad) handed out; %d restarts skipped pad a crash may have used", runs, len(spans), maxEnd, wasted)
+	if len(spans) < runs {
+		t.Fatalf("only %d ranges handed out in %d lives: the child is not doing enough work to test anything", len(spans), runs)
+	}
+	if wasted == 0 {
+		t.Fatal("no restart found pad to skip: the kills never landed between a mark and its use")
+	}
+}
+
+// crashChild is one life of the child: it works until it is killed.
+func crashChild(t *testing.T, dir string) {
+	db := openMeta(t, dir)
+	const capacity, segment = 1 << 20, 1 << 14
+	r, err := durableRing(t, dir, db, capacity, segment, crashMarkBatch)
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	log, err := os.OpenFile(filepath.Join(dir, "handed-out.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("ready waste=%d \n", r.Stats().CrashWaste)
+	rnd := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
+	var held []Range
+	var line []byte
+	for {
+		if s := r.Stats(); s.Head-s.Tail < capacity/2 {
+			if err := r.Append(padBlock(s.Head, 1000+rnd.IntN(30000))); err != nil {
+				t.Fatalf("child: %v", err)
+			}
+		}
+		rg, err := r.Reserve(1 + rnd.IntN(4000))
+		if errors.Is(err, ErrPadShort) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("child: %v", err)
+		}
+		checkPad(t, rg)
+		// One write(2) per range: a kill lands before or after it.
+		line = fmt.Appendf(line[:0], "%d %d\n", rg.Pos, len(rg.Bytes))
+		if _, err := log.Write(line); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, rg)
+		if len(held) > rnd.IntN(16) {
+			r.Release(held[0])
+			held = held[1:]
+		}
+	}
+}

@@ -1,0 +1,334 @@
+package ringstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/qrelay/qrelay/ringstore/internal/keymem"
+	"github.com/qrelay/qrelay/ringstore/internal/meta"
+)
+
+// Durable mode keeps pad bytes in a preallocated ring file, mapped twice
+// (mirrored), and the ring's cursors and block directory in the metadata
+// store:
+//
+//	pad/<name>/state            padState (below)
+//	pad/<name>/blk/<pos %016x>  one BlockInfo per block still above the tail
+//
+// Write order, every time the mark moves (persist): pad bytes appended up to
+// head are synced to the file, zeroised segments up to tail are synced, then
+// one metadata transaction records head, mark, tail and the new blocks. So
+// on disk mark <= head always holds, every recorded block's bytes are on
+// disk, and the recorded tail is never ahead of zeroes that reached the disk.
+
+const padStateMagic = "QPR1"
+
+// padState is the persisted cursor record.
+type padState struct {
+	capacity, segment uint64
+	head, mark, tail  uint64
+	reservedAtPersist uint64 // reservation cursor when this was written
+	clean             bool   // written by Close: mark == the final cursor
+}
+
+const padStateSize = 4 + 6*8 + 1 + 4
+
+func (s padState) encode() []byte {
+	b := make([]byte, 0, padStateSize)
+	b = append(b, padStateMagic...)
+	for _, v := range []uint64{s.capacity, s.segment, s.head, s.mark, s.tail, s.reservedAtPersist} {
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	flags := byte(0)
+	if s.clean {
+		flags = 1
+	}
+	b = append(b, flags)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+}
+
+func decodePadState(b []byte) (padState, error) {
+	var s padState
+	if len(b) != padStateSize {
+		return s, fmt.Errorf("cursor record is %d bytes, want %d", len(b), padStateSize)
+	}
+	if string(b[:4]) != padStateMagic {
+		return s, fmt.Errorf("cursor record starts %q, want %q", b[:4], padStateMagic)
+	}
+	if got, want := binary.LittleEndian.Uint32(b[padStateSize-4:]), crc32.Checksum(b[:padStateSize-4], crcTable); got != want {
+		return s, fmt.Errorf("cursor record checksum %08x, want %08x", got, want)
+	}
+	v := func(i int) uint64 { return binary.LittleEndian.Uint64(b[4+8*i:]) }
+	s = padState{capacity: v(0), segment: v(1), head: v(2), mark: v(3), tail: v(4), reservedAtPersist: v(5), clean: b[4+6*8]&1 != 0}
+	switch {
+	case s.tail > s.mark || s.mark > s.head:
+		return s, fmt.Errorf("cursors out of order: tail %d, mark %d, head %d (want tail <= mark <= head)", s.tail, s.mark, s.head)
+	case s.head-s.tail > s.capacity:
+		return s, fmt.Errorf("head %d is more than the capacity %d beyond tail %d", s.head, s.capacity, s.tail)
+	case s.segment == 0 || s.tail%s.segment != 0:
+		return s, fmt.Errorf("tail %d is not a multiple of the segment size %d", s.tail, s.segment)
+	}
+	return s, nil
+}
+
+func (b BlockInfo) encode() []byte {
+	out := make([]byte, 0, 32+len(b.ID)+len(b.Source))
+	out = binary.LittleEndian.AppendUint64(out, b.Pos)
+	out = binary.LittleEndian.AppendUint32(out, uint32(b.Size))
+	out = binary.LittleEndian.AppendUint64(out, uint64(b.Time.UnixNano()))
+	out = binary.LittleEndian.AppendUint32(out, b.CRC)
+	out = binary.LittleEndian.AppendUint16(out, uint16(len(b.ID)))
+	out = append(out, b.ID...)
+	out = binary.LittleEndian.AppendUint16(out, uint16(len(b.Source)))
+	out = append(out, b.Source...)
+	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, crcTable))
+}
+
+var errBlockRecord = errors.New("malformed block record")
+
+func decodeBlockInfo(b []byte) (BlockInfo, error) {
+	var info BlockInfo
+	if len(b) < 30 {
+		return info, fmt.Errorf("%w: %d bytes, want at least 30", errBlockRecord, len(b))
+	}
+	body := b[:len(b)-4]
+	if got, want := binary.LittleEndian.Uint32(b[len(b)-4:]), crc32.Checksum(body, crcTable); got != want {
+		return info, fmt.Errorf("%w: checksum %08x, want %08x", errBlockRecord, got, want)
+	}
+	info.Pos = binary.LittleEndian.Uint64(body)
+	info.Size = int(binary.LittleEndian.Uint32(body[8:]))
+	info.Time = time.Unix(0, int64(binary.LittleEndian.Uint64(body[12:])))
+	info.CRC = binary.LittleEndian.Uint32(body[20:])
+	rest := body[24:]
+	str := func() (string, bool) {
+		if len(rest) < 2 {
+			return "", false
+		}
+		n := int(binary.LittleEndian.Uint16(rest))
+		if len(rest) < 2+n {
+			return "", false
+		}
+		s := string(rest[2 : 2+n])
+		rest = rest[2+n:]
+		return s, true
+	}
+	var ok1, ok2 bool
+	info.ID, ok1 = str()
+	info.Source, ok2 = str()
+	if !ok1 || !ok2 || len(rest) != 0 {
+		return info, fmt.Errorf("%w: bad string lengths", errBlockRecord)
+	}
+	return info, nil
+}
+
+// blockSpan is a block recorded in the metadata store: [pos, end).
+type blockSpan struct{ pos, end uint64 }
+
+func (r *PadRing) stateKey() string { return "pad/" + r.cfg.Name + "/state" }
+func (r *PadRing) blockPrefix() string {
+	return "pad/" + r.cfg.Name + "/blk/"
+}
+func (r *PadRing) blockKey(pos uint64) string { return fmt.Sprintf("%s%016x", r.blockPrefix(), pos) }
+
+// openDurable opens or creates the ring file and its metadata, checks that
+// they agree, and restarts the ring at the persisted mark.
+func (r *PadRing) openDurable() error {
+	cfg := r.cfg
+	path := FilePath(cfg.Dir, cfg.Name)
+	raw, metaErr := cfg.Meta.Get(r.stateKey())
+	_, statErr := os.Stat(path)
+	fileMissing := errors.Is(statErr, fs.ErrNotExist)
+	switch {
+	case metaErr != nil && !errors.Is(metaErr, meta.ErrNotFound):
+		return fmt.Errorf("pad ring %s: %w", cfg.Name, metaErr)
+	case statErr != nil && !fileMissing:
+		return fmt.Errorf("pad ring %s: %w", cfg.Name, statErr)
+	case errors.Is(metaErr, meta.ErrNotFound) && fileMissing:
+		return r.createDurable(path)
+	case errors.Is(metaErr, meta.ErrNotFound):
+		return fmt.Errorf("pad ring %s: ring file %s exists but metadata store %s has no record of it; refusing to start, because without the record the ring cannot tell which pad was used. Restore the metadata store, or delete the ring file to start with an empty ring",
+			cfg.Name, path, cfg.Meta.Dir())
+	case fileMissing:
+		return fmt.Errorf("pad ring %s: metadata store %s records this ring but its file %s is missing; restore the file, or delete the ring's records to start with an empty ring",
+			cfg.Name, cfg.Meta.Dir(), path)
+	}
+
+	st, err := decodePadState(raw)
+	if err != nil {
+		return fmt.Errorf("pad ring %s: metadata store %s, key %s: %v; refusing to start on damaged metadata", cfg.Name, cfg.Meta.Dir(), r.stateKey(), err)
+	}
+	if st.capacity != uint64(cfg.Capacity) || st.segment != uint64(cfg.SegmentSize) {
+		return fmt.Errorf("pad ring %s: %s was made with capacity %d and segment size %d, the configuration says %d and %d; a ring cannot be resized in place",
+			cfg.Name, path, st.capacity, st.segment, cfg.Capacity, cfg.SegmentSize)
+	}
+	mem, err := keymem.File(path, cfg.Capacity, true)
+	if err != nil {
+		return fmt.Errorf("pad ring %s: %w", cfg.Name, err)
+	}
+	r.mem, r.buf = mem, mem.Bytes()
+
+	// The block directory; blocks not yet reserved are checked against their
+	// checksums, since pad that differs from the peer's would only show up
+	// later as tag failures on the link.
+	err = cfg.Meta.Scan(r.blockPrefix(), func(key string, val []byte) error {
+		info, err := decodeBlockInfo(val)
+		if err != nil {
+			return fmt.Errorf("metadata store %s, key %s: %v", cfg.Meta.Dir(), key, err)
+		}
+		end := info.Pos + uint64(info.Size)
+		if key != r.blockKey(info.Pos) || end > st.head || info.Size > cfg.Capacity {
+			return fmt.Errorf("metadata store %s, key %s: block %q at [%d, %d) does not fit the ring (head %d)", cfg.Meta.Dir(), key, info.ID, info.Pos, end, st.head)
+		}
+		if info.Pos >= st.mark {
+			at := info.Pos & r.mask
+			if got := crc32.Checksum(r.buf[at:at+uint64(info.Size)], crcTable); got != info.CRC {
+				return fmt.Errorf("ring file %s: block %q at position %d (%d bytes) has checksum %08x, recorded %08x: the file is damaged; its unused pad no longer matches the peer's. Restore the file, or delete the ring and its records and resynchronise the link",
+					path, info.ID, info.Pos, info.Size, got, info.CRC)
+			}
+		}
+		// Entries the tail has passed are deleted by the persist below.
+		r.persistedBlocks = append(r.persistedBlocks, blockSpan{info.Pos, end})
+		if end > st.tail {
+			r.blocks = append(r.blocks, info)
+		}
+		return nil
+	})
+	if err != nil {
+		r.mem.Close()
+		return fmt.Errorf("pad ring %s: %w", cfg.Name, err)
+	}
+
+	// Restart at the mark: everything below it may have been handed out
+	// before the crash, so it is never handed out again, and it is
+	// zeroised now. The tail moves to the last segment boundary at or below
+	// the mark; the bytes between that boundary and the mark count as
+	// released.
+	seg := uint64(cfg.SegmentSize)
+	newTail := st.mark &^ (seg - 1)
+	for t := st.tail; t < st.mark; t += seg {
+		at := t & r.mask
+		clear(r.buf[at : at+min(seg, st.mark-t)])
+		r.statZeroised.Add(min(seg, st.mark-t))
+	}
+	if !st.clean {
+		r.crashWaste = st.mark - st.reservedAtPersist
+	}
+	r.head.Store(st.head)
+	r.reserved.Store(st.mark)
+	r.mark.Store(st.mark)
+	r.tail.Store(newTail)
+	r.release(newTail, st.mark-newTail)
+	r.trimBlocks(newTail)
+	r.persistedHead, r.persistedTail = st.head, st.tail
+
+	r.markMu.Lock()
+	defer r.markMu.Unlock()
+	if err := r.persist(st.mark, false); err != nil {
+		r.mem.Close()
+		return err
+	}
+	return nil
+}
+
+// createDurable makes a new, empty ring file and its first cursor record.
+func (r *PadRing) createDurable(path string) error {
+	mem, err := keymem.Create(path, r.cfg.Capacity, true)
+	if err != nil {
+		return fmt.Errorf("pad ring %s: %w", r.cfg.Name, err)
+	}
+	r.mem, r.buf = mem, mem.Bytes()
+	r.markMu.Lock()
+	defer r.markMu.Unlock()
+	if err := r.persist(0, false); err != nil {
+		r.mem.Close()
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// syncRange writes the ring file's pages holding stream positions [from, to)
+// to disk; the range may wrap round the file.
+func (r *PadRing) syncRange(from, to uint64) error {
+	if to <= from {
+		return nil
+	}
+	if to-from >= uint64(r.cfg.Capacity) {
+		return r.mem.Sync(0, r.cfg.Capacity)
+	}
+	a, b := from&r.mask, to&r.mask
+	if a < b {
+		return r.mem.Sync(int(a), int(b-a))
+	}
+	if err := r.mem.Sync(int(a), r.cfg.Capacity-int(a)); err != nil {
+		return err
+	}
+	return r.mem.Sync(0, int(b))
+}
+
+// persist records the cursors with the mark at mark (<= head), after
+// syncing the pad and zeroes they cover. The caller holds markMu.
+func (r *PadRing) persist(mark uint64, clean bool) error {
+	h, t := r.head.Load(), r.tail.Load()
+	if err := r.syncRange(r.persistedHead, h); err != nil {
+		return fmt.Errorf("pad ring %s: syncing appended pad: %w", r.cfg.Name, err)
+	}
+	if err := r.syncRange(r.persistedTail, t); err != nil {
+		return fmt.Errorf("pad ring %s: syncing zeroised pad: %w", r.cfg.Name, err)
+	}
+	// Blocks whose bytes are now on disk go into the directory; blocks the
+	// tail has passed come out.
+	r.dirMu.Lock()
+	var ready []BlockInfo
+	i := 0
+	for i < len(r.pendingBlocks) && r.pendingBlocks[i].Pos+uint64(r.pendingBlocks[i].Size) <= h {
+		i++
+	}
+	ready, r.pendingBlocks = append(ready, r.pendingBlocks[:i]...), r.pendingBlocks[i:]
+	r.dirMu.Unlock()
+	gone := 0
+	for gone < len(r.persistedBlocks) && r.persistedBlocks[gone].end <= t {
+		gone++
+	}
+
+	st := padState{
+		capacity: uint64(r.cfg.Capacity), segment: uint64(r.cfg.SegmentSize),
+		head: h, mark: mark, tail: t, // t <= reserved <= mark
+		reservedAtPersist: r.reserved.Load() &^ closedBit, clean: clean,
+	}
+	err := r.cfg.Meta.Update(func(tx *meta.Tx) error {
+		for _, b := range r.persistedBlocks[:gone] {
+			if err := tx.Delete(r.blockKey(b.pos)); err != nil {
+				return err
+			}
+		}
+		for _, b := range ready {
+			if err := tx.Set(r.blockKey(b.Pos), b.encode()); err != nil {
+				return err
+			}
+		}
+		return tx.Set(r.stateKey(), st.encode())
+	})
+	if err != nil {
+		// The blocks stay pending, to be written with the next mark.
+		r.dirMu.Lock()
+		r.pendingBlocks = append(ready, r.pendingBlocks...)
+		r.dirMu.Unlock()
+		return fmt.Errorf("pad ring %s: persisting mark %d: %w", r.cfg.Name, mark, err)
+	}
+	r.persistedHead, r.persistedTail = h, t
+	r.persistedBlocks = r.persistedBlocks[gone:]
+	for _, b := range ready {
+		r.persistedBlocks = append(r.persistedBlocks, blockSpan{b.Pos, b.Pos + uint64(b.Size)})
+	}
+	if mark > r.mark.Load() {
+		r.mark.Store(mark)
+	}
+	r.statMarkWrites.Add(1)
+	return nil
+}
