@@ -17,11 +17,13 @@ import (
 // Pad ring defaults.
 const (
 	DefaultSegmentSize = 1 << 20 // bytes zeroised at once as the tail passes
-	// DefaultMarkBatch is how much reservation one mark write covers: one
-	// fsync per MiB allows several Gbit/s of durable reservations, and a crash
-	// wastes at most a MiB of pad. At low secret key rates a smaller batch
-	// wastes less; at high relay rates a larger one costs fewer fsyncs.
-	DefaultMarkBatch = 1 << 20
+	// With MarkBatch zero, the batch adapts between these bounds so that
+	// marks are written about every markInterval: a slow link (QKD rates are
+	// kbit/s to Mbit/s) wastes little pad after a crash, a fast relay pays
+	// few fsyncs.
+	minMarkBatch = 64 << 10
+	maxMarkBatch = 16 << 20
+	markInterval = 5 * time.Millisecond
 )
 
 var (
@@ -56,7 +58,8 @@ type PadRingConfig struct {
 	Meta *meta.DB
 	// MarkBatch is how far beyond a reservation the persisted high-water
 	// mark is pushed, so that one fsync covers many reservations; after a
-	// crash at most this much pad is skipped. Zero means DefaultMarkBatch.
+	// crash at most this much pad is skipped. Zero means adaptive: 64 KiB to
+	// 16 MiB, aiming at one mark write per 5 ms of reservations.
 	MarkBatch int
 	// Now is the clock for block times; nil means time.Now.
 	Now func() time.Time
@@ -138,9 +141,15 @@ type PadRing struct {
 	// Durable mode: markMu serialises persisting; the fields below it are
 	// what the metadata store holds.
 	markMu          sync.Mutex
+	markBatch       uint64    // current batch (adaptive unless cfg.MarkBatch is set)
+	lastMark        time.Time // when extendMark last wrote
 	persistedHead   uint64
 	persistedTail   uint64
-	persistedBlocks []blockSpan // block records in the metadata store, oldest first
+	persistedBlocks []blockSpan   // block records in the metadata store, oldest first
+	syncedHead      atomic.Uint64 // persistedHead, for Append to read
+	flushKick       chan struct{} // Append asks the flusher to run
+	flushStop       chan struct{}
+	flushDone       sync.WaitGroup
 	dirMu           sync.Mutex  // guards blocks and pendingBlocks
 	blocks          []BlockInfo // directory of blocks at or above the tail
 	pendingBlocks   []BlockInfo // appended, not yet in the metadata store
@@ -159,9 +168,6 @@ func (c *PadRingConfig) check() error {
 	}
 	if c.SegmentSize == 0 {
 		c.SegmentSize = DefaultSegmentSize
-	}
-	if c.MarkBatch == 0 {
-		c.MarkBatch = DefaultMarkBatch
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -255,6 +261,15 @@ func (r *PadRing) Append(b Block) error {
 	r.dirMu.Unlock()
 	r.head.Store(h + n) // publishes the bytes to consumers
 	r.statAppended.Add(n)
+	if r.tailSegmentDone() { // only after a crash: see tailSegmentDone
+		r.advanceTail()
+	}
+	if r.flushKick != nil && h+n-r.syncedHead.Load() >= flushBytes {
+		select {
+		case r.flushKick <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 
@@ -332,9 +347,13 @@ func (r *PadRing) advanceTail() {
 	}
 }
 
+// tailSegmentDone reports whether the segment at the tail is appended and
+// released in full. (After a crash, pad up to the mark counts as released
+// before it is appended again; the tail must still not pass the head.)
 func (r *PadRing) tailSegmentDone() bool {
 	t := r.tail.Load()
-	return r.released[(t>>r.segLog)%uint64(len(r.released))].Load() >= uint64(r.cfg.SegmentSize)
+	seg := uint64(r.cfg.SegmentSize)
+	return t+seg <= r.head.Load() && r.released[(t>>r.segLog)%uint64(len(r.released))].Load() >= seg
 }
 
 // Stats reports the ring's cursors and counters.
@@ -405,8 +424,11 @@ func (r *PadRing) Close() error {
 	}
 	var err error
 	if r.cfg.Meta != nil {
+		close(r.flushStop)
+		r.flushDone.Wait()
 		r.markMu.Lock()
-		err = r.persist(final, true)
+		// The mark drops to the final cursor: a clean stop wastes no pad.
+		err = r.persist(final, persistClean)
 		r.markMu.Unlock()
 	} else {
 		clear(r.buf[:r.cfg.Capacity])
@@ -428,8 +450,23 @@ func (r *PadRing) extendMark(end uint64) error {
 	if r.closed.Load() {
 		return fmt.Errorf("pad ring %s: %w", r.cfg.Name, ErrClosed)
 	}
-	// Cover MarkBatch bytes beyond the cursor (so a crash wastes at most a
-	// batch, or the one reservation if it is larger), within appended pad.
+	// Cover a batch beyond the cursor, so a crash wastes at most a batch (or
+	// the one reservation, if it is larger).
+	if r.cfg.MarkBatch > 0 {
+		r.markBatch = uint64(r.cfg.MarkBatch)
+	} else {
+		now := time.Now()
+		since := now.Sub(r.lastMark)
+		r.lastMark = now
+		switch {
+		case r.markBatch == 0:
+			r.markBatch = minMarkBatch
+		case since < markInterval/2 && r.markBatch < maxMarkBatch:
+			r.markBatch *= 2
+		case since > 4*markInterval && r.markBatch > minMarkBatch:
+			r.markBatch /= 2
+		}
+	}
 	cur := r.reserved.Load() &^ closedBit
-	return r.persist(min(max(end, cur+uint64(r.cfg.MarkBatch)), r.head.Load()), false)
+	return r.persist(max(end, cur+r.markBatch), persistMark)
 }

@@ -45,10 +45,10 @@ func TestPadRingRefusesDamage(t *testing.T) {
 			return db
 		}, []string{"cursor record is 4 bytes, want 57"}},
 		{"cursors out of order", func(t *testing.T, dir string, db *meta.DB) *meta.DB {
-			st := padState{capacity: capacity, segment: segment, head: 100, mark: 200, tail: 0}
+			st := padState{capacity: capacity, segment: segment, head: 100, mark: 8192, tail: 4096}
 			setRaw(t, db, "pad/linkAB/tx/state", st.encode())
 			return db
-		}, []string{"cursors out of order: tail 0, mark 200, head 100"}},
+		}, []string{"cursors out of order: tail 4096, mark 8192, head 100"}},
 		{"garbled block record", func(t *testing.T, dir string, db *meta.DB) *meta.DB {
 			setRaw(t, db, "pad/linkAB/tx/blk/0000000000000000", []byte("nonsense, not a block record"))
 			return db

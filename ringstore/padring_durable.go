@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"os"
 	"time"
 
@@ -20,11 +21,21 @@ import (
 //	pad/<name>/state            padState (below)
 //	pad/<name>/blk/<pos %016x>  one BlockInfo per block still above the tail
 //
-// Write order, every time the mark moves (persist): pad bytes appended up to
-// head are synced to the file, zeroised segments up to tail are synced, then
-// one metadata transaction records head, mark, tail and the new blocks. So
-// on disk mark <= head always holds, every recorded block's bytes are on
-// disk, and the recorded tail is never ahead of zeroes that reached the disk.
+// Two kinds of write keep them:
+//
+//   - A mark (persistMark), on the reservation path: one small metadata
+//     transaction, one fsync, moving only the mark. It does not wait for
+//     pad bytes to reach the disk, because the crash guarantee needs only
+//     the mark: after a crash, positions below it are never handed out.
+//   - A flush (persistFlush), by a background goroutine every flushBytes of
+//     appended pad or flushEvery, and at Close: appended pad and zeroised
+//     segments are synced to the file first, then one transaction records
+//     head, tail and the new blocks. So every recorded block's bytes are on
+//     disk, and the recorded tail is never ahead of zeroes on disk.
+//
+// The mark may thus be ahead of the recorded head. A restart then moves the
+// head up to the mark: those positions may have been used, so the QKD side
+// resumes above them.
 
 const padStateMagic = "QPR1"
 
@@ -66,8 +77,8 @@ func decodePadState(b []byte) (padState, error) {
 	v := func(i int) uint64 { return binary.LittleEndian.Uint64(b[4+8*i:]) }
 	s = padState{capacity: v(0), segment: v(1), head: v(2), mark: v(3), tail: v(4), reservedAtPersist: v(5), clean: b[4+6*8]&1 != 0}
 	switch {
-	case s.tail > s.mark || s.mark > s.head:
-		return s, fmt.Errorf("cursors out of order: tail %d, mark %d, head %d (want tail <= mark <= head)", s.tail, s.mark, s.head)
+	case s.tail > s.mark || s.tail > s.head:
+		return s, fmt.Errorf("cursors out of order: tail %d, mark %d, head %d (want tail <= mark and tail <= head)", s.tail, s.mark, s.head)
 	case s.head-s.tail > s.capacity:
 		return s, fmt.Errorf("head %d is more than the capacity %d beyond tail %d", s.head, s.capacity, s.tail)
 	case s.segment == 0 || s.tail%s.segment != 0:
@@ -204,34 +215,37 @@ func (r *PadRing) openDurable() error {
 	}
 
 	// Restart at the mark: everything below it may have been handed out
-	// before the crash, so it is never handed out again, and it is
-	// zeroised now. The tail moves to the last segment boundary at or below
-	// the mark; the bytes between that boundary and the mark count as
-	// released.
+	// before the crash, so it is never handed out again, and it is zeroised
+	// now. If the mark is ahead of the recorded head (pad appended and used
+	// but not yet flushed), the head moves up to it. The tail moves to the
+	// last segment boundary at or below the mark; the bytes between that
+	// boundary and the mark count as released.
 	seg := uint64(cfg.SegmentSize)
+	head := max(st.head, st.mark)
 	newTail := st.mark &^ (seg - 1)
 	for t := st.tail; t < st.mark; t += seg {
-		at := t & r.mask
-		clear(r.buf[at : at+min(seg, st.mark-t)])
+		clear(r.buf[t&r.mask : t&r.mask+min(seg, st.mark-t)])
 		r.statZeroised.Add(min(seg, st.mark-t))
 	}
 	if !st.clean {
 		r.crashWaste = st.mark - st.reservedAtPersist
 	}
-	r.head.Store(st.head)
+	r.head.Store(head)
 	r.reserved.Store(st.mark)
 	r.mark.Store(st.mark)
 	r.tail.Store(newTail)
 	r.release(newTail, st.mark-newTail)
 	r.trimBlocks(newTail)
 	r.persistedHead, r.persistedTail = st.head, st.tail
+	r.syncedHead.Store(st.head)
 
 	r.markMu.Lock()
 	defer r.markMu.Unlock()
-	if err := r.persist(st.mark, false); err != nil {
+	if err := r.persist(st.mark, persistFlush); err != nil {
 		r.mem.Close()
 		return err
 	}
+	r.startFlusher()
 	return nil
 }
 
@@ -244,12 +258,48 @@ func (r *PadRing) createDurable(path string) error {
 	r.mem, r.buf = mem, mem.Bytes()
 	r.markMu.Lock()
 	defer r.markMu.Unlock()
-	if err := r.persist(0, false); err != nil {
+	if err := r.persist(0, persistFlush); err != nil {
 		r.mem.Close()
 		os.Remove(path)
 		return err
 	}
+	r.startFlusher()
 	return nil
+}
+
+// Flusher tuning: how much appended pad, or how long, before pad bytes and
+// zeroes are synced to the ring file and the head recorded.
+const (
+	flushBytes = 16 << 20
+	flushEvery = time.Second
+)
+
+// startFlusher starts the goroutine that flushes in the background.
+func (r *PadRing) startFlusher() {
+	r.flushKick = make(chan struct{}, 1)
+	r.flushStop = make(chan struct{})
+	r.flushDone.Add(1)
+	go func() {
+		defer r.flushDone.Done()
+		tick := time.NewTicker(flushEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-r.flushStop:
+				return
+			case <-r.flushKick:
+			case <-tick.C:
+			}
+			r.markMu.Lock()
+			err := r.persist(r.mark.Load(), persistFlush)
+			r.markMu.Unlock()
+			if err != nil {
+				// The next flush retries; until then less pad survives a
+				// crash, none is reused.
+				slog.Error("pad ring flush failed", "ring", r.cfg.Name, "err", err)
+			}
+		}
+	}()
 }
 
 // syncRange writes the ring file's pages holding stream positions [from, to)
@@ -271,9 +321,21 @@ func (r *PadRing) syncRange(from, to uint64) error {
 	return r.mem.Sync(0, int(b))
 }
 
-// persist records the cursors with the mark at mark (<= head), after
-// syncing the pad and zeroes they cover. The caller holds markMu.
-func (r *PadRing) persist(mark uint64, clean bool) error {
+// What persist writes.
+type persistKind int
+
+const (
+	persistMark  persistKind = iota // the mark only: no wait for pad bytes
+	persistFlush                    // pad and zeroes synced, head, tail and blocks recorded
+	persistClean                    // a flush by Close, with mark == the final cursor
+)
+
+// persist records the cursors with the mark at mark. The caller holds
+// markMu.
+func (r *PadRing) persist(mark uint64, kind persistKind) error {
+	if kind == persistMark {
+		return r.writeState(mark, r.persistedHead, r.persistedTail, false, nil, 0)
+	}
 	h, t := r.head.Load(), r.tail.Load()
 	if err := r.syncRange(r.persistedHead, h); err != nil {
 		return fmt.Errorf("pad ring %s: syncing appended pad: %w", r.cfg.Name, err)
@@ -295,10 +357,28 @@ func (r *PadRing) persist(mark uint64, clean bool) error {
 	for gone < len(r.persistedBlocks) && r.persistedBlocks[gone].end <= t {
 		gone++
 	}
+	if err := r.writeState(mark, h, t, kind == persistClean, ready, gone); err != nil {
+		// The blocks stay pending, to be written with the next flush.
+		r.dirMu.Lock()
+		r.pendingBlocks = append(ready, r.pendingBlocks...)
+		r.dirMu.Unlock()
+		return err
+	}
+	r.persistedHead, r.persistedTail = h, t
+	r.syncedHead.Store(h)
+	r.persistedBlocks = r.persistedBlocks[gone:]
+	for _, b := range ready {
+		r.persistedBlocks = append(r.persistedBlocks, blockSpan{b.Pos, b.Pos + uint64(b.Size)})
+	}
+	return nil
+}
 
+// writeState writes the cursor record, adding the ready blocks and deleting
+// the first gone persisted ones, in one transaction.
+func (r *PadRing) writeState(mark, head, tail uint64, clean bool, ready []BlockInfo, gone int) error {
 	st := padState{
 		capacity: uint64(r.cfg.Capacity), segment: uint64(r.cfg.SegmentSize),
-		head: h, mark: mark, tail: t, // t <= reserved <= mark
+		head: head, mark: mark, tail: tail, // tail <= reserved <= mark
 		reservedAtPersist: r.reserved.Load() &^ closedBit, clean: clean,
 	}
 	err := r.cfg.Meta.Update(func(tx *meta.Tx) error {
@@ -315,16 +395,7 @@ func (r *PadRing) persist(mark uint64, clean bool) error {
 		return tx.Set(r.stateKey(), st.encode())
 	})
 	if err != nil {
-		// The blocks stay pending, to be written with the next mark.
-		r.dirMu.Lock()
-		r.pendingBlocks = append(ready, r.pendingBlocks...)
-		r.dirMu.Unlock()
 		return fmt.Errorf("pad ring %s: persisting mark %d: %w", r.cfg.Name, mark, err)
-	}
-	r.persistedHead, r.persistedTail = h, t
-	r.persistedBlocks = r.persistedBlocks[gone:]
-	for _, b := range ready {
-		r.persistedBlocks = append(r.persistedBlocks, blockSpan{b.Pos, b.Pos + uint64(b.Size)})
 	}
 	if mark > r.mark.Load() {
 		r.mark.Store(mark)
