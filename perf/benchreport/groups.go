@@ -33,6 +33,31 @@ var Groups = []Group{
 			latency("otp.xor.key32", "BenchmarkXORKey/32B/fast", "crypto/subtle.XORBytes", "BenchmarkXORKey/32B/subtle"),
 		},
 	},
+	{
+		Name:    "ringstore",
+		Package: "./ringstore",
+		Bench:   `^(BenchmarkHandoff|BenchmarkDurableHandoff|BenchmarkZeroise|BenchmarkRSS)$`,
+		Figures: []Figure{
+			metric("ringstore.handoff.batch64", "Gbit/s", "BenchmarkHandoff/batch64/ring", "Gbit/s", "chan (copy in, clear)", "BenchmarkHandoff/batch64/chan"),
+			metric("ringstore.handoff.batch1024", "Gbit/s", "BenchmarkHandoff/batch1024/ring", "Gbit/s", "chan (copy in, clear)", "BenchmarkHandoff/batch1024/chan"),
+			lower(metric("ringstore.handoff.single", "ns/key", "BenchmarkHandoff/single/ring", "ns/key", "chan (copy in, clear)", "BenchmarkHandoff/single/chan")),
+			metric("ringstore.durable.batch1024", "Gbit/s", "BenchmarkDurableHandoff/batch1024", "Gbit/s", "memory-mode ring", "BenchmarkHandoff/batch1024/ring"),
+			throughput("ringstore.zeroise", "BenchmarkZeroise/ring", "clear()", "BenchmarkZeroise/clear"),
+			metric("ringstore.rss.1GiB", "GiB", "BenchmarkRSS/ring1GiB", "GiB", "", ""),
+		},
+	},
+}
+
+// metric is a figure read from a custom b.ReportMetric unit, unscaled.
+func metric(name, unit, bench, goUnit, baseline, baselineBench string) Figure {
+	return Figure{Name: name, Unit: unit, Bench: bench, Metric: goUnit, Scale: 1,
+		Baseline: baseline, BaselineBench: baselineBench}
+}
+
+// lower marks a figure where smaller values are better.
+func lower(f Figure) Figure {
+	f.LowerIsBetter = true
+	return f
 }
 
 // throughput is a figure in GB/s, from the MB/s (10⁶ bytes/s) that go test

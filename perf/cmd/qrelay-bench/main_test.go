@@ -184,7 +184,11 @@ func fakeModule(t *testing.T, groups []benchreport.Group) string {
 	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/fake\n\ngo 1.26\n")
 	for _, g := range groups {
 		tree := map[string]map[string]bool{} // top-level name -> sub-benchmark paths
+		var units []string                   // custom b.ReportMetric units the figures read
 		for _, f := range g.Figures {
+			if f.Metric != "MB/s" && f.Metric != "ns/op" && !slices.Contains(units, f.Metric) {
+				units = append(units, f.Metric)
+			}
 			for _, name := range []string{f.Bench, f.BaselineBench} {
 				if name == "" {
 					continue
@@ -199,7 +203,7 @@ func fakeModule(t *testing.T, groups []benchreport.Group) string {
 		var src strings.Builder
 		fmt.Fprintf(&src, "package %s\n\n%s", filepath.Base(g.Package), fakeHelpers)
 		for top, subs := range tree {
-			fmt.Fprintf(&src, "func %s(b *testing.B) {\n\tb.Log(\"otp-impl: fake\")\n\trunTree(b, %#v)\n}\n", top, slices.Sorted(maps.Keys(subs)))
+			fmt.Fprintf(&src, "func %s(b *testing.B) {\n\tb.Log(\"otp-impl: fake\")\n\trunTree(b, %#v, %#v)\n}\n", top, slices.Sorted(maps.Keys(subs)), units)
 			for _, miss := range []string{top + "Parallel", top + "X", top + "_"} {
 				if tree[miss] == nil {
 					fmt.Fprintf(&src, "func %s(b *testing.B) { b.Fatal(\"-bench pattern ran %s\") }\n", miss, miss)
@@ -225,12 +229,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func runTree(b *testing.B, paths []string) {
+func runTree(b *testing.B, paths, units []string) {
 	if len(paths) == 1 && paths[0] == "" {
 		buf, dst := make([]byte, 4096), make([]byte, 4096)
 		b.SetBytes(int64(len(buf)))
 		for b.Loop() {
 			copy(dst, buf)
+		}
+		for _, u := range units {
+			b.ReportMetric(1, u)
 		}
 		return
 	}
@@ -244,7 +251,7 @@ func runTree(b *testing.B, paths []string) {
 		children[first] = append(children[first], rest)
 	}
 	for _, name := range order {
-		b.Run(name, func(b *testing.B) { runTree(b, children[name]) })
+		b.Run(name, func(b *testing.B) { runTree(b, children[name], units) })
 	}
 }
 
