@@ -136,7 +136,8 @@ type PadRing struct {
 	tail     atomic.Uint64
 	released []atomic.Uint64 // per segment: bytes of the current lap released
 
-	zeroing atomic.Bool // held by the goroutine advancing the tail
+	zeroing  atomic.Bool // held by the goroutine advancing the tail
+	errShort error       // what Reserve returns when there is too little pad
 
 	// Durable mode: markMu serialises persisting; the fields below it are
 	// what the metadata store holds.
@@ -201,6 +202,7 @@ func OpenPadRing(cfg PadRingConfig) (*PadRing, error) {
 		mask:     uint64(cfg.Capacity - 1),
 		segLog:   uint(bits.TrailingZeros(uint(cfg.SegmentSize))),
 		released: make([]atomic.Uint64, cfg.Capacity/cfg.SegmentSize),
+		errShort: fmt.Errorf("pad ring %s: %w; wait for the QKD link, or reserve less (Stats().Stock says how much there is)", cfg.Name, ErrPadShort),
 	}
 	if cfg.Dir == "" {
 		mem, err := keymem.Anonymous("pad-"+sanitize(cfg.Name), cfg.Capacity, true)
@@ -252,7 +254,12 @@ func (r *PadRing) Append(b Block) error {
 	if b.Time.IsZero() {
 		b.Time = r.cfg.Now()
 	}
-	info := BlockInfo{Pos: h, Size: len(b.Data), ID: b.ID, Source: b.Source, Time: b.Time, CRC: crc32.Checksum(b.Data, crcTable)}
+	info := BlockInfo{Pos: h, Size: len(b.Data), ID: b.ID, Source: b.Source, Time: b.Time}
+	if r.cfg.Meta != nil {
+		// The checksum lets a restart find damaged unused pad; memory mode
+		// has no restart.
+		info.CRC = crc32.Checksum(b.Data, crcTable)
+	}
 	r.dirMu.Lock()
 	r.blocks = append(r.blocks, info)
 	if r.cfg.Meta != nil {
@@ -287,8 +294,10 @@ func (r *PadRing) Reserve(n int) (Range, error) {
 			return Range{}, fmt.Errorf("pad ring %s: %w", r.cfg.Name, ErrClosed)
 		}
 		end := cur + uint64(n)
-		if h := r.head.Load(); end > h {
-			return Range{}, fmt.Errorf("pad ring %s: reserving %d bytes at %d: %w (%d available)", r.cfg.Name, n, cur, ErrPadShort, h-cur)
+		if end > r.head.Load() {
+			// Formatting an error here would cost more than the reservation:
+			// consumers poll for pad. The error is made once, at open.
+			return Range{}, r.errShort
 		}
 		if end > r.mark.Load() {
 			if err := r.extendMark(end); err != nil {
