@@ -1,17 +1,12 @@
 package ringstore
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -38,48 +33,23 @@ func TestPadRingCrash(t *testing.T) {
 	dir := t.TempDir()
 	rnd := rand.New(rand.NewPCG(42, 42))
 	wasted := 0
-	for run := range runs {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestPadRingCrash$", "-test.count=1", "-test.v=false")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// The child says "ready" once the ring is open; before that a kill
-		// would only test badger's own crash safety.
-		out := bufio.NewReader(stdout)
-		line, err := out.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "ready") {
-			rest, _ := io.ReadAll(out)
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("run %d: child did not start: %v\n%s%s%s", run, err, line, rest, stderr.String())
-		}
-		var waste int
-		if _, err := fmt.Sscanf(line, "ready waste=%d", &waste); err != nil {
-			t.Fatalf("run %d: child said %q: %v", run, line, err)
-		}
-		if waste > crashMarkBatch {
-			t.Fatalf("run %d: restart skipped %d bytes of pad, more than one mark batch (%d)", run, waste, crashMarkBatch)
-		}
-		if waste > 0 {
-			wasted++
-		}
-		// The delay only picks the moment of the kill; correctness never
-		// depends on it.
-		time.Sleep(time.Duration(rnd.IntN(30_000)) * time.Microsecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		err = cmd.Wait()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
-			t.Fatalf("run %d: child ended by itself (%v), not by SIGKILL:\n%s", run, err, stderr.String())
-		}
-	}
+	crashLives(t, "TestPadRingCrash", runs,
+		func(int) []string { return []string{crashDirEnv + "=" + dir} },
+		func() time.Duration { return time.Duration(rnd.IntN(30_000)) * time.Microsecond },
+		func(life int, ready, _ string) {
+			// The child's first line: "ready waste=N", the pad its restart
+			// skipped because a crash may have used it.
+			var waste int
+			if _, err := fmt.Sscanf(ready, "ready waste=%d", &waste); err != nil {
+				t.Fatalf("life %d: child said %q: %v", life, ready, err)
+			}
+			if waste > crashMarkBatch {
+				t.Fatalf("life %d: restart skipped %d bytes of pad, more than one mark batch (%d)", life, waste, crashMarkBatch)
+			}
+			if waste > 0 {
+				wasted++
+			}
+		})
 
 	logged, err := os.ReadFile(filepath.Join(dir, "handed-out.log"))
 	if err != nil {

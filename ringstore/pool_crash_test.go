@@ -3,19 +3,15 @@
 package ringstore
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,39 +57,19 @@ func TestPoolCrash(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4))
 	start := time.Now()
 	orphanLives := 0 // lives that began by zeroising orphan slots
-	for run := range runs {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestPoolCrash$", "-test.count=1", "-test.v=false")
-		cmd.Env = append(os.Environ(), poolCrashEnv+"="+dir, poolCrashRunEnv+"="+strconv.Itoa(run))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		out := bufio.NewReader(stdout)
-		line, err := out.ReadString('\n')
-		if err != nil || line != "ready\n" {
-			rest, _ := io.ReadAll(out)
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("run %d: child did not get ready: %v\n%s%s\n%s", run, err, line, rest, stderr.String())
-		}
-		// The delay only picks the moment of the kill; correctness never
-		// depends on it.
-		time.Sleep(time.Duration(5_000+rnd.IntN(55_000)) * time.Microsecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		err = cmd.Wait()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || !exit.Sys().(syscall.WaitStatus).Signaled() {
-			t.Fatalf("run %d: child ended by itself (%v), not by SIGKILL:\n%s", run, err, stderr.String())
-		}
-		if strings.Contains(stderr.String(), "zeroised orphan slots") {
-			orphanLives++
-		}
-	}
+	crashLives(t, "TestPoolCrash", runs,
+		func(life int) []string {
+			return []string{poolCrashEnv + "=" + dir, poolCrashRunEnv + "=" + strconv.Itoa(life)}
+		},
+		func() time.Duration { return time.Duration(5_000+rnd.IntN(55_000)) * time.Microsecond },
+		func(life int, ready, stderr string) {
+			if ready != "ready\n" {
+				t.Fatalf("life %d: child said %q, want ready", life, ready)
+			}
+			if strings.Contains(stderr, "zeroised orphan slots") {
+				orphanLives++
+			}
+		})
 	lives := time.Since(start)
 
 	// Now look for ourselves.
