@@ -316,8 +316,12 @@ func (r *PadRing) Reserve(n int) (Range, error) {
 // Release gives a reserved range back for deletion once its pad has been
 // used. Ranges may be released in any order; each segment is zeroised,
 // whole, once every byte in it has been released and the tail reaches it.
-// A range must be released exactly once.
+// A range must be released exactly once, and before Close: a release after
+// Close is ignored (the memory is gone).
 func (r *PadRing) Release(rg Range) {
+	if r.closed.Load() {
+		return
+	}
 	r.release(rg.Pos, uint64(len(rg.Bytes)))
 	r.advanceTail()
 }
@@ -418,7 +422,8 @@ func (r *PadRing) Locked() bool { return r.mem.Locked() }
 const closedBit = 1 << 63
 
 // Close stops the ring. A durable ring persists its cursors exactly (a clean
-// stop wastes no pad); a memory ring zeroises all of its memory.
+// stop wastes no pad); a memory ring zeroises all of its memory. Consumers
+// must have stopped: Close unmaps the memory their ranges point into.
 func (r *PadRing) Close() error {
 	if r.closed.Swap(true) {
 		return nil
