@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -64,5 +66,65 @@ func TestFileRoundTripAndSizeCheck(t *testing.T) {
 	}
 	if _, err := Anonymous("x", PageSize+1, false); err == nil || !strings.Contains(err.Error(), "not a positive multiple of the page size") {
 		t.Fatalf("odd size: %v", err)
+	}
+}
+
+const unlockedChildEnv = "QRELAY_KEYMEM_UNLOCKED_CHILD"
+
+// TestUnlockedWarnsOnce checks the path where the process may not lock key
+// memory: the mapping still works, Locked reports false, and exactly one
+// warning says what to do. As root, it runs itself as nobody with a tiny
+// RLIMIT_MEMLOCK (root's CAP_IPC_LOCK would ignore the limit).
+func TestUnlockedWarnsOnce(t *testing.T) {
+	if os.Getenv(unlockedChildEnv) != "" {
+		for i := range 2 {
+			r, err := Anonymous(fmt.Sprintf("child%d", i), 16*PageSize, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Printf("locked=%v\n", r.Locked())
+			r.Close()
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a child as another user with a lowered RLIMIT_MEMLOCK")
+	}
+	// The test binary must be executable by nobody.
+	// (t.TempDir's parent is private to root.)
+	dir, err := os.MkdirTemp("", "keymem-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "keymem.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	cmd := exec.Command("prlimit", "--memlock=4096:4096", bin, "-test.run=^TestUnlockedWarnsOnce$", "-test.count=1")
+	cmd.Env = append(os.Environ(), unlockedChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if got := strings.Count(string(out), "locked=false"); got != 2 {
+		t.Fatalf("want two unlocked regions, child printed:\n%s", out)
+	}
+	if got := strings.Count(string(out), "key memory is not locked in RAM"); got != 1 {
+		t.Fatalf("want exactly one warning, got %d:\n%s", got, out)
+	}
+	if !strings.Contains(string(out), "RLIMIT_MEMLOCK") {
+		t.Fatalf("the warning does not say what to do:\n%s", out)
 	}
 }
