@@ -155,8 +155,8 @@ type PadRing struct {
 	blocks          []BlockInfo // directory of blocks at or above the tail
 	pendingBlocks   []BlockInfo // appended, not yet in the metadata store
 	closed          atomic.Bool
-	statAppended    atomic.Uint64
-	statReserved    atomic.Uint64
+	openHead        uint64 // head and cursor at open: Stats derives this
+	openReserved    uint64 // process's Appended and ReservedBytes from them
 	statZeroised    atomic.Uint64
 	statMarkWrites  atomic.Uint64
 	statRejected    atomic.Uint64
@@ -266,8 +266,7 @@ func (r *PadRing) Append(b Block) error {
 		r.pendingBlocks = append(r.pendingBlocks, info)
 	}
 	r.dirMu.Unlock()
-	r.head.Store(h + n) // publishes the bytes to consumers
-	r.statAppended.Add(n)
+	r.head.Store(h + n)      // publishes the bytes to consumers
 	if r.tailSegmentDone() { // only after a crash: see tailSegmentDone
 		r.advanceTail()
 	}
@@ -306,7 +305,6 @@ func (r *PadRing) Reserve(n int) (Range, error) {
 			continue
 		}
 		if r.reserved.CompareAndSwap(cur, end) {
-			r.statReserved.Add(uint64(n))
 			at := cur & r.mask
 			return Range{Pos: cur, Bytes: r.buf[at : at+uint64(n) : at+uint64(n)]}, nil
 		}
@@ -382,8 +380,8 @@ func (r *PadRing) Stats() PadStats {
 		Head:           h,
 		Reserved:       res,
 		Tail:           r.tail.Load(),
-		Appended:       r.statAppended.Load(),
-		ReservedBytes:  r.statReserved.Load(),
+		Appended:       h - r.openHead,
+		ReservedBytes:  res - r.openReserved,
 		ZeroisedBytes:  r.statZeroised.Load(),
 		MarkWrites:     r.statMarkWrites.Load(),
 		CrashWaste:     r.crashWaste,

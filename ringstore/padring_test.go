@@ -322,6 +322,9 @@ func TestPadRingDurableRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPad(t, rg)
+	if s := r.Stats(); s.ReservedBytes != 11000 || s.Appended != 0 {
+		t.Fatalf("counters of this process after a restart: %+v; want 11000 reserved, 0 appended", s)
+	}
 	if blocks := r.Blocks(); len(blocks) != 1 || blocks[0].ID != "blk-0" || blocks[0].Size != 20000 || blocks[0].Source != "sim-a" {
 		t.Fatalf("block directory after restart: %+v", blocks)
 	}
