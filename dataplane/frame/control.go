@@ -1,0 +1,42 @@
+package frame
+
+import "encoding/binary"
+
+// Offsets of the CONTROL fields from the start of the frame.
+const (
+	controlOffKind = 8
+	controlOffBody = 10
+)
+
+// Control is a CONTROL frame: a message of the control plane, which defines
+// the kinds and their bodies. To this package the body is opaque.
+type Control struct {
+	Kind uint16
+	Body []byte // the rest of the frame; at most MaxFrameLen-10 bytes
+}
+
+// FrameLen returns the length of the whole frame.
+func (c *Control) FrameLen() int { return PrefixLen + controlFixed + len(c.Body) }
+
+// AppendControl appends the frame c to dst. If c cannot be encoded it returns
+// dst unchanged and an *Error naming the bad field.
+func AppendControl(dst []byte, c *Control) ([]byte, error) {
+	if limit := MaxFrameLen - controlOffBody; len(c.Body) > limit {
+		return dst, errorf(TypeControl, "body", controlOffBody, "%d bytes, want at most %d", len(c.Body), limit)
+	}
+	dst = appendPrefix(dst, TypeControl, 0, c.FrameLen()-PrefixLen)
+	dst = binary.BigEndian.AppendUint16(dst, c.Kind)
+	return append(dst, c.Body...), nil
+}
+
+// ParseControl parses the whole CONTROL frame b, prefix included. Body
+// aliases b.
+func ParseControl(b []byte) (Control, error) {
+	if _, err := parseFrame(b, TypeControl); err != nil {
+		return Control{}, err
+	}
+	return Control{
+		Kind: binary.BigEndian.Uint16(b[controlOffKind:]),
+		Body: b[controlOffBody:len(b):len(b)],
+	}, nil
+}
