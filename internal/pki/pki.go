@@ -145,13 +145,23 @@ func ValidID(id string) error {
 }
 
 // PeerID returns the node or SAE ID a verified certificate names: the
-// "qrelay:<kind>:<id>" URI SAN if there is one, else the subject CN.
+// "qrelay:<kind>:<id>" URI SAN if there is one, else the subject CN. A
+// certificate with a qrelay URI SAN of another kind is refused, so an SAE
+// certificate whose CN happens to be a node ID never passes as that node.
 func PeerID(cert *x509.Certificate, kind Kind) (string, error) {
 	prefix := string(kind) + ":"
+	other := ""
 	for _, u := range cert.URIs {
-		if u.Scheme == "qrelay" && strings.HasPrefix(u.Opaque, prefix) {
+		if u.Scheme != "qrelay" {
+			continue
+		}
+		if strings.HasPrefix(u.Opaque, prefix) {
 			return u.Opaque[len(prefix):], nil
 		}
+		other = u.Opaque
+	}
+	if other != "" {
+		return "", fmt.Errorf("certificate is for %q, not a %s: use a %s certificate", other, kind, kind)
 	}
 	if cert.Subject.CommonName == "" {
 		return "", errors.New("certificate names no " + string(kind) + " ID: no qrelay:" + prefix + "<id> URI SAN and an empty subject CN")
