@@ -1,0 +1,369 @@
+// Package relay is the relay engine of a trusted node: it moves batches of
+// end-to-end keys hop by hop across KM links, each hop encrypted with that
+// link's one-time pad (otp.XOR, or otp.XOR3 at a relay node, which verifies
+// and re-encrypts in one pass) and authenticated with a one-time Poly1305 key
+// drawn from the same pad (DESIGN.md, "The KM link"; docs/kmlink.md).
+//
+// One Engine runs per node. It is the kmlink.Handler of the node's KM-link
+// transport; per link it holds the two pad rings (tx: pad this end encrypts
+// with, rx: pad the peer encrypts with), keeps them filled from the link's
+// QKD source with the ASSIGN protocol, and runs the link's streams. Relay
+// sends keys to any node the next-hop table reaches and returns once the
+// destination has confirmed that it stored them, so a key is usable at both
+// ends or reported lost, never silently at one end only.
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qrelay/qrelay/dataplane/frame"
+	"github.com/qrelay/qrelay/dataplane/kmlink"
+	"github.com/qrelay/qrelay/dataplane/qkd"
+	"github.com/qrelay/qrelay/ringstore"
+)
+
+// NextHop tells the engine which neighbour leads to a node. The control
+// plane implements it; until then StaticRoutes does.
+type NextHop interface {
+	// NextHop returns the neighbour to send traffic for dst to, and false
+	// if dst is unreachable.
+	NextHop(dst string) (peer string, ok bool)
+}
+
+// StaticRoutes is a fixed next-hop table: destination node → neighbour.
+// Neighbours need no entry: a node with a link to dst sends to it directly.
+type StaticRoutes map[string]string
+
+// NextHop implements NextHop.
+func (s StaticRoutes) NextHop(dst string) (string, bool) {
+	p, ok := s[dst]
+	return p, ok
+}
+
+// Batch is a run of end-to-end keys of one flow: key i is sequence
+// FirstSeq+i, with ID ringstore.DeriveKeyID(Src, Dst, Flow, FirstSeq+i).
+type Batch struct {
+	Src, Dst       string
+	Flow, FirstSeq uint64
+	KeySize        int
+	Keys           []byte // Count × KeySize bytes; the sink copies what it keeps
+}
+
+// Count is the number of keys in the batch.
+func (b *Batch) Count() int { return len(b.Keys) / b.KeySize }
+
+// ID is the key ID of key i of the batch.
+func (b *Batch) ID(i int) ringstore.KeyID {
+	return ringstore.DeriveKeyID(b.Src, b.Dst, b.Flow, b.FirstSeq+uint64(i))
+}
+
+// Sink stores end-to-end keys once they are known at both ends of a relay:
+// at the destination when the keys arrive, at the source when the
+// destination's completion does. PoolSink puts them into ringstore pools.
+type Sink interface {
+	// Deliver stores the batch's keys, shared with node remote. An error
+	// means none of them were stored.
+	Deliver(remote string, b *Batch) error
+	// Discard removes the keys of a batch the source gave up on, those of
+	// them the sink holds, and says how many it removed. b.Keys is nil;
+	// count says how many keys the batch had.
+	Discard(remote string, b *Batch, count int) (int, error)
+}
+
+// Config configures an Engine.
+type Config struct {
+	NodeID string
+	Routes NextHop
+	Sink   Sink
+	// Streams is the number of parallel relay streams per link (default 4).
+	Streams int
+	// FramePayload caps the key bytes per RELAY frame (default 64 KiB;
+	// at most frame.MaxKeys keys whatever the size).
+	FramePayload int
+	// QueueFrames bounds the frames queued per link (default 64), which
+	// bounds memory: a sender waits when the queue is full.
+	QueueFrames int
+	// CompletionTimeout is how long a source waits for a destination's
+	// completion before reporting the keys lost (default 10 s).
+	CompletionTimeout time.Duration
+	// Keys is where fresh end-to-end keys come from (default
+	// KeysCryptoRand).
+	Keys KeySource
+	// HopLimit of new frames (default 16).
+	HopLimit uint8
+	Logger   *slog.Logger
+}
+
+// LinkConfig is one KM link's pads and key source.
+type LinkConfig struct {
+	Peer string
+	// Tx is the pad this end encrypts with, Rx the pad the peer encrypts
+	// with; the engine is their only consumer and their only producer.
+	Tx, Rx *ringstore.PadRing
+	// Source supplies QKD blocks; nil means pad is added with AppendPad
+	// (tests, benchmarks).
+	Source qkd.Source
+	// FetchBytes is the most pad the master fetches per assignment
+	// (default 1 MiB).
+	FetchBytes int
+}
+
+// Engine is one node's relay engine.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	links   map[string]*link
+	flows   map[string]*flow // by destination
+	pending map[pendingKey]*pending
+	discard map[pendingKey]*frame.Discard // discards not yet confirmed
+
+	tombMu sync.Mutex
+	tombs  map[tombKey]time.Time // discarded batches, refused if they arrive late
+
+	stats Stats
+
+	// testHookSend, if set, replaces each outgoing RELAY frame with the
+	// frames it returns (tests forge and replay frames with it).
+	testHookSend atomic.Pointer[func([]byte) [][]byte]
+}
+
+type pendingKey struct {
+	flow, seq uint64
+}
+
+type tombKey struct {
+	src       string
+	flow, seq uint64
+}
+
+type flow struct {
+	id  uint64
+	seq atomic.Uint64
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	FramesSent, FramesReceived, FramesForwarded atomic.Uint64
+	KeysDelivered                               atomic.Uint64 // keys stored at this node as destination or source
+	KeyBytesRelayed                             atomic.Uint64 // key bytes this node originated and had confirmed
+	KeysLost                                    atomic.Uint64 // keys a source gave up on (reported to its caller)
+	PadMACBytes                                 atomic.Uint64 // pad spent on one-time MAC keys
+	BadTags, Replays, Malformed, Undeliverable  atomic.Uint64
+	PadBurnt                                    atomic.Uint64 // pad burnt without carrying keys (bad tags, lost frames)
+	AssignsSent, AssignsApplied                 atomic.Uint64
+}
+
+// New makes an engine. Add links with AddLink and hand the engine to
+// kmlink as its Handler.
+func New(cfg Config) (*Engine, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("relay: Config.NodeID is empty")
+	}
+	if cfg.Sink == nil {
+		return nil, errors.New("relay: Config.Sink is nil: keys would have nowhere to go")
+	}
+	if cfg.Routes == nil {
+		cfg.Routes = StaticRoutes{}
+	}
+	if cfg.Streams <= 0 {
+		cfg.Streams = 4
+	}
+	if cfg.FramePayload <= 0 {
+		cfg.FramePayload = 64 << 10
+	}
+	if cfg.FramePayload > frame.MaxPayload {
+		return nil, fmt.Errorf("relay: Config.FramePayload %d exceeds the frame limit %d", cfg.FramePayload, frame.MaxPayload)
+	}
+	if cfg.QueueFrames <= 0 {
+		cfg.QueueFrames = 64
+	}
+	if cfg.CompletionTimeout <= 0 {
+		cfg.CompletionTimeout = 10 * time.Second
+	}
+	if cfg.HopLimit == 0 {
+		cfg.HopLimit = 16
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.NodeID),
+		links:   map[string]*link{},
+		flows:   map[string]*flow{},
+		pending: map[pendingKey]*pending{},
+		discard: map[pendingKey]*frame.Discard{},
+		tombs:   map[tombKey]time.Time{},
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.wg.Add(1)
+	go e.housekeeping()
+	return e, nil
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() *Stats { return &e.stats }
+
+// NodeID is this node's ID.
+func (e *Engine) NodeID() string { return e.cfg.NodeID }
+
+// AddLink registers a KM link. Call it before the transport connects the
+// peer.
+func (e *Engine) AddLink(lc LinkConfig) error {
+	if lc.Tx == nil || lc.Rx == nil {
+		return fmt.Errorf("relay: link to %s: Tx and Rx pad rings are required", lc.Peer)
+	}
+	if lc.FetchBytes <= 0 {
+		lc.FetchBytes = 1 << 20
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.links[lc.Peer]; ok {
+		return fmt.Errorf("relay: link to %s added twice", lc.Peer)
+	}
+	l := newLink(e, lc)
+	e.links[lc.Peer] = l
+	if lc.Source != nil && e.cfg.NodeID < lc.Peer {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); l.supplyMaster() }()
+	}
+	return nil
+}
+
+// AppendPad adds pad to the link to peer directly: blocks to the tx ring if
+// tx, else to the rx ring. It is for links without a Source (tests,
+// benchmarks), where the caller makes both ends agree.
+func (e *Engine) AppendPad(peer string, tx bool, b ringstore.Block) error {
+	l := e.link(peer)
+	if l == nil {
+		return fmt.Errorf("relay: no link to %s", peer)
+	}
+	if tx {
+		err := l.tx.Append(b)
+		l.txNotify()
+		return err
+	}
+	err := l.rx.Append(b)
+	l.rxw.notify()
+	return err
+}
+
+func (e *Engine) link(peer string) *link {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.links[peer]
+}
+
+// route returns the link that leads to dst.
+func (e *Engine) route(dst string) (*link, error) {
+	e.mu.Lock()
+	l := e.links[dst]
+	e.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	peer, ok := e.cfg.Routes.NextHop(dst)
+	if !ok {
+		return nil, fmt.Errorf("no route to node %s", dst)
+	}
+	e.mu.Lock()
+	l = e.links[peer]
+	e.mu.Unlock()
+	if l == nil {
+		return nil, fmt.Errorf("route to node %s names neighbour %s, which has no link", dst, peer)
+	}
+	return l, nil
+}
+
+// LinkUp implements kmlink.Handler.
+func (e *Engine) LinkUp(c *kmlink.Conn) {
+	l := e.link(c.Peer())
+	if l == nil {
+		e.log.Warn("KM link up to a peer with no pads configured; closing it", "peer", c.Peer())
+		c.Close("no pads configured for this peer")
+		return
+	}
+	l.up(c)
+}
+
+// LinkDown implements kmlink.Handler.
+func (e *Engine) LinkDown(c *kmlink.Conn, err error) {
+	if l := e.link(c.Peer()); l != nil {
+		l.down(c, err)
+	}
+	// Batches whose first hop was this connection can no longer be
+	// confirmed: report them now rather than at the timeout.
+	e.failPending(func(p *pending) bool { return p.via == c }, fmt.Errorf("KM link to %s went down: %v", c.Peer(), err))
+}
+
+// Close stops the engine. The pad rings and the sink are the caller's.
+func (e *Engine) Close() error {
+	e.cancel()
+	e.mu.Lock()
+	links := make([]*link, 0, len(e.links))
+	for _, l := range e.links {
+		links = append(links, l)
+	}
+	e.mu.Unlock()
+	for _, l := range links {
+		l.close()
+	}
+	e.failPending(func(*pending) bool { return true }, errors.New("relay engine closed"))
+	e.wg.Wait()
+	return nil
+}
+
+// housekeeping expires pending relays, retries discards and forgets old
+// tombstones.
+func (e *Engine) housekeeping() {
+	defer e.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-t.C:
+			e.failPending(func(p *pending) bool { return now.After(p.deadline) },
+				fmt.Errorf("no completion within %v", e.cfg.CompletionTimeout))
+			e.resendDiscards()
+			e.tombMu.Lock()
+			for k, exp := range e.tombs {
+				if now.After(exp) {
+					delete(e.tombs, k)
+				}
+			}
+			e.tombMu.Unlock()
+		}
+	}
+}
+
+// newFlow returns the flow to dst, making one with a random ID the first
+// time: a random ID keeps key IDs unique across restarts of this node.
+func (e *Engine) flowTo(dst string) *flow {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := e.flows[dst]
+	if f == nil {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			panic("relay: crypto/rand failed: " + err.Error())
+		}
+		f = &flow{id: uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 | uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])}
+		e.flows[dst] = f
+	}
+	return f
+}

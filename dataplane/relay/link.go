@@ -1,0 +1,299 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/qrelay/qrelay/dataplane/frame"
+	"github.com/qrelay/qrelay/dataplane/kmlink"
+	"github.com/qrelay/qrelay/dataplane/qkd"
+	"github.com/qrelay/qrelay/ringstore"
+)
+
+// link is the engine's side of one KM link: its pads, its key source, and
+// the session on the current connection.
+type link struct {
+	e          *Engine
+	peer       string
+	master     bool
+	tx, rx     *ringstore.PadRing
+	rxw        *rxWindow
+	src        qkd.Source
+	fetchBytes int
+
+	mu        sync.Mutex
+	sess      *session
+	upCh      chan struct{} // closed while a session is up
+	txArrived chan struct{} // closed and replaced when tx pad is appended
+
+	// ctlIn carries ASSIGN_ACK and HELLO frames to the master's supply loop,
+	// ASSIGN frames to the slave's; one goroutine owns the assignment state.
+	ctlIn chan ctlMsg
+	// lastApplied is the slave's last settled assignment, and refusedBits
+	// says which of the settled ones it refused: bit i+1 for lastApplied−i
+	// (written by the supply goroutine under mu, read at session start).
+	lastApplied, refusedBits uint64
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+type ctlMsg struct {
+	sess   *session
+	hello  *[2]uint64 // last settled assignment, refusal bits
+	ack    *frame.AssignAck
+	assign *frame.Assign
+}
+
+// session is one connection's streams.
+type session struct {
+	l      *link
+	conn   *kmlink.Conn
+	ctx    context.Context
+	relayq chan []byte
+	ctlq   chan []byte
+}
+
+func newLink(e *Engine, lc LinkConfig) *link {
+	l := &link{
+		e: e, peer: lc.Peer, master: e.cfg.NodeID < lc.Peer,
+		tx: lc.Tx, rx: lc.Rx, rxw: newRxWindow(lc.Rx, uint64(lc.Rx.Stats().Capacity/2)),
+		src: lc.Source, fetchBytes: lc.FetchBytes,
+		upCh:      make(chan struct{}),
+		txArrived: make(chan struct{}),
+		ctlIn:     make(chan ctlMsg, 256),
+		done:      make(chan struct{}),
+	}
+	if !l.master {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); l.supplySlave() }()
+	}
+	return l
+}
+
+func (l *link) close() { l.closeOnce.Do(func() { close(l.done) }) }
+
+func (l *link) txNotify() {
+	l.mu.Lock()
+	close(l.txArrived)
+	l.txArrived = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// reserveTx reserves n bytes of tx pad, waiting for the QKD link if the
+// stock is short: a sender never overdraws.
+func (l *link) reserveTx(ctx context.Context, n int) (ringstore.Range, error) {
+	for {
+		l.mu.Lock()
+		ch := l.txArrived
+		l.mu.Unlock()
+		rg, err := l.tx.Reserve(n)
+		if err == nil || !errors.Is(err, ringstore.ErrPadShort) {
+			return rg, err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ringstore.Range{}, fmt.Errorf("waiting for %d bytes of pad on the link to %s (stock %d): %w", n, l.peer, l.tx.Stats().Stock, ctx.Err())
+		case <-l.done:
+			return ringstore.Range{}, fmt.Errorf("link to %s removed", l.peer)
+		}
+	}
+}
+
+// session returns the current session, waiting for the link to come up.
+func (l *link) session(ctx context.Context) (*session, error) {
+	for {
+		l.mu.Lock()
+		s, ch := l.sess, l.upCh
+		l.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("KM link to %s is down: %w", l.peer, ctx.Err())
+		case <-l.done:
+			return nil, fmt.Errorf("link to %s removed", l.peer)
+		}
+	}
+}
+
+// current is the session if the link is up, else nil.
+func (l *link) current() *session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sess
+}
+
+func (l *link) up(c *kmlink.Conn) {
+	s := &session{
+		l: l, conn: c, ctx: c.Context(),
+		relayq: make(chan []byte, l.e.cfg.QueueFrames),
+		ctlq:   make(chan []byte, 1024),
+	}
+	l.mu.Lock()
+	if l.sess != nil {
+		l.sess.conn.Close("replaced by a new connection")
+	}
+	l.sess = s
+	hello := [2]uint64{l.lastApplied, l.refusedBits}
+	close(l.upCh)
+	l.mu.Unlock()
+	l.e.log.Info("relay session up", "peer", l.peer, "generation", c.Generation(), "master", l.master)
+
+	// The first control frame says which assignment this end applied last,
+	// so the master can resend what the slave missed.
+	var body [16]byte
+	putUint64(body[:8], hello[0])
+	putUint64(body[8:], hello[1])
+	if b, err := frame.AppendControl(nil, &frame.Control{Kind: ctlHello, Body: body[:]}); err == nil {
+		s.ctlq <- b
+	}
+	wg := &l.e.wg
+	wg.Add(l.e.cfg.Streams + 2)
+	for i := 0; i < l.e.cfg.Streams; i++ {
+		go func() { defer wg.Done(); s.writer(s.relayq) }()
+	}
+	go func() { defer wg.Done(); s.writer(s.ctlq) }()
+	go func() { defer wg.Done(); s.acceptLoop() }()
+}
+
+func (l *link) down(c *kmlink.Conn, err error) {
+	l.mu.Lock()
+	if l.sess == nil || l.sess.conn != c {
+		l.mu.Unlock()
+		return
+	}
+	l.sess = nil
+	l.upCh = make(chan struct{})
+	l.mu.Unlock()
+	// Frames in flight on the dead connection can no longer arrive: the pad
+	// skipped for them is burnt (never reused).
+	burnt := l.rxw.dropGaps()
+	l.e.stats.PadBurnt.Add(burnt)
+	l.e.log.Info("relay session down", "peer", l.peer, "generation", c.Generation(), "reason", err, "pad_burnt", burnt)
+}
+
+// writer writes queued frames to one stream of its own until the
+// connection ends.
+func (s *session) writer(q chan []byte) {
+	st, err := s.conn.OpenUniStream(s.ctx)
+	if err != nil {
+		return
+	}
+	defer st.CancelWrite(0)
+	for {
+		select {
+		case b := <-q:
+			_, err := st.Write(b)
+			putBuf(b)
+			if err != nil {
+				return
+			}
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// send queues a frame, waiting while the queue is full.
+func (s *session) send(ctx context.Context, q chan []byte, b []byte) error {
+	select {
+	case q <- b:
+		return nil
+	case <-s.ctx.Done():
+		return fmt.Errorf("KM link to %s went down", s.l.peer)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sendRelay queues a RELAY frame.
+func (s *session) sendRelay(ctx context.Context, b []byte) error {
+	if h := s.l.e.testHookSend.Load(); h != nil {
+		for _, f := range (*h)(b) {
+			if err := s.send(ctx, s.relayq, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return s.send(ctx, s.relayq, b)
+}
+
+func (s *session) acceptLoop() {
+	for {
+		st, err := s.conn.AcceptUniStream(s.ctx)
+		if err != nil {
+			return
+		}
+		s.l.e.wg.Add(1)
+		go func() { defer s.l.e.wg.Done(); s.reader(st) }()
+	}
+}
+
+// reader handles the frames of one stream in order.
+func (s *session) reader(st io.Reader) {
+	e := s.l.e
+	r := frame.NewReader(st)
+	for {
+		typ, b, err := r.Next()
+		if err != nil {
+			var fe *frame.Error
+			if errors.As(err, &fe) {
+				e.stats.Malformed.Add(1)
+				e.log.Warn("malformed frame on KM link; closing the connection", "peer", s.l.peer, "err", err)
+				s.conn.Close("bad frame: " + err.Error())
+			}
+			// Anything else is the stream or the connection ending.
+			return
+		}
+		if err := e.handle(s, typ, b); err != nil {
+			e.stats.Malformed.Add(1)
+			e.log.Warn("bad frame on KM link; closing the connection", "peer", s.l.peer, "type", typ, "err", err)
+			s.conn.Close("bad frame: " + err.Error())
+			return
+		}
+	}
+}
+
+func putUint64(b []byte, v uint64) {
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+}
+
+func getUint64(b []byte) uint64 {
+	var v uint64
+	for i := 0; i < 8; i++ {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// Frame buffers: most frames fit in one size class, so a sync.Pool of them
+// keeps the steady state allocation-free.
+const bufClass = 128 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, bufClass); return &b }}
+
+func getBuf(n int) []byte {
+	if n > bufClass {
+		return make([]byte, 0, n)
+	}
+	return (*bufPool.Get().(*[]byte))[:0]
+}
+
+func putBuf(b []byte) {
+	if cap(b) != bufClass {
+		return
+	}
+	b = b[:0]
+	bufPool.Put(&b)
+}
