@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
 
 	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/dataplane/kmlink"
@@ -50,11 +53,30 @@ type ctlMsg struct {
 
 // session is one connection's streams.
 type session struct {
-	l      *link
-	conn   *kmlink.Conn
-	ctx    context.Context
-	relayq chan []byte
-	ctlq   chan []byte
+	l    *link
+	conn *kmlink.Conn
+	ctx  context.Context
+	// Frames are written straight from the goroutine that made them, so a
+	// frame crosses no queue and wakes no writer goroutine (on a VM each
+	// wake-up of an idle thread costs tens of microseconds). A sender
+	// holding a stream blocks in Write under QUIC flow control, which
+	// bounds memory: one frame per sending goroutine.
+	relay []*lockedStream
+	ctl   *lockedStream
+	next  atomic.Uint32
+}
+
+// lockedStream serialises the writers of one QUIC stream.
+type lockedStream struct {
+	mu sync.Mutex
+	st *quic.SendStream
+}
+
+func (w *lockedStream) write(b []byte) error {
+	w.mu.Lock()
+	_, err := w.st.Write(b)
+	w.mu.Unlock()
+	return err
 }
 
 func newLink(e *Engine, lc LinkConfig) *link {
@@ -94,6 +116,7 @@ func (l *link) reserveTx(ctx context.Context, n int) (ringstore.Range, error) {
 		if err == nil || !errors.Is(err, ringstore.ErrPadShort) {
 			return rg, err
 		}
+		l.e.stats.PadWaits.Add(1)
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -131,36 +154,47 @@ func (l *link) current() *session {
 }
 
 func (l *link) up(c *kmlink.Conn) {
-	s := &session{
-		l: l, conn: c, ctx: c.Context(),
-		relayq: make(chan []byte, l.e.cfg.QueueFrames),
-		ctlq:   make(chan []byte, 1024),
+	s := &session{l: l, conn: c, ctx: c.Context()}
+	open := func() *lockedStream {
+		st, err := c.OpenUniStream(s.ctx)
+		if err != nil {
+			return nil
+		}
+		return &lockedStream{st: st}
+	}
+	if s.ctl = open(); s.ctl == nil {
+		return // the connection is already gone; LinkDown follows
+	}
+	for i := 0; i < l.e.cfg.Streams; i++ {
+		w := open()
+		if w == nil {
+			return
+		}
+		s.relay = append(s.relay, w)
 	}
 	l.mu.Lock()
 	if l.sess != nil {
 		l.sess.conn.Close("replaced by a new connection")
 	}
-	l.sess = s
 	hello := [2]uint64{l.lastApplied, l.refusedBits}
-	close(l.upCh)
-	l.mu.Unlock()
-	l.e.log.Info("relay session up", "peer", l.peer, "generation", c.Generation(), "master", l.master)
-
-	// The first control frame says which assignment this end applied last,
-	// so the master can resend what the slave missed.
+	// The first control frame says which assignment this end settled last,
+	// so the master can resend what the slave missed. It is written before
+	// the session is published, so nothing can precede it.
 	var body [16]byte
 	putUint64(body[:8], hello[0])
 	putUint64(body[8:], hello[1])
 	if b, err := frame.AppendControl(nil, &frame.Control{Kind: ctlHello, Body: body[:]}); err == nil {
-		s.ctlq <- b
+		if err := s.ctl.write(b); err != nil {
+			l.mu.Unlock()
+			return
+		}
 	}
-	wg := &l.e.wg
-	wg.Add(l.e.cfg.Streams + 2)
-	for i := 0; i < l.e.cfg.Streams; i++ {
-		go func() { defer wg.Done(); s.writer(s.relayq) }()
-	}
-	go func() { defer wg.Done(); s.writer(s.ctlq) }()
-	go func() { defer wg.Done(); s.acceptLoop() }()
+	l.sess = s
+	close(l.upCh)
+	l.mu.Unlock()
+	l.e.log.Info("relay session up", "peer", l.peer, "generation", c.Generation(), "master", l.master)
+	l.e.wg.Add(1)
+	go func() { defer l.e.wg.Done(); s.acceptLoop() }()
 }
 
 func (l *link) down(c *kmlink.Conn, err error) {
@@ -179,51 +213,43 @@ func (l *link) down(c *kmlink.Conn, err error) {
 	l.e.log.Info("relay session down", "peer", l.peer, "generation", c.Generation(), "reason", err, "pad_burnt", burnt)
 }
 
-// writer writes queued frames to one stream of its own until the
-// connection ends.
-func (s *session) writer(q chan []byte) {
-	st, err := s.conn.OpenUniStream(s.ctx)
-	if err != nil {
-		return
-	}
-	defer st.CancelWrite(0)
-	for {
-		select {
-		case b := <-q:
-			_, err := st.Write(b)
-			putBuf(b)
-			if err != nil {
-				return
-			}
-		case <-s.ctx.Done():
-			return
-		}
-	}
-}
-
-// send queues a frame, waiting while the queue is full.
-func (s *session) send(ctx context.Context, q chan []byte, b []byte) error {
-	select {
-	case q <- b:
-		return nil
-	case <-s.ctx.Done():
-		return fmt.Errorf("KM link to %s went down", s.l.peer)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// sendRelay queues a RELAY frame.
-func (s *session) sendRelay(ctx context.Context, b []byte) error {
+// sendRelay writes a RELAY frame on a free relay stream (or waits for the
+// next one in turn) and recycles its buffer.
+func (s *session) sendRelay(b []byte) error {
 	if h := s.l.e.testHookSend.Load(); h != nil {
 		for _, f := range (*h)(b) {
-			if err := s.send(ctx, s.relayq, f); err != nil {
+			if err := s.writeRelay(f); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return s.send(ctx, s.relayq, b)
+	return s.writeRelay(b)
+}
+
+func (s *session) writeRelay(b []byte) error {
+	defer putBuf(b)
+	n := uint32(len(s.relay))
+	i := s.next.Add(1)
+	for k := uint32(0); k < n; k++ {
+		w := s.relay[(i+k)%n]
+		if w.mu.TryLock() {
+			_, err := w.st.Write(b)
+			w.mu.Unlock()
+			return s.wrap(err)
+		}
+	}
+	return s.wrap(s.relay[i%n].write(b))
+}
+
+// sendCtl writes a control frame on the control stream, in order.
+func (s *session) sendCtl(b []byte) error { return s.wrap(s.ctl.write(b)) }
+
+func (s *session) wrap(err error) error {
+	if err != nil {
+		return fmt.Errorf("KM link to %s: %w", s.l.peer, err)
+	}
+	return nil
 }
 
 func (s *session) acceptLoop() {

@@ -61,8 +61,8 @@ type netOpts struct {
 	// source, if set, makes the QKD source of node me's end of its link
 	// to peer instead of a simulator.
 	source func(me, peer string) qkd.Source
-	sink       func(id string) Sink
-	cfg        func(*Config)
+	sink   func(id string) Sink
+	cfg    func(*Config)
 }
 
 func testLogger() *slog.Logger {

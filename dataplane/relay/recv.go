@@ -205,7 +205,7 @@ func (e *Engine) forward(ctx context.Context, r *frame.Relay, payload, padIn []b
 	b = append(b, tag[:]...)
 	out.tx.Release(padOut)
 	e.stats.PadMACBytes.Add(otp.MACKeySize)
-	if err := s.sendRelay(ctx, b); err != nil {
+	if err := s.sendRelay(b); err != nil {
 		e.stats.Undeliverable.Add(1)
 		e.refuse(r, frame.StatusNoRoute, fmt.Sprintf("at %s: %v", e.cfg.NodeID, err))
 		return

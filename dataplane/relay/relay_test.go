@@ -20,6 +20,7 @@ func TestTwoNodes(t *testing.T) {
 	n := newTestNet(t, []string{"a", "b"}, edges, nil, netOpts{})
 	n.waitUp(t, edges)
 	relayOK(t, n.nodes["a"].eng, "b", 10000, 32)
+	n.nodes["b"].eng.cfg.Keys = KeysCryptoRand // both key sources relay alike
 	relayOK(t, n.nodes["b"].eng, "a", 3000, 32)
 	relayOK(t, n.nodes["a"].eng, "b", 1, 32)
 	if pairs, keys := n.checkPools(t); pairs != 1 || keys != 13001 {
@@ -132,6 +133,27 @@ func TestETSI014Source(t *testing.T) {
 	}
 	if kmes.A.Requests(fakekme.EncKeys) == 0 || kmes.B.Requests(fakekme.DecKeys) == 0 {
 		t.Fatal("the pads did not come from the KMEs")
+	}
+}
+
+// TestSlowQKDLink relays more keys than the link's pad holds: the sender
+// waits for the QKD link (simulated at 40 Mbit/s) rather than overdrawing,
+// and every key still arrives.
+func TestSlowQKDLink(t *testing.T) {
+	edges := [][2]string{{"a", "b"}}
+	n := newTestNet(t, []string{"a", "b"}, edges, nil, netOpts{ringSize: 512 << 10, secretRate: 40e6})
+	waitFor(t, "link up", 10*time.Second, func() bool { return n.nodes["a"].eng.link("b").current() != nil })
+	relayOK(t, n.nodes["a"].eng, "b", 40000, 32) // 1.25 MB of keys through a 512 KiB ring
+	st := n.nodes["a"].eng.Stats()
+	if st.PadWaits.Load() == 0 {
+		t.Fatal("the sender never waited for pad, yet needed more than the ring holds")
+	}
+	tx := n.nodes["a"].eng.link("b").tx.Stats()
+	if tx.Reserved > tx.Head {
+		t.Fatalf("tx ring overdrawn: reserved %d > head %d", tx.Reserved, tx.Head)
+	}
+	if _, keys := n.checkPools(t); keys != 40000 {
+		t.Fatalf("%d keys at both ends, want 40000", keys)
 	}
 }
 

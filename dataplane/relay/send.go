@@ -125,15 +125,16 @@ func (e *Engine) sendFrame(ctx context.Context, dst string, flowID, seq uint64, 
 		return nil, err
 	}
 	r := frame.Relay{Flow: flowID, FirstSeq: seq, Count: uint32(cnt), KeySize: uint16(size), HopLimit: e.cfg.HopLimit, Src: e.cfg.NodeID, Dst: dst}
-	keys := make([]byte, r.PayloadLen())
+	keys := getKeyBuf(r.PayloadLen())
 	if qkdKeys {
 		r.Flags |= frame.FlagQKDKey
 	} else if err := fillKeys(e.cfg.Keys, keys); err != nil {
+		putKeyBuf(keys)
 		return nil, fmt.Errorf("relay: drawing keys from %v: %w", e.cfg.Keys, err)
 	}
 	pad, err := l.reserveTx(ctx, r.PadLen())
 	if err != nil {
-		clear(keys)
+		putKeyBuf(keys)
 		return nil, err
 	}
 	r.PadPos = pad.Pos
@@ -143,7 +144,7 @@ func (e *Engine) sendFrame(ctx context.Context, dst string, flowID, seq uint64, 
 	b, err := sealRelay(getBuf(r.FrameLen()), &r, keys, pad.Bytes)
 	l.tx.Release(pad)
 	if err != nil {
-		clear(keys)
+		putKeyBuf(keys)
 		return nil, err
 	}
 	e.stats.PadMACBytes.Add(otp.MACKeySize)
@@ -156,7 +157,7 @@ func (e *Engine) sendFrame(ctx context.Context, dst string, flowID, seq uint64, 
 	e.mu.Lock()
 	e.pending[pendingKey{flowID, seq}] = p
 	e.mu.Unlock()
-	if err := s.sendRelay(ctx, b); err != nil {
+	if err := s.sendRelay(b); err != nil {
 		e.failPending(func(q *pending) bool { return q == p }, err)
 		return p, nil // its done channel carries the LostError
 	}
@@ -196,7 +197,7 @@ func (e *Engine) completion(c *frame.Completion) {
 		// their discard.
 		return
 	}
-	defer clear(p.batch.Keys)
+	defer putKeyBuf(p.batch.Keys)
 	if c.Status != frame.StatusOK {
 		p.done <- &RefusedError{Dst: p.batch.Dst, By: c.Dst, Flow: c.Flow, FirstSeq: c.FirstSeq, Count: p.batch.Count(), Status: c.Status, Reason: c.Reason}
 		return
@@ -226,7 +227,7 @@ func (e *Engine) failPending(pred func(*pending) bool, reason error) {
 	e.mu.Unlock()
 	for i, p := range ps {
 		e.lose(lost[i], p, reason)
-		clear(p.batch.Keys)
+		putKeyBuf(p.batch.Keys)
 	}
 }
 
@@ -273,14 +274,7 @@ func (e *Engine) sendControl(dst string, b []byte) bool {
 	if s == nil {
 		return false
 	}
-	select {
-	case s.ctlq <- b:
-		return true
-	case <-s.ctx.Done():
-		return false
-	default:
-		return false // a full control queue drops rather than blocking a reader
-	}
+	return s.sendCtl(b) == nil
 }
 
 // Pending is the number of frames awaiting completion.

@@ -323,11 +323,11 @@ func appendWait(ctx context.Context, r *ringstore.PadRing, b ringstore.Block) er
 	}
 }
 
+// sendCtl writes an assignment frame; if the connection fails meanwhile,
+// HELLO on the next one settles what got through.
 func (l *link) sendCtl(s *session, b []byte) {
-	select {
-	case s.ctlq <- b:
-	case <-s.ctx.Done():
-	case <-l.done:
+	if err := s.sendCtl(b); err != nil && s.ctx.Err() == nil {
+		l.e.log.Warn("cannot send an assignment frame", "peer", l.peer, "err", err)
 	}
 }
 

@@ -46,6 +46,18 @@ var Groups = []Group{
 			metric("ringstore.rss.1GiB", "GiB", "BenchmarkRSS/ring1GiB", "GiB", "", ""),
 		},
 	},
+	{
+		Name:    "relay",
+		Package: "./dataplane/relay",
+		Bench:   `^(BenchmarkRelay|BenchmarkRawQUIC|BenchmarkRelayLatency|BenchmarkRelayKeys)$`,
+		Figures: []Figure{
+			metric("relay.1hop", "Gbit/s", "BenchmarkRelay/1hop", "Gbit/s", "raw quic-go stream", "BenchmarkRawQUIC"),
+			metric("relay.1hop.cryptorand", "Gbit/s", "BenchmarkRelay/1hop-cryptorand", "Gbit/s", "raw quic-go stream", "BenchmarkRawQUIC"),
+			metric("relay.3node", "Gbit/s", "BenchmarkRelay/3node", "Gbit/s", "raw quic-go stream", "BenchmarkRawQUIC"),
+			lower(metric("relay.latency.p99", "µs", "BenchmarkRelayLatency", "p99-µs", "", "")),
+			metric("relay.keys_per_s", "keys/s", "BenchmarkRelayKeys", "keys/s", "1hop, keys not stored", "BenchmarkRelay/1hop"),
+		},
+	},
 }
 
 // metric is a figure read from a custom b.ReportMetric unit, unscaled.
