@@ -307,7 +307,9 @@ func (e *Engine) LinkDown(c *kmlink.Conn, err error) {
 	e.failPending(func(p *pending) bool { return p.via == c }, fmt.Errorf("KM link to %s went down: %v", c.Peer(), err))
 }
 
-// Close stops the engine. The pad rings and the sink are the caller's.
+// Close stops the engine and waits for its goroutines, including the
+// stream readers of open connections: close the kmlink transport first.
+// The pad rings, the sources and the sink are the caller's to close after.
 func (e *Engine) Close() error {
 	e.cancel()
 	e.mu.Lock()
