@@ -30,6 +30,7 @@ var Groups = []Group{
 			throughput("otp.xor3.64KiB", "BenchmarkXOR3/64KiB/otp", "2x crypto/subtle.XORBytes", "BenchmarkXOR3/64KiB/naive"),
 			throughput("otp.xor.64KiB.vs_copy", "BenchmarkXOR/64KiB/otp", "copy()", "BenchmarkXOR/64KiB/copy"),
 			throughput("otp.tag.64KiB", "BenchmarkTag/64KiB/otp", "otp.XOR", "BenchmarkXOR/64KiB/otp"),
+			throughput("otp.tag.64KiB.vs_scalar", "BenchmarkTag/64KiB/otp", "x/crypto poly1305 (scalar)", "BenchmarkTag/64KiB/scalar"),
 			latency("otp.xor.key32", "BenchmarkXORKey/32B/fast", "crypto/subtle.XORBytes", "BenchmarkXORKey/32B/subtle"),
 		},
 	},
