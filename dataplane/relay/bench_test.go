@@ -3,6 +3,8 @@ package relay
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"io"
 	"slices"
 	"sync"
@@ -231,7 +233,11 @@ func benchLatency(b *testing.B, keys int) {
 	start := time.Now()
 	wg.Wait()
 	capacity := float64(done.Load()) / time.Since(start).Seconds()
-	interval := time.Duration(float64(time.Second) / (capacity / 2))
+	load := 0.5
+	if v, err := strconv.ParseFloat(os.Getenv("QRELAY_BENCH_LOAD"), 64); err == nil && v > 0 && v <= 1 {
+		load = v // for exploring the latency curve; the figure uses 0.5
+	}
+	interval := time.Duration(float64(time.Second) / (capacity * load))
 	lat := make([]time.Duration, b.N)
 	n.fillPad(b, "a", "b")
 	b.ResetTimer()

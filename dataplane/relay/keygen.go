@@ -38,7 +38,8 @@ func (k KeySource) String() string {
 	return fmt.Sprintf("KeySource(%d)", int(k))
 }
 
-// fillKeys fills b with fresh key bytes from src.
+// fillKeys fills b, which must be all zeros (getKeyBuf's are), with fresh
+// key bytes from src.
 func fillKeys(src KeySource, b []byte) error {
 	if src == KeysCryptoRand {
 		_, err := rand.Read(b)
@@ -76,8 +77,8 @@ func (g *ctrGen) read(b []byte) error {
 			g.left = ctrRekey
 		}
 		n := min(len(b), g.left)
-		clear(b[:n])
-		g.stream.XORKeyStream(b[:n], b[:n])
+		g.stream.XORKeyStream(b[:n], b[:n]) // keystream ⊕ 0
+
 		b, g.left = b[n:], g.left-n
 	}
 	return nil

@@ -7,7 +7,7 @@ import (
 
 func TestFillKeys(t *testing.T) {
 	for _, src := range []KeySource{KeysAESCTR, KeysCryptoRand} {
-		a, b := make([]byte, 3<<20), make([]byte, 3<<20)
+		a, b := make([]byte, 3<<20), make([]byte, 3<<20) // zero, as fillKeys requires
 		if err := fillKeys(src, a); err != nil {
 			t.Fatalf("%v: %v", src, err)
 		}

@@ -157,6 +157,43 @@ func TestSlowQKDLink(t *testing.T) {
 	}
 }
 
+// TestQKDOutage stops the QKD link of a-b: once the pad runs out a sender
+// waits (and gives up with its context, reporting why) instead of
+// overdrawing, and relay resumes when the QKD link comes back.
+func TestQKDOutage(t *testing.T) {
+	edges := [][2]string{{"a", "b"}}
+	n := newTestNet(t, []string{"a", "b"}, edges, nil, netOpts{ringSize: 256 << 10, secretRate: 40e6})
+	waitFor(t, "link up", 10*time.Second, func() bool { return n.nodes["a"].eng.link("b").current() != nil })
+	for _, nd := range n.nodes {
+		for _, s := range nd.srcs {
+			s.SetOutage(true, "test: fibre cut")
+		}
+	}
+	tx := n.nodes["a"].eng.link("b").tx
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	// More than the ring can hold: this must wait for pad that never comes.
+	_, err := n.nodes["a"].eng.Relay(ctx, "b", 16384, 32)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("relay during a QKD outage: got %v, want a wait for pad that ends with the context", err)
+	}
+	if st := tx.Stats(); st.Reserved > st.Head {
+		t.Fatalf("tx ring overdrawn: reserved %d > head %d", st.Reserved, st.Head)
+	}
+	t.Logf("during the outage: %v", err)
+	for _, nd := range n.nodes {
+		for _, s := range nd.srcs {
+			s.SetOutage(false, "")
+		}
+	}
+	relayOK(t, n.nodes["a"].eng, "b", 16384, 32)
+	waitFor(t, "no frame pending", 10*time.Second, func() bool { return n.nodes["a"].eng.Pending() == 0 })
+	waitFor(t, "discards confirmed", 10*time.Second, func() bool { return n.nodes["a"].eng.PendingDiscards() == 0 })
+	if _, keys := n.checkPools(t); keys != 16384 {
+		t.Fatalf("%d keys at both ends, want the 16384 relayed after the outage (none got pad during it)", keys)
+	}
+}
+
 // TestFiveNodes relays between every pair of a five-node network: a ring
 // a-b-c-d-e-a with one chord b-e, static routes, keys of several sizes.
 func TestFiveNodes(t *testing.T) {
