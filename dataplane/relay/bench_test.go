@@ -3,10 +3,10 @@ package relay
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"io"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
