@@ -16,6 +16,7 @@ package relay
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -351,7 +352,7 @@ func (e *Engine) housekeeping() {
 	}
 }
 
-// newFlow returns the flow to dst, making one with a random ID the first
+// flowTo returns the flow to dst, making one with a random ID the first
 // time: a random ID keeps key IDs unique across restarts of this node.
 func (e *Engine) flowTo(dst string) *flow {
 	e.mu.Lock()
@@ -362,7 +363,7 @@ func (e *Engine) flowTo(dst string) *flow {
 		if _, err := rand.Read(b[:]); err != nil {
 			panic("relay: crypto/rand failed: " + err.Error())
 		}
-		f = &flow{id: uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 | uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])}
+		f = &flow{id: binary.BigEndian.Uint64(b[:])}
 		e.flows[dst] = f
 	}
 	return f

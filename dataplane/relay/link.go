@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -181,8 +182,8 @@ func (l *link) up(c *kmlink.Conn) {
 	// so the master can resend what the slave missed. It is written before
 	// the session is published, so nothing can precede it.
 	var body [16]byte
-	putUint64(body[:8], hello[0])
-	putUint64(body[8:], hello[1])
+	binary.BigEndian.PutUint64(body[:8], hello[0])
+	binary.BigEndian.PutUint64(body[8:], hello[1])
 	if b, err := frame.AppendControl(nil, &frame.Control{Kind: ctlHello, Body: body[:]}); err == nil {
 		if err := s.ctl.write(b); err != nil {
 			l.mu.Unlock()
@@ -286,21 +287,6 @@ func (s *session) reader(st io.Reader) {
 			return
 		}
 	}
-}
-
-func putUint64(b []byte, v uint64) {
-	for i := 7; i >= 0; i-- {
-		b[i] = byte(v)
-		v >>= 8
-	}
-}
-
-func getUint64(b []byte) uint64 {
-	var v uint64
-	for i := 0; i < 8; i++ {
-		v = v<<8 | uint64(b[i])
-	}
-	return v
 }
 
 // Frame buffers: most frames fit in one size class, so a sync.Pool of them

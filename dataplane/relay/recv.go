@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -77,7 +78,7 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 				return fmt.Errorf("HELLO body is %d bytes, want 16", len(c.Body))
 			}
 			if s.l.master {
-				v := [2]uint64{getUint64(c.Body[:8]), getUint64(c.Body[8:])}
+				v := [2]uint64{binary.BigEndian.Uint64(c.Body[:8]), binary.BigEndian.Uint64(c.Body[8:])}
 				s.l.post(ctlMsg{sess: s, hello: &v})
 			}
 		}

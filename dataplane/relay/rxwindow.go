@@ -55,7 +55,8 @@ func (w *rxWindow) notify() {
 	w.mu.Unlock()
 }
 
-// setPending sets how much announced pad has yet to arrive.
+// addPending adds n (which may be negative) to the announced pad that has
+// yet to arrive, and wakes waiting frames to look again.
 func (w *rxWindow) addPending(n int64) {
 	w.mu.Lock()
 	w.pending = uint64(int64(w.pending) + n)
