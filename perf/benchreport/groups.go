@@ -50,13 +50,13 @@ var Groups = []Group{
 	{
 		Name:    "relay",
 		Package: "./dataplane/relay",
-		Bench:   `^(BenchmarkRelay|BenchmarkRawQUIC|BenchmarkRelayLatency|BenchmarkRelayKeys)$`,
+		Bench:   `^(BenchmarkRelay|BenchmarkRawQUIC|BenchmarkRelayLatency|BenchmarkRawQUICLatency|BenchmarkRelayKeys)$`,
 		Figures: []Figure{
 			metric("relay.1hop", "Gbit/s", "BenchmarkRelay/1hop", "Gbit/s", "raw quic-go stream", "BenchmarkRawQUIC"),
 			metric("relay.1hop.cryptorand", "Gbit/s", "BenchmarkRelay/1hop-cryptorand", "Gbit/s", "raw quic-go stream", "BenchmarkRawQUIC"),
 			metric("relay.3node", "Gbit/s", "BenchmarkRelay/3node", "Gbit/s", "raw quic-go stream", "BenchmarkRawQUIC"),
-			lower(metric("relay.latency.p99", "µs", "BenchmarkRelayLatency/keys128", "p99-µs", "", "")),
-			lower(metric("relay.latency.p99.frame64KiB", "µs", "BenchmarkRelayLatency/keys2048", "p99-µs", "", "")),
+			lower(metric("relay.latency.p99", "µs", "BenchmarkRelayLatency/keys128", "p99-µs", "raw quic-go 4 KiB round trip", "BenchmarkRawQUICLatency/4KiB")),
+			lower(metric("relay.latency.p99.frame64KiB", "µs", "BenchmarkRelayLatency/keys2048", "p99-µs", "raw quic-go 64 KiB round trip", "BenchmarkRawQUICLatency/64KiB")),
 			metric("relay.keys_per_s", "keys/s", "BenchmarkRelayKeys", "keys/s", "1hop, keys not stored", "BenchmarkRelay/1hop"),
 		},
 	},
