@@ -62,6 +62,7 @@ func (l *link) supplyMaster() {
 		want     = make(chan int, 1)
 		got      = make(chan fetched, 1)
 		fetching bool
+		fetchDir frame.Dir
 		downLog  string
 	)
 	go func() { // the fetcher: Fetch may wait for the QKD device
@@ -118,7 +119,7 @@ func (l *link) supplyMaster() {
 			st := ring(d).Stats()
 			room := st.Capacity - int(st.Head-st.Tail) - pending[d]
 			if room >= min(l.fetchBytes, st.Capacity/8) {
-				fetching = true
+				fetching, fetchDir = true, d
 				want <- min(room, l.fetchBytes)
 			}
 		}
@@ -146,10 +147,7 @@ func (l *link) supplyMaster() {
 				continue
 			}
 			seq++
-			d := frame.DirMasterToSlave
-			if l.rx.Stats().Stock+uint64(pending[1]) < l.tx.Stats().Stock+uint64(pending[0]) {
-				d = frame.DirSlaveToMaster
-			}
+			d := fetchDir // the direction whose room was measured
 			r := &assignRec{seq: seq, dir: d, blocks: f.blocks}
 			a := frame.Assign{Seq: seq, Dir: d}
 			for _, b := range f.blocks {
