@@ -37,7 +37,7 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 		}
 		if c.Src == e.cfg.NodeID {
 			e.completion(&c)
-		} else if !e.sendControl(c.Src, b2(b)) {
+		} else if !e.sendControl(c.Src, b) {
 			e.stats.Undeliverable.Add(1)
 		}
 	case frame.TypeDiscard:
@@ -47,7 +47,7 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 		}
 		if d.Dst == e.cfg.NodeID {
 			e.discardIn(&d)
-		} else if !e.sendControl(d.Dst, b2(b)) {
+		} else if !e.sendControl(d.Dst, b) {
 			e.stats.Undeliverable.Add(1)
 		}
 	case frame.TypeAssign:
@@ -87,9 +87,6 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 	}
 	return nil
 }
-
-// b2 copies a frame for forwarding: the reader's buffer is reused.
-func b2(b []byte) []byte { return append([]byte(nil), b...) }
 
 func (l *link) post(m ctlMsg) {
 	if l.src == nil && l.master {

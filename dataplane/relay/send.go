@@ -264,7 +264,9 @@ func (e *Engine) resendDiscards() {
 }
 
 // sendControl routes a control frame towards node dst, dropping it if there
-// is no way there now (its sender retries or times out).
+// is no way there now (its sender retries or times out). It writes b
+// before returning and keeps no reference to it, so a reader may forward
+// a frame straight from its buffer.
 func (e *Engine) sendControl(dst string, b []byte) bool {
 	l, err := e.route(dst)
 	if err != nil {
