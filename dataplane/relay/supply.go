@@ -65,7 +65,12 @@ func (l *link) supplyMaster() {
 		fetchDir frame.Dir
 		downLog  string
 	)
+	fetcherDone := make(chan struct{})
+	// The fetcher must be gone before the engine's Close returns: its
+	// caller closes the source next.
+	defer func() { cancel(); <-fetcherDone }()
 	go func() { // the fetcher: Fetch may wait for the QKD device
+		defer close(fetcherDone)
 		for {
 			select {
 			case n := <-want:
