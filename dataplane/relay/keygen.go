@@ -86,25 +86,13 @@ func (g *ctrGen) read(b []byte) error {
 
 // Key buffers of a frame's keys, held by the source until the completion:
 // pooled, so the steady state neither allocates nor has the runtime zero
-// 64 KiB per frame. A buffer is zeroised before it goes back.
-const keyBufClass = 64 << 10
+// 64 KiB per frame. A buffer is zeroised before it goes back, so every
+// buffer getKeyBuf returns is all zeros.
+var keyBufs = newBufPool(64 << 10)
 
-var keyBufPool = sync.Pool{New: func() any { b := make([]byte, keyBufClass); return &b }}
-
-func getKeyBuf(n int) []byte {
-	if n > keyBufClass {
-		return make([]byte, n)
-	}
-	return (*keyBufPool.Get().(*[]byte))[:n]
-}
+func getKeyBuf(n int) []byte { return keyBufs.get(n) }
 
 func putKeyBuf(b []byte) {
 	clear(b)
-	if cap(b) != keyBufClass {
-		return
-	}
-	b = b[:keyBufClass]
-	bufPoolPut(&keyBufPool, b)
+	keyBufs.put(b)
 }
-
-func bufPoolPut(p *sync.Pool, b []byte) { p.Put(&b) }

@@ -45,7 +45,7 @@ func TestKeyBufPool(t *testing.T) {
 	if !bytes.Equal(b, make([]byte, 100)) {
 		t.Fatal("putKeyBuf did not zeroise the keys")
 	}
-	if got := getKeyBuf(keyBufClass + 1); len(got) != keyBufClass+1 {
+	if got := getKeyBuf(keyBufs.size + 1); len(got) != keyBufs.size+1 {
 		t.Fatalf("large buffer has length %d", len(got))
 	}
 }

@@ -289,23 +289,39 @@ func (s *session) reader(st io.Reader) {
 	}
 }
 
-// Frame buffers: most frames fit in one size class, so a sync.Pool of them
-// keeps the steady state allocation-free.
-const bufClass = 128 << 10
+// Frame buffers: most frames fit in one size class, so pooling them keeps
+// the steady state allocation-free.
+var frameBufs = newBufPool(128 << 10)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, bufClass); return &b }}
+func getBuf(n int) []byte { return frameBufs.get(n)[:0] }
+func putBuf(b []byte)     { frameBufs.put(b) }
 
-func getBuf(n int) []byte {
-	if n > bufClass {
-		return make([]byte, 0, n)
-	}
-	return (*bufPool.Get().(*[]byte))[:0]
+// bufPool pools byte slices of one capacity; larger requests are allocated
+// and never pooled.
+type bufPool struct {
+	size int
+	p    sync.Pool
 }
 
-func putBuf(b []byte) {
-	if cap(b) != bufClass {
+func newBufPool(size int) *bufPool {
+	bp := &bufPool{size: size}
+	bp.p.New = func() any { b := make([]byte, size); return &b }
+	return bp
+}
+
+// get returns a slice of length n (capacity size if n fits).
+func (bp *bufPool) get(n int) []byte {
+	if n > bp.size {
+		return make([]byte, n)
+	}
+	return (*bp.p.Get().(*[]byte))[:n]
+}
+
+// put returns b to the pool if it came from it.
+func (bp *bufPool) put(b []byte) {
+	if cap(b) != bp.size {
 		return
 	}
-	b = b[:0]
-	bufPool.Put(&b)
+	b = b[:bp.size]
+	bp.p.Put(&b)
 }
