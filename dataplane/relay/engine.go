@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,8 +101,17 @@ type Config struct {
 	Keys KeySource
 	// HopLimit of new frames (default 16).
 	HopLimit uint8
-	Logger   *slog.Logger
+	// Control receives the CONTROL frames of kinds ControlKindMin and up
+	// that neighbour peer sends (the control plane's messages). It runs on
+	// the link's reader goroutine, so it must not block; body is the
+	// reader's buffer, valid only during the call. Nil drops them.
+	Control func(peer string, kind uint16, body []byte)
+	Logger  *slog.Logger
 }
+
+// ControlKindMin is the first CONTROL frame kind that belongs to the
+// control plane; kinds below it are the relay engine's own.
+const ControlKindMin uint16 = 16
 
 // LinkConfig is one KM link's pads and key source.
 type LinkConfig struct {
@@ -266,25 +277,25 @@ func (e *Engine) link(peer string) *link {
 	return e.links[peer]
 }
 
-// route returns the link that leads to dst.
+// route returns the link that leads to dst: the next hop the routes name,
+// or, when they name none, the direct link to dst if there is one. The
+// routes come first so that the control plane can steer traffic for a
+// neighbour around a failed direct link.
 func (e *Engine) route(dst string) (*link, error) {
+	peer, ok := e.cfg.Routes.NextHop(dst)
 	e.mu.Lock()
-	l := e.links[dst]
+	if !ok {
+		peer = dst
+	}
+	l := e.links[peer]
 	e.mu.Unlock()
 	if l != nil {
 		return l, nil
 	}
-	peer, ok := e.cfg.Routes.NextHop(dst)
 	if !ok {
 		return nil, fmt.Errorf("no route to node %s", dst)
 	}
-	e.mu.Lock()
-	l = e.links[peer]
-	e.mu.Unlock()
-	if l == nil {
-		return nil, fmt.Errorf("route to node %s names neighbour %s, which has no link", dst, peer)
-	}
-	return l, nil
+	return nil, fmt.Errorf("route to node %s names neighbour %s, which has no link", dst, peer)
 }
 
 // LinkUp implements kmlink.Handler.
@@ -350,6 +361,57 @@ func (e *Engine) housekeeping() {
 			e.tombMu.Unlock()
 		}
 	}
+}
+
+// FlowInfo describes the flow of keys this node originates towards one
+// destination.
+type FlowInfo struct {
+	Dst     string
+	ID      uint64
+	NextSeq uint64 // sequence number of the next key
+	Pending int    // frames awaiting the destination's completion
+}
+
+// Flows lists this node's flows, by destination.
+func (e *Engine) Flows() []FlowInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]FlowInfo, 0, len(e.flows))
+	for dst, f := range e.flows {
+		fi := FlowInfo{Dst: dst, ID: f.id, NextSeq: f.seq.Load()}
+		for k := range e.pending {
+			if k.flow == f.id {
+				fi.Pending++
+			}
+		}
+		out = append(out, fi)
+	}
+	slices.SortFunc(out, func(a, b FlowInfo) int { return strings.Compare(a.Dst, b.Dst) })
+	return out
+}
+
+// SendControl sends a control-plane message of the given kind (at least
+// ControlKindMin) to neighbour peer on the link's ordered control stream.
+// It fails if there is no link to peer or the link is down.
+func (e *Engine) SendControl(peer string, kind uint16, body []byte) error {
+	if kind < ControlKindMin {
+		return fmt.Errorf("relay: control kind %d is reserved for the relay engine (control plane kinds start at %d)", kind, ControlKindMin)
+	}
+	l := e.link(peer)
+	if l == nil {
+		return fmt.Errorf("relay: no KM link to %s", peer)
+	}
+	s := l.current()
+	if s == nil {
+		return fmt.Errorf("relay: KM link to %s is down", peer)
+	}
+	c := frame.Control{Kind: kind, Body: body}
+	b, err := frame.AppendControl(getBuf(c.FrameLen()), &c)
+	if err != nil {
+		return fmt.Errorf("relay: control message for %s: %w", peer, err)
+	}
+	defer putBuf(b)
+	return s.sendCtl(b)
 }
 
 // flowTo returns the flow to dst, making one with a random ID the first

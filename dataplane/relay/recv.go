@@ -73,6 +73,12 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 		if err != nil {
 			return err
 		}
+		if c.Kind >= ControlKindMin {
+			if f := e.cfg.Control; f != nil {
+				f(s.l.peer, c.Kind, c.Body)
+			}
+			return nil
+		}
 		if c.Kind == ctlHello {
 			if len(c.Body) != 16 {
 				return fmt.Errorf("HELLO body is %d bytes, want 16", len(c.Body))
