@@ -12,6 +12,40 @@ import (
 type PoolSink struct {
 	mu    sync.Mutex
 	pools map[string]*ringstore.Pool
+	open  func(remote string) (*ringstore.Pool, error)
+}
+
+// NewLazyPoolSink returns a sink that opens the pool of a remote node with
+// open when keys shared with that node first arrive, so that a node needs
+// no list of every node it may exchange keys with.
+func NewLazyPoolSink(open func(remote string) (*ringstore.Pool, error)) *PoolSink {
+	return &PoolSink{pools: map[string]*ringstore.Pool{}, open: open}
+}
+
+// Pools returns the pools opened so far, by remote node.
+func (s *PoolSink) Pools() map[string]*ringstore.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]*ringstore.Pool, len(s.pools))
+	for k, v := range s.pools {
+		m[k] = v
+	}
+	return m
+}
+
+// get returns the pool of remote, opening it if the sink is lazy.
+func (s *PoolSink) get(remote string) (*ringstore.Pool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.pools[remote]; p != nil || s.open == nil {
+		return p, nil
+	}
+	p, err := s.open(remote)
+	if err != nil {
+		return nil, fmt.Errorf("opening the end-to-end pool for node %s: %w", remote, err)
+	}
+	s.pools[remote] = p
+	return p, nil
 }
 
 // NewPoolSink returns a sink over pools, keyed by remote node ID.
@@ -41,7 +75,10 @@ func (s *PoolSink) Pool(remote string) *ringstore.Pool {
 // ringstore.MaxBatch keys. A pool full midway leaves the earlier batches
 // stored, so it first checks there is room for all.
 func (s *PoolSink) Deliver(remote string, b *Batch) error {
-	p := s.Pool(remote)
+	p, err := s.get(remote)
+	if err != nil {
+		return err
+	}
 	if p == nil {
 		return fmt.Errorf("no end-to-end pool for node %s", remote)
 	}

@@ -1,0 +1,12 @@
+package ringstore
+
+import "github.com/qrelay/qrelay/ringstore/internal/meta"
+
+// Meta is the metadata store of durable rings and pools (badger): cursors,
+// reservation marks, block directories, key-ID indexes and assignments.
+// It never holds key bytes (DESIGN.md, invariant 2). One node opens one
+// and shares it between all its stores.
+type Meta = meta.DB
+
+// OpenMeta opens, or creates, the metadata store in dir.
+func OpenMeta(dir string) (*Meta, error) { return meta.Open(dir) }
