@@ -218,11 +218,15 @@ type SAE struct {
 
 // Defaults for fields the file leaves out.
 const (
-	DefaultLogLevel          = LogInfo
-	DefaultLogFormat         = LogText
-	DefaultStreams           = 2
-	DefaultKeepalive         = time.Second
-	DefaultIdleTimeout       = 5 * time.Second
+	DefaultLogLevel  = LogInfo
+	DefaultLogFormat = LogText
+	DefaultStreams   = 2
+	// A silent link (a fibre cut, a dead node) is declared down after
+	// the idle timeout; routes move within milliseconds after that. 1.2 s
+	// keeps relay restoration under 2 s, and four keepalives per timeout
+	// ride out a lost packet or two.
+	DefaultKeepalive         = 300 * time.Millisecond
+	DefaultIdleTimeout       = 1200 * time.Millisecond
 	DefaultCompletionTimeout = 10 * time.Second
 	DefaultPadCapacity       = 64 * MiB
 	DefaultMinStock          = 256 * KiB

@@ -70,7 +70,7 @@ func TestBadConfigs(t *testing.T) {
 		{"explicit zero is not defaulted", base + "  streams: 0\n", "km.streams", 9, "0 is out of range; use 1 to 16"},
 		{"too many streams", base + "  streams: 17\n", "km.streams", 9, "17 is out of range"},
 		{"idle timeout below keepalive", base + "  keepalive: 2s\n  idle_timeout: 2s\n", "km.idle_timeout", 10, "must exceed km.keepalive (2s)"},
-		{"idle timeout below default keepalive", base + "  idle_timeout: 500ms\n", "km.idle_timeout", 9, "must exceed km.keepalive (1s)"},
+		{"idle timeout below default keepalive", base + "  idle_timeout: 200ms\n", "km.idle_timeout", 9, "must exceed km.keepalive (300ms)"},
 		{"bad listen", strings.Replace(base, "127.0.0.1:7001", "127.0.0.1", 1), "km.listen", 8, "is not host:port"},
 		{"decimal size suffix", base + link + "    pad_capacity: 64MB\n", "links[0].pad_capacity", 16, "decimal suffixes such as MB are not accepted"},
 		{"size with a space", base + link + "    min_stock: 256 KiB\n", "links[0].min_stock", 16, `"256 KiB" is not a size`},
@@ -282,7 +282,7 @@ func TestMinimal(t *testing.T) {
 	want := &Config{
 		Node:    Node{ID: "a", Log: Log{Level: LogInfo, Format: LogText}},
 		TLS:     TLS{CA: "/etc/qrelay/ca.pem", Cert: "/etc/qrelay/a.pem", Key: "/etc/qrelay/a.key"},
-		KM:      KM{Listen: "127.0.0.1:7001", Streams: 2, Keepalive: time.Second, IdleTimeout: 5 * time.Second, CompletionTimeout: 10 * time.Second},
+		KM:      KM{Listen: "127.0.0.1:7001", Streams: 2, Keepalive: 300 * time.Millisecond, IdleTimeout: 1200 * time.Millisecond, CompletionTimeout: 10 * time.Second},
 		Storage: Storage{Mode: Memory},
 		Pools:   Pools{Slots: 65536, SlotSize: 32, Low: 16384, High: 65536},
 		Control: Control{Refresh: 30 * time.Second, MaxAge: 2 * time.Minute, SPFDelay: 10 * time.Millisecond},
