@@ -1,8 +1,11 @@
 // Command qrelayctl is the operator's tool for qrelay key managers.
 //
-// Today it has one subcommand, version, which says what this build will run
-// on this machine (notably the one-time-pad XOR kernel). Status, links,
-// routes, pools, keys, pki and demo arrive with the daemon.
+// version says what this build will run on this machine (notably the
+// one-time-pad XOR kernel). pki makes a lab PKI: a CA and certificates for
+// nodes, SAEs and operators. status, links, routes, adverts, pools and flows
+// show a node through its admin API (HTTPS with an operator certificate);
+// drain, enable and state change the component state of its links. Run
+// `qrelayctl <command> -h` for a command's flags.
 package main
 
 import (
@@ -21,6 +24,16 @@ type command struct {
 
 var commands = []command{
 	{"version", "print the build and the kernels it selected on this machine", runVersion},
+	{"pki", "make a lab CA and certificates for nodes, SAEs and operators", runPKI},
+	{"status", "show a node at a glance", statusCmd.run},
+	{"links", "show a node's KM links, their pads and QKD links", linksCmd.run},
+	{"routes", "show a node's routing table", routesCmd.run},
+	{"adverts", "show a node's link-state database", advertsCmd.run},
+	{"pools", "show a node's end-to-end key pools", poolsCmd.run},
+	{"flows", "show the relay flows a node sources", flowsCmd.run},
+	{"drain", "take a link out of service (drain <peer>)", drainCmd.run},
+	{"enable", "put a link back in service (enable <peer>)", enableCmd.run},
+	{"state", "set a link's component state (state <peer> <state>)", stateCmd.run},
 }
 
 func main() {

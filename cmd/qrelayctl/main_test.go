@@ -35,6 +35,8 @@ func TestVersionText(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	clearEnv(t)
+	t.Chdir(t.TempDir()) // no ./pki
 	cases := []struct {
 		args     []string
 		code     int
@@ -45,6 +47,24 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"version", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"version", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"--help"}, 0, "version"},
+		{[]string{"links", "extra"}, 2, `unexpected argument "extra"; usage: qrelayctl links`},
+		{[]string{"status", "--timeout", "0s"}, 2, "--timeout 0s: want a positive duration"},
+		{[]string{"status", "--node"}, 2, "flag needs an argument: -node"},
+		{[]string{"status", "--node", "http://127.0.0.1:7443"}, 2, "the admin API speaks only HTTPS; use https://127.0.0.1:7443"},
+		{[]string{"status", "--node", "https://"}, 2, "is not a URL"},
+		{[]string{"status"}, 2, "no operator certificate: pass --cert and --key, set QRELAY_CERT and QRELAY_KEY"},
+		{[]string{"status", "--cert", "op.pem", "--key", "op.key"}, 2, "no CA certificate to check the node's with: pass --ca"},
+		{[]string{"drain"}, 2, "missing <peer>; usage: qrelayctl drain <peer>"},
+		{[]string{"drain", "node-b", "node-c"}, 2, `unexpected argument "node-c"`},
+		{[]string{"enable", "node b"}, 2, `peer "node b" is not a node ID`},
+		{[]string{"state", "node-b"}, 2, "missing <state>"},
+		{[]string{"state", "node-b", "drained"}, 2, `unknown state "drained": want one of in_service, out_of_service, standby, reserved`},
+		{[]string{"pki", "--nodes", "a,,b"}, 2, `--nodes: empty item 2 in "a,,b"`},
+		{[]string{"pki", "--saes", "s,s"}, 2, `--saes: ID "s" given twice`},
+		{[]string{"pki", "--nodes", "a/b"}, 2, `--nodes: ID "a/b": character '/'`},
+		{[]string{"pki", "--operator", "a b"}, 2, `--operator "a b"`},
+		{[]string{"pki", "--validity", "-1h"}, 2, "--validity -1h0m0s: want a positive duration"},
+		{[]string{"pki", "extra"}, 2, `unexpected argument "extra"`},
 	}
 	for _, c := range cases {
 		var out, errOut bytes.Buffer

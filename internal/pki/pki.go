@@ -1,12 +1,15 @@
 // Package pki issues the certificates of a lab network: one CA, a
-// certificate per node (for KM links and the admin API) and per SAE (for
-// key delivery). Production networks bring their own PKI; qrelay only needs
-// the identity rules below, which are shared with the code that checks them.
+// certificate per node (for KM links and the admin API), per SAE (for key
+// delivery) and per operator (for the admin API's clients). Production
+// networks bring their own PKI; qrelay only needs the identity rules below,
+// which are shared with the code that checks them.
 //
-// Identity: a node's or an SAE's ID is the certificate's subject common name,
-// repeated as a URI SAN "qrelay:node:<id>" or "qrelay:sae:<id>" so that
-// verifiers need not trust a CN alone. Node certificates carry both
-// server and client key usage (a KM link is mutual TLS in both directions).
+// Identity: a node's, an SAE's or an operator's ID is the certificate's
+// subject common name, repeated as a URI SAN "qrelay:node:<id>",
+// "qrelay:sae:<id>" or "qrelay:operator:<id>" so that verifiers need not
+// trust a CN alone. Node and SAE certificates carry both server and client
+// key usage (a KM link is mutual TLS in both directions); operator
+// certificates are for clients only.
 package pki
 
 import (
@@ -30,8 +33,9 @@ import (
 type Kind string
 
 const (
-	Node Kind = "node"
-	SAE  Kind = "sae"
+	Node     Kind = "node"
+	SAE      Kind = "sae"
+	Operator Kind = "operator" // a person or script driving the admin API
 )
 
 // CA is a lab certificate authority held in memory.
@@ -75,6 +79,58 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
+// KeyPEM is the CA's private key as a PKCS #8 "PRIVATE KEY" PEM block, for
+// a lab CA directory from which LoadCA can issue more certificates later.
+// Whoever writes it to disk makes the file readable by its owner only.
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CA key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// LoadCA loads a CA written as CertPEM and KeyPEM. The certificate must be a
+// CA's and the key (PKCS #8 or SEC 1 "EC PRIVATE KEY") must be an ECDSA key
+// matching it.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, errors.New("pki: CA certificate: no CERTIFICATE PEM block")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CA certificate: %w", err)
+	}
+	if !cert.IsCA || !cert.BasicConstraintsValid {
+		return nil, fmt.Errorf("pki: certificate %q is not a CA's (basic constraints say CA:false)", cert.Subject.CommonName)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, errors.New("pki: CA key: no PEM block")
+	}
+	var key any
+	switch kb.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(kb.Bytes)
+	default:
+		return nil, fmt.Errorf("pki: CA key: PEM block %q, want PRIVATE KEY or EC PRIVATE KEY", kb.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pki: CA key: %w", err)
+	}
+	ec, ok := key.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("pki: CA key is a %T, want an ECDSA key", key)
+	}
+	if !ec.PublicKey.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("pki: CA key does not match the certificate of %q", cert.Subject.CommonName)
+	}
+	return &CA{Cert: cert, Key: ec, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})}, nil
+}
+
 // Issued is a certificate with its key, in tls and PEM form.
 type Issued struct {
 	TLS     tls.Certificate
@@ -82,10 +138,14 @@ type Issued struct {
 	KeyPEM  []byte
 }
 
-// Issue makes a certificate for the node or SAE id, valid for validity.
-// hosts (DNS names or IP addresses) are added as SANs so that HTTPS clients
-// can verify a server by address; the ID itself is checked with PeerID.
+// Issue makes a certificate for the node, SAE or operator id, valid for
+// validity. hosts (DNS names or IP addresses) are added as SANs so that
+// HTTPS clients can verify a server by address; the ID itself is checked
+// with PeerID.
 func (ca *CA) Issue(kind Kind, id string, validity time.Duration, hosts ...string) (*Issued, error) {
+	if kind != Node && kind != SAE && kind != Operator {
+		return nil, fmt.Errorf("pki: kind %q: want %q, %q or %q", kind, Node, SAE, Operator)
+	}
 	if err := ValidID(id); err != nil {
 		return nil, fmt.Errorf("pki: %s ID %q: %w", kind, id, err)
 	}
@@ -100,7 +160,7 @@ func (ca *CA) Issue(kind Kind, id string, validity time.Duration, hosts ...strin
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  extKeyUsage(kind),
 		URIs:         []*url.URL{{Scheme: "qrelay", Opaque: string(kind) + ":" + id}},
 	}
 	for _, h := range hosts {
@@ -129,8 +189,18 @@ func (ca *CA) Issue(kind Kind, id string, validity time.Duration, hosts ...strin
 	}, nil
 }
 
-// ValidID reports whether id can name a node or an SAE: 1 to 64 characters
-// from [A-Za-z0-9._-]. The same rule names files and metadata keys.
+// extKeyUsage is what a certificate of kind may be used for: an operator
+// only ever connects as a client, so its certificate cannot serve.
+func extKeyUsage(kind Kind) []x509.ExtKeyUsage {
+	if kind == Operator {
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+}
+
+// ValidID reports whether id can name a node, an SAE or an operator: 1 to
+// 64 characters from [A-Za-z0-9._-]. The same rule names files and
+// metadata keys.
 func ValidID(id string) error {
 	if len(id) == 0 || len(id) > 64 {
 		return fmt.Errorf("length %d: want 1 to 64 characters", len(id))
@@ -144,8 +214,8 @@ func ValidID(id string) error {
 	return nil
 }
 
-// PeerID returns the node or SAE ID a verified certificate names: the
-// "qrelay:<kind>:<id>" URI SAN if there is one, else the subject CN. A
+// PeerID returns the node, SAE or operator ID a verified certificate names:
+// the "qrelay:<kind>:<id>" URI SAN if there is one, else the subject CN. A
 // certificate with a qrelay URI SAN of another kind is refused, so an SAE
 // certificate whose CN happens to be a node ID never passes as that node.
 func PeerID(cert *x509.Certificate, kind Kind) (string, error) {
@@ -161,7 +231,11 @@ func PeerID(cert *x509.Certificate, kind Kind) (string, error) {
 		other = u.Opaque
 	}
 	if other != "" {
-		return "", fmt.Errorf("certificate is for %q, not a %s: use a %s certificate", other, kind, kind)
+		a := "a"
+		if kind == Operator {
+			a = "an"
+		}
+		return "", fmt.Errorf("certificate is for %q, not %s %s: use %s %s certificate", other, a, kind, a, kind)
 	}
 	if cert.Subject.CommonName == "" {
 		return "", errors.New("certificate names no " + string(kind) + " ID: no qrelay:" + prefix + "<id> URI SAN and an empty subject CN")

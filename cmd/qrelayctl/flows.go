@@ -1,0 +1,29 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/qrelay/qrelay/controlplane/adminapi"
+)
+
+var flowsCmd = nodeCommand[[]adminapi.Flow]{
+	name: "flows",
+	what: "Show the relay flows this node sources: destination, flow ID, next key sequence and keys awaiting acknowledgement.",
+	get:  (*adminapi.Client).Flows,
+	show: showFlows,
+}
+
+func showFlows(w io.Writer, flows []adminapi.Flow) error {
+	if len(flows) == 0 {
+		_, err := fmt.Fprintln(w, "no flows")
+		return err
+	}
+	tw := table(w)
+	row(tw, "DST", "FLOW", "NEXT SEQ", "PENDING")
+	for _, f := range flows {
+		row(tw, f.Dst, strconv.FormatUint(f.ID, 10), strconv.FormatUint(f.NextSeq, 10), strconv.Itoa(f.Pending))
+	}
+	return tw.Flush()
+}
