@@ -34,6 +34,7 @@ var commands = []command{
 	{"drain", "take a link out of service (drain <peer>)", drainCmd.run},
 	{"enable", "put a link back in service (enable <peer>)", enableCmd.run},
 	{"state", "set a link's component state (state <peer> <state>)", stateCmd.run},
+	{"relay", "relay keys to a node now and report what arrived (relay <dst>)", runRelay},
 }
 
 func main() {

@@ -306,7 +306,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"status", "links", "routes", "adverts", "pools", "flows", "drain", "enable", "state", "pki"} {
+	for _, cmd := range []string{"status", "links", "routes", "adverts", "pools", "flows", "drain", "enable", "state", "relay", "pki"} {
 		code, out, errOut := run(t, cmd, "-h")
 		if code != 0 || !strings.HasPrefix(out, "usage: qrelayctl "+cmd) || errOut != "" {
 			t.Errorf("qrelayctl %s -h: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)

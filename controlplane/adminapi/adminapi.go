@@ -12,6 +12,8 @@
 //	GET  /v1/pools               []Pool
 //	GET  /v1/flows               []Flow
 //	POST /v1/links/{peer}/state  {"state": "out_of_service"} → 204
+//	POST /v1/relay               RelayRequest → RelayResult (a Backend that is a Relayer)
+//	GET  /v1/pools/{remote}/digest  PoolDigest (a Backend that is a Relayer)
 //
 // Only operator certificates (pki.Operator, URI SAN "qrelay:operator:<id>")
 // may use it: a node's or an SAE's certificate is refused with 403. Errors
@@ -106,9 +108,10 @@ type RelayStats struct {
 	Replays         uint64 `json:"replays"`   // frames at a pad position already used
 	Malformed       uint64 `json:"malformed"` // frames that did not parse
 	PadMACBytes     uint64 `json:"pad_mac_bytes"`
-	PadBurnt        uint64 `json:"pad_burnt"` // pad bytes consumed by refused frames
-	PadWaits        uint64 `json:"pad_waits"` // times a sender waited for pad
-	Pending         int    `json:"pending"`   // keys sent, not yet acknowledged
+	PadBurnt        uint64 `json:"pad_burnt"`        // pad bytes consumed by refused frames
+	PadWaits        uint64 `json:"pad_waits"`        // times a sender waited for pad
+	Pending         int    `json:"pending"`          // frames sent, not yet acknowledged
+	DiscardsPending int    `json:"discards_pending"` // discards of lost keys not yet confirmed
 }
 
 // ControlStats counts the control plane's work since the node started.
