@@ -60,6 +60,18 @@ var Groups = []Group{
 			metric("relay.keys_per_s", "keys/s", "BenchmarkRelayKeys", "keys/s", "1hop, keys not stored", "BenchmarkRelay/1hop"),
 		},
 	},
+	{
+		// 100 routers in one process (10×10 grid plus 20 chords, SPFDelay
+		// 1ms): time until every table is right after one link fails or is
+		// restored, and messages sent network-wide per such change.
+		Name:    "controlplane",
+		Package: "./controlplane",
+		Bench:   `^BenchmarkConverge100$`,
+		Figures: []Figure{
+			lower(metric("controlplane.converge.100", "ms", "BenchmarkConverge100", "ms/converge", "", "")),
+			lower(metric("controlplane.converge.100.msgs", "msgs", "BenchmarkConverge100", "msgs/change", "", "")),
+		},
+	},
 }
 
 // metric is a figure read from a custom b.ReportMetric unit, unscaled.
