@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/udpproxy"
+)
+
+// qrelaydBin is the daemon built once for the tests that run it as a
+// separate process, as operators do.
+var qrelaydBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		dir, err := os.MkdirTemp("", "qrelayd-test")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		qrelaydBin = filepath.Join(dir, "qrelayd")
+		out, err := exec.Command("go", "build", "-o", qrelaydBin, ".").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building qrelayd: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// cluster is a network of qrelayd processes on loopback, with simulated
+// QKD links. Each KM link runs through a UDP proxy the test can cut, as a
+// fibre cut or a dead switch would.
+type cluster struct {
+	t       *testing.T
+	dir     string
+	ca      *pki.CA
+	opCert  tls.Certificate
+	nodes   map[string]*proc
+	proxies map[string]*udpproxy.Proxy // "a-b" with a < b
+}
+
+type proc struct {
+	id       string
+	cfgPath  string
+	kmAddr   string
+	api      *adminapi.Client
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	exitErr  error
+	log      *lockedBuffer
+	stopOnce sync.Once
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// newCluster writes certificates and configs for nodes joined by edges and
+// starts every node.
+func newCluster(t *testing.T, ids []string, edges [][2]string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*proc{}, proxies: map[string]*udpproxy.Proxy{}}
+	var err error
+	if c.ca, err = pki.NewCA("qrelay test CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, data []byte) string {
+		p := filepath.Join(c.dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("ca.pem", c.ca.CertPEM)
+	op, err := c.ca.Issue(pki.Operator, "test-operator", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.opCert = op.TLS
+	for _, id := range ids {
+		crt, err := c.ca.Issue(pki.Node, id, time.Hour, "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("node-"+id+".pem", crt.CertPEM)
+		write("node-"+id+".key", crt.KeyPEM)
+		c.nodes[id] = &proc{id: id, kmAddr: freePort(t, "udp")}
+	}
+	// The lower ID dials, through the link's proxy.
+	links := map[string][]string{}
+	for i, e := range edges {
+		a, b := min(e[0], e[1]), max(e[0], e[1])
+		px := udpproxy.New(t, c.nodes[b].kmAddr)
+		c.proxies[a+"-"+b] = px
+		seed := fmt.Sprintf("%064x", i+1)
+		links[a] = append(links[a], fmt.Sprintf(linkYAML, b, "address: "+px.Addr(), seed))
+		links[b] = append(links[b], fmt.Sprintf(linkYAML, a, "", seed))
+	}
+	for _, id := range ids {
+		p := c.nodes[id]
+		admin := freePort(t, "tcp")
+		cfg := fmt.Sprintf(nodeYAML, id, id, id, p.kmAddr, admin, strings.Join(links[id], ""))
+		p.cfgPath = write("node-"+id+".yaml", []byte(cfg))
+		p.api = adminapi.NewClient("https://"+admin, c.opCert, c.ca.Pool())
+	}
+	for _, id := range ids {
+		c.start(id)
+	}
+	return c
+}
+
+const nodeYAML = `
+node:
+  id: %s
+  log: {level: info}
+tls: {ca: ca.pem, cert: node-%s.pem, key: node-%s.key}
+km:
+  listen: %s
+  keepalive: 200ms
+  idle_timeout: 1s
+  completion_timeout: 3s
+api:
+  admin: {listen: "%s"}
+pools: {slots: 1048576, slot_size: 32}
+control: {refresh: 5s, max_age: 30s, spf_delay: 5ms}
+links:
+%s`
+
+const linkYAML = `  - peer: %s
+    %s
+    pad_capacity: 16MiB
+    min_stock: 64KiB
+    source:
+      simulator: {seed: "%s", rate: 200Mbit/s, block_size: 64KiB}
+`
+
+func (c *cluster) start(id string) {
+	t := c.t
+	p := c.nodes[id]
+	p.log = &lockedBuffer{}
+	p.exited = make(chan struct{})
+	p.stopOnce = sync.Once{}
+	p.cmd = exec.Command(qrelaydBin, "-config", p.cfgPath)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exitErr = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		c.stop(id, syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("log of node %s:\n%s", id, p.log.String())
+		}
+	})
+}
+
+// stop signals node id and waits for it to exit.
+func (c *cluster) stop(id string, sig syscall.Signal) error {
+	p := c.nodes[id]
+	p.stopOnce.Do(func() { p.cmd.Process.Signal(sig) })
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+		c.t.Errorf("node %s did not exit within 30 s of %v", id, sig)
+	}
+	return p.exitErr
+}
+
+// waitFor polls cond until it holds or the deadline passes: it waits on
+// the nodes' observable state, not on time.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if state != "" {
+			last = state
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s did not happen; last seen: %s", d, what, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// nextHop is node from's next hop to dst, or "".
+func (c *cluster) nextHop(from, dst string) (string, []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rs, err := c.nodes[from].api.Routes(ctx)
+	if err != nil {
+		return "", nil
+	}
+	for _, r := range rs {
+		if r.Dst == dst {
+			return r.NextHop, r.Path
+		}
+	}
+	return "", nil
+}
+
+func (c *cluster) waitRoute(from, dst string, want []string) {
+	c.t.Helper()
+	waitFor(c.t, fmt.Sprintf("route %s→%s along %v", from, dst, want), 20*time.Second, func() (bool, string) {
+		_, path := c.nextHop(from, dst)
+		return slices.Equal(path, want), fmt.Sprint(path)
+	})
+}
+
+// traffic relays keys from src to dst through the admin API, one request
+// every interval, each in its own goroutine so that a request stuck on a
+// dead path does not hold up the next.
+type traffic struct {
+	mu       sync.Mutex
+	ok       []time.Time // start times of requests that delivered all keys
+	failed   int
+	requests atomic.Int64
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func (c *cluster) startTraffic(src, dst string, keys int, every time.Duration) *traffic {
+	tr := &traffic{stop: make(chan struct{})}
+	api := c.nodes[src].api
+	tr.wg.Add(1)
+	go func() {
+		defer tr.wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tr.stop:
+				return
+			case <-tick.C:
+			}
+			tr.wg.Add(1)
+			go func() {
+				defer tr.wg.Done()
+				t0 := time.Now()
+				tr.requests.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				res, err := api.Relay(ctx, adminapi.RelayRequest{Dst: dst, Keys: keys, KeySize: 32})
+				tr.mu.Lock()
+				defer tr.mu.Unlock()
+				if err == nil && res.Delivered == keys {
+					tr.ok = append(tr.ok, t0)
+				} else {
+					tr.failed++
+				}
+			}()
+		}
+	}()
+	return tr
+}
+
+func (tr *traffic) halt() {
+	close(tr.stop)
+	tr.wg.Wait()
+}
+
+// firstOKAfter is the start time of the first fully delivered request that
+// started at or after t.
+func (tr *traffic) firstOKAfter(t time.Time) (time.Time, bool) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var best time.Time
+	for _, s := range tr.ok {
+		if !s.Before(t) && (best.IsZero() || s.Before(best)) {
+			best = s
+		}
+	}
+	return best, !best.IsZero()
+}
+
+// checkPools checks the invariant the whole relay design serves: every
+// end-to-end key is usable at both ends or at neither. It waits until no
+// relay is pending at any node, then compares, for each pair, the digest
+// of the (ID, key) pairs of the two ends' pools.
+func (c *cluster) checkPools(pairs [][2]string) (keys int) {
+	t := c.t
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, "no relay pending or discard unconfirmed at any live node", 30*time.Second, func() (bool, string) {
+		for id, p := range c.nodes {
+			if !p.alive() {
+				continue
+			}
+			st, err := p.api.Status(ctx)
+			if err != nil || st.Relay.Pending > 0 || st.Relay.DiscardsPending > 0 {
+				return false, fmt.Sprintf("node %s: %+v, %v", id, st.Relay, err)
+			}
+		}
+		return true, ""
+	})
+	for _, pr := range pairs {
+		a, err := c.nodes[pr[0]].api.PoolDigest(ctx, pr[1])
+		if err != nil {
+			t.Fatalf("pool digest at %s for %s: %v", pr[0], pr[1], err)
+		}
+		b, err := c.nodes[pr[1]].api.PoolDigest(ctx, pr[0])
+		if err != nil {
+			t.Fatalf("pool digest at %s for %s: %v", pr[1], pr[0], err)
+		}
+		if a.Keys != b.Keys || a.Digest != b.Digest {
+			t.Errorf("pools of %s and %s differ: %d keys (digest %s) vs %d keys (digest %s): some key is usable at one end only",
+				pr[0], pr[1], a.Keys, a.Digest, b.Keys, b.Digest)
+		}
+		keys += a.Keys
+	}
+	return keys
+}
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}

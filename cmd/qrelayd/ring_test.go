@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The ring of these tests: a–b–c–d–e–a. From a, node c is two hops away
+// through b, and three hops the other way round, through e and d.
+var (
+	ringIDs   = []string{"a", "b", "c", "d", "e"}
+	ringEdges = [][2]string{{"a", "b"}, {"b", "c"}, {"c", "d"}, {"d", "e"}, {"e", "a"}}
+)
+
+func startRing(t *testing.T) *cluster {
+	if testing.Short() {
+		t.Skip("runs five qrelayd processes; skipped with -short")
+	}
+	c := newCluster(t, ringIDs, ringEdges)
+	c.waitRoute("a", "c", []string{"a", "b", "c"})
+	c.waitRoute("c", "a", []string{"c", "b", "a"})
+	return c
+}
+
+// TestRingLinkFailure cuts the b–c link while a relays keys to c: the
+// nodes notice by themselves, the routes converge on the long way round,
+// relay resumes, and no key ends up usable at one end only.
+func TestRingLinkFailure(t *testing.T) {
+	c := startRing(t)
+	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
+	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
+		_, ok := tr.firstOKAfter(time.Time{})
+		return ok, ""
+	})
+	cut := time.Now()
+	c.proxies["b-c"].Cut()
+	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
+	waitFor(t, "relay a→c resumed after the cut", 20*time.Second, func() (bool, string) {
+		_, ok := tr.firstOKAfter(cut)
+		return ok, ""
+	})
+	restored, _ := tr.firstOKAfter(cut)
+	tr.halt()
+	t.Logf("link b–c cut: a relay started %v after the cut delivered all its keys (%d requests, %d failed)",
+		restored.Sub(cut).Round(time.Millisecond), tr.requests.Load(), tr.failed)
+	keys := c.checkPools([][2]string{{"a", "c"}})
+	if keys == 0 {
+		t.Fatal("a and c share no keys after the test")
+	}
+	// The link heals: the short route comes back.
+	c.proxies["b-c"].Heal()
+	c.waitRoute("a", "c", []string{"a", "b", "c"})
+}
+
+// TestRingNodeFailure kills node b (SIGKILL: no goodbye) while a relays to
+// c: its neighbours notice, routes converge around it, relay resumes.
+func TestRingNodeFailure(t *testing.T) {
+	c := startRing(t)
+	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
+	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
+		_, ok := tr.firstOKAfter(time.Time{})
+		return ok, ""
+	})
+	kill := time.Now()
+	c.stop("b", syscall.SIGKILL)
+	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
+	waitFor(t, "relay a→c resumed after b died", 20*time.Second, func() (bool, string) {
+		_, ok := tr.firstOKAfter(kill)
+		return ok, ""
+	})
+	restored, _ := tr.firstOKAfter(kill)
+	tr.halt()
+	t.Logf("node b killed: a relay started %v after the kill delivered all its keys (%d requests, %d failed)",
+		restored.Sub(kill).Round(time.Millisecond), tr.requests.Load(), tr.failed)
+	if keys := c.checkPools([][2]string{{"a", "c"}}); keys == 0 {
+		t.Fatal("a and c share no keys after the test")
+	}
+	// Nobody routes through the dead node.
+	for _, id := range []string{"a", "c", "d", "e"} {
+		for _, dst := range []string{"a", "c", "d", "e"} {
+			if dst == id {
+				continue
+			}
+			if _, path := c.nextHop(id, dst); len(path) == 0 || slices.Contains(path, "b") {
+				t.Errorf("route %s→%s = %v after b died", id, dst, path)
+			}
+		}
+	}
+}
+
+// TestDrainLink drains the a–b link as an operator does before
+// maintenance: traffic moves off it at once, with no fault, and comes back
+// when the link is enabled again.
+func TestDrainLink(t *testing.T) {
+	c := startRing(t)
+	ctx := context.Background()
+	if err := c.nodes["a"].api.SetLinkState(ctx, "b", "out_of_service"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
+	links, err := c.nodes["a"].api.Links(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if l.Peer == "b" && (l.State != "out_of_service" || l.Usable || !l.Up) {
+			t.Errorf("drained link: %+v; want up, out_of_service, not usable", l)
+		}
+	}
+	if err := c.nodes["a"].api.SetLinkState(ctx, "b", "in_service"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRoute("a", "c", []string{"a", "b", "c"})
+}
+
+// TestSIGTERM stops a node with SIGTERM: it exits 0.
+func TestSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs qrelayd processes; skipped with -short")
+	}
+	c := newCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}})
+	c.waitRoute("a", "b", []string{"a", "b"})
+	for _, id := range []string{"a", "b"} {
+		if err := c.stop(id, syscall.SIGTERM); err != nil {
+			t.Errorf("node %s after SIGTERM: %v; want exit status 0\n%s", id, err, c.nodes[id].log.String())
+		}
+	}
+}

@@ -1,0 +1,199 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qrelay/qrelay/config"
+	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/udpproxy"
+)
+
+// testCluster is a network of in-process nodes on loopback, each built
+// from a YAML config as qrelayd builds it, with every KM link running
+// through a proxy the test can cut.
+type testCluster struct {
+	tb      testing.TB
+	nodes   map[string]*Node
+	proxies map[string]*udpproxy.Proxy // "a-b", a < b
+	dir     string
+}
+
+type clusterOpts struct {
+	extra string // YAML appended to every node's config
+}
+
+func freeUDP(tb testing.TB) string {
+	tb.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpts) *testCluster {
+	tb.Helper()
+	c := &testCluster{tb: tb, nodes: map[string]*Node{}, proxies: map[string]*udpproxy.Proxy{}, dir: tb.TempDir()}
+	ca, err := pki.NewCA("qrelay test CA", time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(c.dir, name), data, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	write("ca.pem", ca.CertPEM)
+	km := map[string]string{}
+	for _, id := range ids {
+		crt, err := ca.Issue(pki.Node, id, time.Hour)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		write("node-"+id+".pem", crt.CertPEM)
+		write("node-"+id+".key", crt.KeyPEM)
+		km[id] = freeUDP(tb)
+	}
+	links := map[string][]string{}
+	for i, e := range edges {
+		a, b := min(e[0], e[1]), max(e[0], e[1])
+		px := udpproxy.New(tb, km[b])
+		c.proxies[a+"-"+b] = px
+		seed := fmt.Sprintf("%064x", i+1)
+		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+px.Addr(), seed))
+		links[b] = append(links[b], fmt.Sprintf(testLinkYAML, a, "", seed))
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("QRELAY_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, id := range ids {
+		y := fmt.Sprintf(testNodeYAML, id, id, id, km[id], strings.Join(links[id], "")) + o.extra
+		cfg, err := config.ParseOptions{BaseDir: c.dir, Filename: "node-" + id + ".yaml"}.Parse([]byte(y))
+		if err != nil {
+			tb.Fatalf("config of node %s: %v", id, err)
+		}
+		n, err := New(cfg, Options{Logger: log, Version: "test"})
+		if err != nil {
+			tb.Fatalf("starting node %s: %v", id, err)
+		}
+		c.nodes[id] = n
+		tb.Cleanup(func() { n.Close() })
+	}
+	return c
+}
+
+const testNodeYAML = `
+node: {id: %s}
+tls: {ca: ca.pem, cert: node-%s.pem, key: node-%s.key}
+km: {listen: "%s", keepalive: 200ms, idle_timeout: 1s, completion_timeout: 3s}
+pools: {slots: 262144, slot_size: 32}
+control: {refresh: 5s, max_age: 30s, spf_delay: 5ms}
+links:
+%s`
+
+const testLinkYAML = `  - peer: %s
+    %s
+    pad_capacity: 16MiB
+    min_stock: 64KiB
+    source:
+      simulator: {seed: "%s", rate: 200Mbit/s, block_size: 64KiB}
+`
+
+// path is node from's route to dst, or nil.
+func (c *testCluster) path(from, dst string) []string {
+	for _, r := range c.nodes[from].router.Routes() {
+		if r.Dst == dst {
+			return r.Path
+		}
+	}
+	return nil
+}
+
+// waitFor polls cond until it holds: it waits on observable state, with a
+// deadline, never on time alone.
+func waitFor(tb testing.TB, what string, d time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s did not happen within %v", what, d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (c *testCluster) waitPath(from, dst string, want ...string) {
+	c.tb.Helper()
+	waitFor(c.tb, fmt.Sprintf("route %s→%s along %v (now %v)", from, dst, want, c.path(from, dst)), 20*time.Second, func() bool {
+		return slices.Equal(c.path(from, dst), want)
+	})
+}
+
+// prober starts a relay of keys keys from src to dst every interval, each
+// in its own goroutine, and records when requests that delivered every key
+// started: the time relay is restored after a fault is the start of the
+// first such request after the fault.
+type prober struct {
+	mu   sync.Mutex
+	ok   []time.Time
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (c *testCluster) probe(src, dst string, keys int, every time.Duration) *prober {
+	p := &prober{stop: make(chan struct{})}
+	n := c.nodes[src]
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				t0 := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if res, err := n.Relay(ctx, dst, keys, 32); err == nil && res.Delivered == keys {
+					p.mu.Lock()
+					p.ok = append(p.ok, t0)
+					p.mu.Unlock()
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *prober) halt() { close(p.stop); p.wg.Wait() }
+
+func (p *prober) firstOKAfter(t time.Time) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first time.Time
+	for _, s := range p.ok { // in completion order, so look at them all
+		if !s.Before(t) && (first.IsZero() || s.Before(first)) {
+			first = s
+		}
+	}
+	return first, !first.IsZero()
+}

@@ -1,0 +1,311 @@
+// Package node assembles one trusted node, the body of qrelayd, from its
+// config: the metadata store, the pad rings and QKD sources of its links,
+// the KM-link transport, the relay engine, the control plane, the admin
+// API and the metrics endpoint. It owns their order of start and of
+// shutdown, which is where a node either keeps its invariants or loses
+// keys (DESIGN.md, "Running").
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qrelay/qrelay/config"
+	"github.com/qrelay/qrelay/controlplane"
+	"github.com/qrelay/qrelay/dataplane/kmlink"
+	"github.com/qrelay/qrelay/dataplane/relay"
+	"github.com/qrelay/qrelay/ringstore"
+)
+
+// statsInterval is how often a node samples its links' pad stock, rates
+// and QKD status and hands them to the control plane. The control plane
+// re-advertises only what changed enough to matter, so sampling often is
+// cheap; it bounds how late a QKD-module fault or a stock threshold is seen.
+const statsInterval = 250 * time.Millisecond
+
+// Options are what the daemon adds to the config.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+}
+
+// Node is one running trusted node.
+type Node struct {
+	cfg     *config.Config
+	log     *slog.Logger // with the node's ID
+	baseLog *slog.Logger // without it, for components that add it
+	version string
+	started time.Time
+
+	meta   *ringstore.Meta // durable mode only
+	links  []*nodeLink     // sorted by peer
+	byPeer map[string]*nodeLink
+	sink   *relay.PoolSink
+	eng    *relay.Engine
+	engine atomic.Pointer[relay.Engine] // eng, for the router's goroutines
+	router *controlplane.Router
+	tr     *kmlink.Transport
+	saes   atomic.Pointer[[]config.SAE] // replaced by Reload
+	tlsCrt tls.Certificate
+	roots  *x509.CertPool
+
+	servers     []*http.Server
+	adminAddr   net.Addr
+	metricsAddr net.Addr
+	metrics     *metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// inflight counts operator-started relays, so that shutdown lets them
+	// finish.
+	inflight sync.WaitGroup
+	closing  chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the node's stores and starts it: KM links dial and listen, the
+// control plane floods, the APIs serve. On error everything opened so far
+// is closed again.
+func New(cfg *config.Config, opt Options) (n *Node, err error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	n = &Node{
+		cfg:     cfg,
+		log:     log.With("node", cfg.Node.ID),
+		baseLog: log,
+		version: opt.Version,
+		started: time.Now(),
+		byPeer:  map[string]*nodeLink{},
+		closing: make(chan struct{}),
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.saes.Store(&cfg.SAEs)
+	defer func() {
+		if err != nil {
+			n.Close()
+			n = nil
+		}
+	}()
+	if n.tlsCrt, n.roots, err = loadTLS(cfg.TLS); err != nil {
+		return nil, err
+	}
+	if cfg.Storage.Mode == config.Durable {
+		if n.meta, err = ringstore.OpenMeta(filepath.Join(cfg.Storage.Dir, "meta")); err != nil {
+			return nil, fmt.Errorf("storage.dir: opening the metadata store: %w", err)
+		}
+	}
+	n.sink = relay.NewLazyPoolSink(n.openPool)
+	if err := n.openRouter(); err != nil {
+		return nil, err
+	}
+	n.eng, err = relay.New(relay.Config{
+		NodeID:            cfg.Node.ID,
+		Routes:            n.router,
+		Sink:              n.sink,
+		Streams:           cfg.KM.Streams,
+		CompletionTimeout: cfg.KM.CompletionTimeout,
+		Control:           n.control,
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.engine.Store(n.eng)
+	for _, lc := range cfg.Links {
+		if err := n.addLink(lc); err != nil {
+			return nil, err
+		}
+	}
+	n.metrics = newMetrics(n)
+	if err := n.startAPIs(); err != nil {
+		return nil, err
+	}
+	// The transport comes last: once it listens, peers may connect and
+	// everything they reach must exist.
+	peers := make([]kmlink.Peer, 0, len(n.links))
+	for _, l := range n.links {
+		peers = append(peers, kmlink.Peer{ID: l.cfg.Peer, Addr: l.cfg.Address})
+	}
+	n.tr, err = kmlink.Listen(kmlink.Config{
+		NodeID:      cfg.Node.ID,
+		Certificate: n.tlsCrt,
+		Roots:       n.roots,
+		ListenAddr:  cfg.KM.Listen,
+		KeepAlive:   cfg.KM.Keepalive,
+		IdleTimeout: cfg.KM.IdleTimeout,
+		Handler:     linkEvents{n},
+		Logger:      log,
+		Peers:       peers,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("km.listen %s: %w", cfg.KM.Listen, err)
+	}
+	n.wg.Add(1)
+	go n.sampleLoop()
+	n.log.Info("node started", "km_listen", n.tr.Addr().String(), "links", len(n.links), "storage", cfg.Storage.Mode, "version", n.version)
+	return n, nil
+}
+
+// httpErrorLog sends net/http's own errors (TLS handshakes refused, bad
+// requests) to the node's log.
+func httpErrorLog(log *slog.Logger, api string) *stdlog.Logger {
+	return slog.NewLogLogger(log.With("api", api).Handler(), slog.LevelWarn)
+}
+
+func loadTLS(c config.TLS) (tls.Certificate, *x509.CertPool, error) {
+	crt, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("tls.cert %s / tls.key %s: %w", c.Cert, c.Key, err)
+	}
+	pem, err := os.ReadFile(c.CA)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("tls.ca: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return tls.Certificate{}, nil, fmt.Errorf("tls.ca %s: no PEM certificate in it", c.CA)
+	}
+	return crt, roots, nil
+}
+
+// openPool opens the end-to-end key pool shared with node remote, the first
+// time keys shared with it arrive.
+func (n *Node) openPool(remote string) (*ringstore.Pool, error) {
+	pc := n.cfg.Pools
+	c := ringstore.PoolConfig{
+		Name:     remote,
+		Slots:    pc.Slots,
+		SlotSize: pc.SlotSize,
+		TTL:      pc.TTL,
+		Low:      pc.Low,
+		High:     pc.High,
+	}
+	if n.meta != nil {
+		c.Dir = filepath.Join(n.cfg.Storage.Dir, "pools")
+		c.Meta = n.meta
+		if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	p, err := ringstore.OpenPool(c)
+	if err == nil {
+		n.log.Info("end-to-end key pool opened", "remote", remote, "slots", pc.Slots)
+	}
+	return p, err
+}
+
+// Addr is the address the KM-link transport listens on.
+func (n *Node) Addr() net.Addr { return n.tr.Addr() }
+
+// ID is the node's ID.
+func (n *Node) ID() string { return n.cfg.Node.ID }
+
+// Relay relays keys end to end to node dst now, as an operator's test
+// of the path or a warm-up of the pools, and reports what it achieved.
+// Shutdown waits for relays in flight.
+func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Result, error) {
+	select {
+	case <-n.closing:
+		return relay.Result{}, errors.New("node is shutting down")
+	default:
+	}
+	n.inflight.Add(1)
+	defer n.inflight.Done()
+	t0 := time.Now()
+	res, err := n.eng.Relay(ctx, dst, keys, size)
+	n.metrics.observeRelay(dst, time.Since(t0), res, err)
+	return res, err
+}
+
+// Shutdown stops the node cleanly: it stops taking new work, lets relays
+// in flight finish until ctx ends (then aborts them: their keys are
+// reported lost and discarded at both ends), closes the KM links, and
+// closes the stores, which persists their marks. It returns the first
+// error met; calling it again returns the same.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		close(n.closing)
+		for _, s := range n.servers {
+			s.Shutdown(ctx)
+		}
+		done := make(chan struct{})
+		go func() { n.inflight.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			n.log.Warn("shutdown: relays still in flight after the grace period; aborting them", "err", ctx.Err())
+		}
+		n.closeErr = n.closeAll()
+	})
+	return n.closeErr
+}
+
+// Close stops the node at once; relays in flight are aborted.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return n.Shutdown(ctx)
+}
+
+func (n *Node) closeAll() error {
+	var errs []error
+	for _, s := range n.servers {
+		s.Close()
+	}
+	n.cancel()
+	if n.tr != nil {
+		errs = append(errs, n.tr.Close())
+	}
+	if n.eng != nil {
+		errs = append(errs, n.eng.Close())
+	}
+	if n.router != nil {
+		errs = append(errs, n.router.Close())
+	}
+	n.wg.Wait()
+	for _, l := range n.links {
+		errs = append(errs, l.close())
+	}
+	if n.sink != nil {
+		pools := n.sink.Pools()
+		names := make([]string, 0, len(pools))
+		for k := range pools {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		for _, k := range names {
+			if err := pools[k].Close(); err != nil {
+				errs = append(errs, fmt.Errorf("closing pool %s: %w", k, err))
+			}
+		}
+	}
+	if n.meta != nil {
+		errs = append(errs, n.meta.Close())
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		n.log.Error("node stopped with errors", "err", err)
+	} else {
+		n.log.Info("node stopped")
+	}
+	return err
+}

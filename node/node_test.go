@@ -1,0 +1,161 @@
+package node
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+var (
+	ringIDs   = []string{"a", "b", "c", "d", "e"}
+	ringEdges = [][2]string{{"a", "b"}, {"b", "c"}, {"c", "d"}, {"d", "e"}, {"e", "a"}}
+)
+
+// TestRerouteTriggers moves the a→c route of a five-node ring off the a–b
+// link by each trigger the control plane knows, and back when it clears:
+// a KM-link fault (the link cut), a QKD module fault (an outage), QBER
+// above the threshold, and an operator taking the link out of service.
+// Relay keeps working throughout.
+func TestRerouteTriggers(t *testing.T) {
+	c := newTestCluster(t, ringIDs, ringEdges, clusterOpts{})
+	c.waitPath("a", "c", "a", "b", "c")
+	a := c.nodes["a"]
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name       string
+		fault, fix func()
+	}{
+		{"KM link cut", c.proxies["a-b"].Cut, c.proxies["a-b"].Heal},
+		{"QKD module fault", func() { a.Sim("b").SetOutage(true, "test: module fault") }, func() { a.Sim("b").SetOutage(false, "") }},
+		{"QBER above threshold", func() { a.Sim("b").SetQBER(0.2) }, func() { a.Sim("b").SetQBER(0.02) }},
+		{"out of service", func() { mustState(t, a, "b", "out_of_service") }, func() { mustState(t, a, "b", "in_service") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fault()
+			c.waitPath("a", "c", "a", "e", "d", "c")
+			if _, err := a.Relay(ctx, "c", 1000, 32); err != nil {
+				t.Fatalf("relay a→c the long way: %v", err)
+			}
+			tc.fix()
+			c.waitPath("a", "c", "a", "b", "c")
+			if _, err := a.Relay(ctx, "c", 1000, 32); err != nil {
+				t.Fatalf("relay a→c after the fault cleared: %v", err)
+			}
+		})
+	}
+}
+
+func mustState(t *testing.T, n *Node, peer, state string) {
+	t.Helper()
+	if err := (backend{n}).SetLinkState(context.Background(), peer, state); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMetrics scrapes /metrics after some relay and checks that the
+// monitoring parameters operators expect are there with values that
+// follow what happened.
+func TestMetrics(t *testing.T) {
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{extra: "api: {metrics: {listen: \"127.0.0.1:0\", pprof: true}}\n"})
+	c.waitPath("a", "b", "a", "b")
+	a := c.nodes["a"]
+	if _, err := a.Relay(context.Background(), "b", 5000, 32); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + a.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	value := func(series string) float64 {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+		if m == nil {
+			t.Fatalf("no series %s in /metrics", series)
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	for series, check := range map[string]func(float64) bool{
+		`qrelay_link_up{peer="b"}`:                                     func(v float64) bool { return v == 1 },
+		`qrelay_link_usable{peer="b"}`:                                 func(v float64) bool { return v == 1 },
+		`qrelay_pad_stock_bytes{dir="tx",peer="b"}`:                    func(v float64) bool { return v > 0 },
+		`qrelay_pad_capacity_bytes{dir="rx",peer="b"}`:                 func(v float64) bool { return v == 16<<20 },
+		`qrelay_pad_low_stock_threshold_bytes{peer="b"}`:               func(v float64) bool { return v == 64<<10 },
+		`qrelay_pad_consumed_bytes_total{dir="tx",peer="b"}`:           func(v float64) bool { return v >= 5000*32 },
+		`qrelay_pad_mac_bytes_total`:                                   func(v float64) bool { return v >= 32 },
+		`qrelay_qkd_qber{peer="b"}`:                                    func(v float64) bool { return v == 0.02 },
+		`qrelay_qkd_secret_key_rate_bits_per_second{peer="b"}`:         func(v float64) bool { return v > 0 },
+		`qrelay_pool_keys{remote="b"}`:                                 func(v float64) bool { return v == 5000 },
+		`qrelay_relay_events_total{event="keys_delivered"}`:            func(v float64) bool { return v == 5000 },
+		`qrelay_relay_request_keys_total{dst="b",outcome="delivered"}`: func(v float64) bool { return v == 5000 },
+		`qrelay_relay_request_duration_seconds_count{dst="b"}`:         func(v float64) bool { return v == 1 },
+		`qrelay_routes`: func(v float64) bool { return v == 1 },
+	} {
+		if v := value(series); !check(v) {
+			t.Errorf("%s = %v", series, v)
+		}
+	}
+	// pprof answers on loopback, and refuses anyone else.
+	resp, err = http.Get("http://" + a.MetricsAddr().String() + "/debug/pprof/cmdline")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("pprof from loopback: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/debug/pprof/cmdline", nil)
+	req.RemoteAddr = "192.0.2.7:4000"
+	loopbackOnly(http.NotFoundHandler()).ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("pprof from 192.0.2.7: status %d, want 403", rec.Code)
+	}
+}
+
+// BenchmarkReroute measures how long relay is interrupted by a failure on
+// the a→c path of a five-node ring, from the failure to the start of the
+// first relay that then delivers all its keys the other way round. A link
+// failure cuts b–c; a node failure cuts every link of b (it falls silent,
+// as a crashed or unplugged node does). The nodes must notice by
+// themselves: the KM links' idle timeout here is 1 s (keepalive 200 ms).
+func BenchmarkReroute(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		links []string
+	}{
+		{"link", []string{"b-c"}},
+		{"node", []string{"a-b", "b-c"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := newTestCluster(b, ringIDs, ringEdges, clusterOpts{})
+			c.waitPath("a", "c", "a", "b", "c")
+			var total, worst time.Duration
+			for b.Loop() {
+				p := c.probe("a", "c", 64, 10*time.Millisecond)
+				waitFor(b, "relay a→c flowing", 20*time.Second, func() bool { _, ok := p.firstOKAfter(time.Time{}); return ok })
+				t0 := time.Now()
+				for _, l := range bc.links {
+					c.proxies[l].Cut()
+				}
+				waitFor(b, "relay a→c restored", 30*time.Second, func() bool { _, ok := p.firstOKAfter(t0); return ok })
+				first, _ := p.firstOKAfter(t0)
+				p.halt()
+				d := first.Sub(t0)
+				total += d
+				worst = max(worst, d)
+				for _, l := range bc.links {
+					c.proxies[l].Heal()
+				}
+				c.waitPath("a", "c", "a", "b", "c")
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "reroute-ms")
+			b.ReportMetric(float64(worst.Milliseconds()), "worst-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
