@@ -25,12 +25,14 @@ import (
 type testCluster struct {
 	tb      testing.TB
 	nodes   map[string]*Node
+	cfgs    map[string]*config.Config
 	proxies map[string]*udpproxy.Proxy // "a-b", a < b
 	dir     string
 }
 
 type clusterOpts struct {
-	extra string // YAML appended to every node's config
+	extra   string // YAML appended to every node's config
+	durable bool   // storage in durable mode, in a directory per node
 }
 
 func freeUDP(tb testing.TB) string {
@@ -45,7 +47,7 @@ func freeUDP(tb testing.TB) string {
 
 func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpts) *testCluster {
 	tb.Helper()
-	c := &testCluster{tb: tb, nodes: map[string]*Node{}, proxies: map[string]*udpproxy.Proxy{}, dir: tb.TempDir()}
+	c := &testCluster{tb: tb, nodes: map[string]*Node{}, cfgs: map[string]*config.Config{}, proxies: map[string]*udpproxy.Proxy{}, dir: tb.TempDir()}
 	ca, err := pki.NewCA("qrelay test CA", time.Hour)
 	if err != nil {
 		tb.Fatal(err)
@@ -81,6 +83,9 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	}
 	for _, id := range ids {
 		y := fmt.Sprintf(testNodeYAML, id, id, id, km[id], strings.Join(links[id], "")) + o.extra
+		if o.durable {
+			y += "storage: {mode: durable, dir: data-" + id + "}\n"
+		}
 		cfg, err := config.ParseOptions{BaseDir: c.dir, Filename: "node-" + id + ".yaml"}.Parse([]byte(y))
 		if err != nil {
 			tb.Fatalf("config of node %s: %v", id, err)
@@ -89,16 +94,56 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 		if err != nil {
 			tb.Fatalf("starting node %s: %v", id, err)
 		}
-		c.nodes[id] = n
-		tb.Cleanup(func() { n.Close() })
+		c.nodes[id], c.cfgs[id] = n, cfg
+		tb.Cleanup(func() { c.nodes[id].Close() })
 	}
 	return c
+}
+
+// restart stops node id cleanly and starts it again from its config.
+func (c *testCluster) restart(id string) {
+	c.tb.Helper()
+	if err := c.nodes[id].Shutdown(context.Background()); err != nil {
+		c.tb.Fatalf("stopping node %s: %v", id, err)
+	}
+	n, err := New(c.cfgs[id], Options{Logger: c.nodes[id].baseLog, Version: "test"})
+	if err != nil {
+		c.tb.Fatalf("restarting node %s: %v", id, err)
+	}
+	c.nodes[id] = n
+}
+
+// checkPools compares the pools the two nodes share: the same keys under
+// the same IDs at both ends, after nothing is pending.
+func (c *testCluster) checkPools(a, b string) int {
+	c.tb.Helper()
+	waitFor(c.tb, "no relay pending", 20*time.Second, func() bool {
+		for _, id := range []string{a, b} {
+			if e := c.nodes[id].eng; e.Pending() > 0 || e.PendingDiscards() > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx := context.Background()
+	da, err := backend{c.nodes[a]}.PoolDigest(ctx, b)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	db, err := backend{c.nodes[b]}.PoolDigest(ctx, a)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	if da.Keys != db.Keys || da.Digest != db.Digest {
+		c.tb.Fatalf("pools differ: %s has %d keys for %s (%s), %s has %d for %s (%s)", a, da.Keys, b, da.Digest, b, db.Keys, a, db.Digest)
+	}
+	return da.Keys
 }
 
 const testNodeYAML = `
 node: {id: %s}
 tls: {ca: ca.pem, cert: node-%s.pem, key: node-%s.key}
-km: {listen: "%s", keepalive: 200ms, idle_timeout: 1s, completion_timeout: 3s}
+km: {listen: "%s", completion_timeout: 3s} # keepalive and idle timeout: the defaults
 pools: {slots: 262144, slot_size: 32}
 control: {refresh: 5s, max_age: 30s, spf_delay: 5ms}
 links:

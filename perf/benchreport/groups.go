@@ -72,6 +72,18 @@ var Groups = []Group{
 			lower(metric("controlplane.converge.100.msgs", "msgs", "BenchmarkConverge100", "msgs/change", "", "")),
 		},
 	},
+	{
+		// Five in-process nodes over loopback QUIC, each KM link behind a
+		// UDP proxy that the benchmark cuts: from the cut to the start of
+		// the first relay that then delivers all its keys the other way.
+		Name:    "controlplane.reroute",
+		Package: "./node",
+		Bench:   `^BenchmarkReroute$`,
+		Figures: []Figure{
+			lower(metric("controlplane.reroute", "ms", "BenchmarkReroute/link", "reroute-ms", "", "")),
+			lower(metric("controlplane.reroute.node", "ms", "BenchmarkReroute/node", "reroute-ms", "", "")),
+		},
+	},
 }
 
 // metric is a figure read from a custom b.ReportMetric unit, unscaled.
