@@ -33,6 +33,7 @@ type testCluster struct {
 type clusterOpts struct {
 	extra   string // YAML appended to every node's config
 	durable bool   // storage in durable mode, in a directory per node
+	poolTTL string // pools.ttl
 }
 
 func freeUDP(tb testing.TB) string {
@@ -83,6 +84,9 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	}
 	for _, id := range ids {
 		y := fmt.Sprintf(testNodeYAML, id, id, id, km[id], strings.Join(links[id], "")) + o.extra
+		if o.poolTTL != "" {
+			y = strings.Replace(y, "slot_size: 32}", "slot_size: 32, ttl: "+o.poolTTL+"}", 1)
+		}
 		if o.durable {
 			y += "storage: {mode: durable, dir: data-" + id + "}\n"
 		}

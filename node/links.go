@@ -222,6 +222,9 @@ func (n *Node) sampleLoop() {
 				l.sample(now)
 				n.router.UpdateLink(l.local())
 			}
+			if n.cfg.Pools.TTL > 0 {
+				n.expireKeys()
+			}
 		}
 	}
 }
@@ -289,4 +292,14 @@ func (n *Node) Sim(peer string) *qkdsim.Sim {
 		return l.sim
 	}
 	return nil
+}
+
+// expireKeys removes, and zeroises, keys that waited in a pool longer
+// than pools.ttl.
+func (n *Node) expireKeys() {
+	for remote, p := range n.sink.Pools() {
+		if k := p.Expire(); k > 0 {
+			n.log.Info("keys expired: TTL reached before any application took them", "remote", remote, "keys", k, "ttl", n.cfg.Pools.TTL)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/qrelay/qrelay/dataplane/relay"
 	"github.com/qrelay/qrelay/ringstore"
 )
@@ -54,7 +55,7 @@ func newMetrics(n *Node) *metrics {
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 	}, []string{"api", "method", "code"})
 	m.reg.MustRegister(m.apiDuration, m.relayDuration, m.relayKeys, m.relayFailures, m.linkFlaps, m.routeChanges, (*collector)(m),
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

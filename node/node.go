@@ -233,6 +233,10 @@ func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Res
 	t0 := time.Now()
 	res, err := n.eng.Relay(ctx, dst, keys, size)
 	n.metrics.observeRelay(dst, time.Since(t0), res, err)
+	if err != nil {
+		n.log.Warn("relay incomplete", "dst", dst, "flow", fmt.Sprintf("%016x", res.Flow), "first_seq", res.FirstSeq,
+			"keys", keys, "delivered", res.Delivered, "err", err)
+	}
 	return res, err
 }
 

@@ -189,3 +189,22 @@ func TestDurableRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyTTL checks that keys left in a pool past pools.ttl are removed at
+// both ends and counted as expired.
+func TestKeyTTL(t *testing.T) {
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{poolTTL: "300ms"})
+	c.waitPath("a", "b", "a", "b")
+	if _, err := c.nodes["a"].Relay(context.Background(), "b", 100, 32); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		waitFor(t, "keys at "+id+" expired", 10*time.Second, func() bool {
+			for _, p := range c.nodes[id].sink.Pools() {
+				s := p.Stats()
+				return s.Stock == 0 && s.Expired == 100
+			}
+			return false
+		})
+	}
+}

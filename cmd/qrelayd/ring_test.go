@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -128,4 +132,61 @@ func TestSIGTERM(t *testing.T) {
 			t.Errorf("node %s after SIGTERM: %v; want exit status 0\n%s", id, err, c.nodes[id].log.String())
 		}
 	}
+}
+
+// TestSIGHUP reloads static routes: one added steers traffic, a config
+// that changes anything else is refused with the node running on, and
+// removing the route brings the computed one back. -check validates the
+// same file without printing the link seeds.
+func TestSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs qrelayd processes; skipped with -short")
+	}
+	c := newCluster(t, []string{"a", "b", "c"}, [][2]string{{"a", "b"}, {"b", "c"}, {"a", "c"}})
+	c.waitRoute("a", "c", []string{"a", "c"})
+	a := c.nodes["a"]
+	orig, err := os.ReadFile(a.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if code := run([]string{"-config", a.cfgPath, "-check"}, &out); code != 0 || !strings.Contains(out.String(), "is valid") {
+		t.Fatalf("-check: exit %d\n%s", code, out.String())
+	}
+	if strings.Contains(out.String(), fmt.Sprintf("%064x", 1)) || !strings.Contains(out.String(), "<redacted>") {
+		t.Errorf("-check printed a link seed:\n%s", out.String())
+	}
+	reload := func(cfg string) {
+		t.Helper()
+		if err := os.WriteFile(a.cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	staticVia := func(via string) func() (bool, string) {
+		return func() (bool, string) {
+			rs, err := a.api.Routes(context.Background())
+			for _, r := range rs {
+				if r.Dst == "c" {
+					return r.NextHop == via && r.Static == (via == "b"), fmt.Sprintf("%+v", r)
+				}
+			}
+			return false, fmt.Sprint(err)
+		}
+	}
+	reload(string(orig) + "routes:\n  - dst: c\n    via: b\n")
+	waitFor(t, "static route a→c via b after SIGHUP", 10*time.Second, staticVia("b"))
+
+	bad := strings.Replace(string(orig), "completion_timeout: 3s", "completion_timeout: 4s", 1)
+	reload(bad)
+	waitFor(t, "the refusal of a km change in the log", 10*time.Second, func() (bool, string) {
+		return strings.Contains(a.log.String(), "config not reloaded; restart the node to apply it"), ""
+	})
+	if ok, r := staticVia("b")(); !ok || !a.alive() {
+		t.Fatalf("after a refused reload: route %s, node alive %v", r, a.alive())
+	}
+	reload(string(orig))
+	waitFor(t, "computed route a→c back after SIGHUP", 10*time.Second, staticVia("c"))
 }
