@@ -230,6 +230,17 @@ func (b backend) Relay(ctx context.Context, req adminapi.RelayRequest) (adminapi
 	if req.KeySize > b.n.cfg.Pools.SlotSize {
 		return adminapi.RelayResult{}, fmt.Errorf("%w: key_size %d bytes exceeds pools.slot_size %d", adminapi.ErrBadRequest, req.KeySize, b.n.cfg.Pools.SlotSize)
 	}
+	room := b.n.cfg.Pools.Slots
+	if p := b.n.sink.Pools()[req.Dst]; p != nil {
+		st := p.Stats()
+		room = st.Capacity - st.Stock
+	}
+	if req.Keys > room {
+		// Both ends' pools are the same size and hold the same keys, so
+		// the destination would refuse what does not fit here.
+		return adminapi.RelayResult{}, fmt.Errorf("%w: the pool shared with %s has room for %d keys, not %d: relay at most %d, or let applications take keys first",
+			adminapi.ErrBadRequest, req.Dst, room, req.Keys, room)
+	}
 	t0 := time.Now()
 	res, err := b.n.Relay(ctx, req.Dst, req.Keys, req.KeySize)
 	out := adminapi.RelayResult{Dst: req.Dst, Flow: res.Flow, FirstSeq: res.FirstSeq, Keys: req.Keys,

@@ -2,13 +2,17 @@ package node
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/qrelay/qrelay/controlplane/adminapi"
 )
 
 var (
@@ -206,5 +210,29 @@ func TestKeyTTL(t *testing.T) {
 			}
 			return false
 		})
+	}
+}
+
+// TestRelayRequestRoom checks that a relay request larger than the room
+// left in the pools is refused up front rather than failing frame by
+// frame at the destination.
+func TestRelayRequestRoom(t *testing.T) {
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{})
+	c.waitPath("a", "b", "a", "b")
+	be := backend{c.nodes["a"]}
+	ctx := context.Background()
+	res, err := be.Relay(ctx, adminapi.RelayRequest{Dst: "b", Keys: 262144 - 1000, KeySize: 32})
+	if err != nil || res.Delivered != res.Keys {
+		t.Fatalf("relay filling all but 1000 slots: %+v, %v", res, err)
+	}
+	_, err = be.Relay(ctx, adminapi.RelayRequest{Dst: "b", Keys: 1001, KeySize: 32})
+	if !errors.Is(err, adminapi.ErrBadRequest) || !strings.Contains(err.Error(), "room for 1000 keys") {
+		t.Fatalf("relay of 1001 keys into 1000 free slots: %v", err)
+	}
+	if _, err := be.Relay(ctx, adminapi.RelayRequest{Dst: "a", Keys: 1, KeySize: 32}); !errors.Is(err, adminapi.ErrBadRequest) {
+		t.Fatalf("relay to itself: %v", err)
+	}
+	if got := c.checkPools("a", "b"); got != 262144-1000 {
+		t.Fatalf("pools hold %d keys", got)
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 var flowsCmd = nodeCommand[[]adminapi.Flow]{
 	name: "flows",
-	what: "Show the relay flows this node sources: destination, flow ID, next key sequence and keys awaiting acknowledgement.",
+	what: "Show the relay flows this node sources: destination, flow ID, next key sequence and frames awaiting the destination's completion; flow IDs in hex, as logs and errors show them.",
 	get:  (*adminapi.Client).Flows,
 	show: showFlows,
 }
@@ -23,7 +23,7 @@ func showFlows(w io.Writer, flows []adminapi.Flow) error {
 	tw := table(w)
 	row(tw, "DST", "FLOW", "NEXT SEQ", "PENDING")
 	for _, f := range flows {
-		row(tw, f.Dst, strconv.FormatUint(f.ID, 10), strconv.FormatUint(f.NextSeq, 10), strconv.Itoa(f.Pending))
+		row(tw, f.Dst, fmt.Sprintf("%016x", f.ID), strconv.FormatUint(f.NextSeq, 10), strconv.Itoa(f.Pending))
 	}
 	return tw.Flush()
 }

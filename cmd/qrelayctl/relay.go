@@ -62,7 +62,14 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s → %s: %d of %d keys of %d bytes delivered in %v%s\n",
 			client.URL(), dst, res.Delivered, res.Keys, *size, d.Round(time.Microsecond), rate)
-		for _, e := range res.Errors {
+		// Frames fail alike (a full pool, a dead link): the first few say
+		// why; --json has them all.
+		const show = 3
+		for i, e := range res.Errors {
+			if i == show {
+				fmt.Fprintf(stdout, "  ... and %d more errors (--json lists them)\n", len(res.Errors)-show)
+				break
+			}
 			fmt.Fprintf(stdout, "  error: %s\n", e)
 		}
 	}
