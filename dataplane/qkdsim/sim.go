@@ -437,8 +437,9 @@ func (s *Sim) Fetch(ctx context.Context, max int) ([]ringstore.Block, error) {
 			s.produced = s.fetched
 			s.lastBlock = now
 			s.bytesOut += want * uint64(s.cfg.BlockSize)
+			blk := s.aes
 			s.mu.Unlock()
-			return s.blocks(first, int(want), func(int) time.Time { return now }), nil
+			return s.blocks(blk, first, int(want), func(int) time.Time { return now }), nil
 		}
 		s.advanceLocked(now)
 		pending := s.produced - s.fetched
@@ -459,19 +460,20 @@ func (s *Sim) Fetch(ctx context.Context, max int) ([]ringstore.Block, error) {
 		// Block j of the pending ones was produced about (pending-1-j)
 		// block periods before the newest.
 		newest, period := s.lastBlock, secs(s.blockBits/s.rateLocked())
+		blk := s.aes
 		s.mu.Unlock()
-		return s.blocks(first, int(n), func(j int) time.Time {
+		return s.blocks(blk, first, int(n), func(j int) time.Time {
 			return newest.Add(-time.Duration(pending-1-uint64(j)) * period)
 		}), nil
 	}
 }
 
 // blocks makes n consecutive blocks from index first in one allocation.
-func (s *Sim) blocks(first uint64, n int, at func(j int) time.Time) []ringstore.Block {
+func (s *Sim) blocks(blk cipher.Block, first uint64, n int, at func(j int) time.Time) []ringstore.Block {
 	size := s.cfg.BlockSize
 	buf := make([]byte, n*size)
 	out := make([]ringstore.Block, n)
-	s.generate(first, buf)
+	s.generate(blk, first, buf)
 	// The IDs share one string: one allocation instead of n.
 	idBuf := make([]byte, 0, n*(len(s.prefix)+20))
 	ends := make([]int, n)
@@ -494,20 +496,21 @@ func (s *Sim) blocks(first uint64, n int, at func(j int) time.Time) []ringstore.
 // generate fills dst (zeroed, a whole number of blocks) with the blocks
 // from index first on: one CTR keystream, whose counter block for block i
 // starts at i × BlockSize/16, so consecutive blocks are one stream and
-// cost one call. Large batches are split across the CPUs.
-func (s *Sim) generate(first uint64, dst []byte) {
+// cost one call. Large batches are split across the CPUs. blk is s.aes,
+// read under s.mu by the caller: Close may drop s.aes meanwhile.
+func (s *Sim) generate(blk cipher.Block, first uint64, dst []byte) {
 	size := s.cfg.BlockSize
 	n := len(dst) / size
 	parts := min(runtime.GOMAXPROCS(0), len(dst)/parallelMin)
 	if parts <= 1 {
-		s.ctr(first, dst)
+		ctr(blk, s.cfg.BlockSize, first, dst)
 		return
 	}
 	per := (n + parts - 1) / parts
 	var wg sync.WaitGroup
 	for k := 0; k < n; k += per {
 		end := min(k+per, n)
-		wg.Go(func() { s.ctr(first+uint64(k), dst[k*size:end*size]) })
+		wg.Go(func() { ctr(blk, size, first+uint64(k), dst[k*size:end*size]) })
 	}
 	wg.Wait()
 }
@@ -515,12 +518,12 @@ func (s *Sim) generate(first uint64, dst []byte) {
 // parallelMin is the least work worth a goroutine of generate.
 const parallelMin = 256 << 10
 
-func (s *Sim) ctr(first uint64, dst []byte) {
+func ctr(blk cipher.Block, blockSize int, first uint64, dst []byte) {
 	var iv [aes.BlockSize]byte
-	hi, lo := bits.Mul64(first, uint64(s.cfg.BlockSize/aes.BlockSize))
+	hi, lo := bits.Mul64(first, uint64(blockSize/aes.BlockSize))
 	binary.BigEndian.PutUint64(iv[:8], hi)
 	binary.BigEndian.PutUint64(iv[8:], lo)
-	cipher.NewCTR(s.aes, iv[:]).XORKeyStream(dst, dst)
+	cipher.NewCTR(blk, iv[:]).XORKeyStream(dst, dst)
 }
 
 func (s *Sim) id(i uint64) string { return s.prefix + strconv.FormatUint(i, 10) }
@@ -553,6 +556,7 @@ func (s *Sim) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) 
 	idx := make([]uint64, len(ids))
 	seen := make(map[uint64]int, len(ids))
 	var last uint64
+	var blk cipher.Block
 	for k, id := range ids {
 		i, err := s.parseID(id)
 		if err != nil {
@@ -616,6 +620,7 @@ func (s *Sim) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) 
 		if s.unlimited() {
 			s.lastBlock = now // made on demand
 		}
+		blk = s.aes // Close drops s.aes; the blocks asked for are made with it all the same
 		s.mu.Unlock()
 		break
 	}
@@ -629,7 +634,7 @@ func (s *Sim) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) 
 		for e < len(idx) && idx[e] == idx[e-1]+1 {
 			e++
 		}
-		s.generate(idx[k], buf[k*size:e*size])
+		s.generate(blk, idx[k], buf[k*size:e*size])
 		k = e
 	}
 	for k := range idx {

@@ -657,3 +657,26 @@ func BenchmarkFetch(b *testing.B) {
 		}
 	}
 }
+
+// TestCloseDuringFetch closes the simulator while Fetch generates blocks
+// on another goroutine: Fetch finishes or fails with ErrClosed, and never
+// touches the dropped cipher (the race detector watches).
+func TestCloseDuringFetch(t *testing.T) {
+	s, err := New(Config{Link: "L", Seed: testSeed, Master: true, BlockSize: 64 << 10, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() {
+		for {
+			if _, err := s.Fetch(context.Background(), 4<<20); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	s.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Fetch after Close: %v, want ErrClosed", err)
+	}
+}

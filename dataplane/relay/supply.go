@@ -21,6 +21,10 @@ const (
 	helloWindow = 64
 )
 
+// fetchRetry is how long the master waits to ask a failed QKD source
+// again.
+const fetchRetry = 100 * time.Millisecond
+
 // assignRec is an assignment the master sent and the slave has not
 // acknowledged; the master holds its blocks until then.
 type assignRec struct {
@@ -64,6 +68,10 @@ func (l *link) supplyMaster() {
 		fetching bool
 		fetchDir frame.Dir
 		downLog  string
+		// quietUntil holds off the next Fetch after a failed one: a
+		// source that is down fails at once, and asking again at once
+		// would spin.
+		quietUntil time.Time
 	)
 	fetcherDone := make(chan struct{})
 	// The fetcher must be gone before the engine's Close returns: its
@@ -116,7 +124,7 @@ func (l *link) supplyMaster() {
 			synced = nil
 		}
 		// Ask for more when there is room and the slave is in step.
-		if !fetching && synced != nil && len(unacked) < maxUnacked {
+		if !fetching && synced != nil && len(unacked) < maxUnacked && !time.Now().Before(quietUntil) {
 			d := frame.DirMasterToSlave
 			if l.rx.Stats().Stock+uint64(pending[1]) < l.tx.Stats().Stock+uint64(pending[0]) {
 				d = frame.DirSlaveToMaster
@@ -141,6 +149,7 @@ func (l *link) supplyMaster() {
 				if ctx.Err() != nil {
 					return
 				}
+				quietUntil = time.Now().Add(fetchRetry)
 				if msg := f.err.Error(); msg != downLog {
 					downLog = msg
 					e.log.Warn("QKD source delivers no key", "peer", l.peer, "err", f.err, "down", errors.Is(f.err, qkd.ErrDown))
