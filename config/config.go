@@ -145,8 +145,8 @@ type Simulator struct {
 // ETSI014 takes key from a QKD device's KME over ETSI GS QKD 014.
 type ETSI014 struct {
 	URL        string        `yaml:"url"`
-	MasterSAE  string        `yaml:"master_sae"`
-	SlaveSAE   string        `yaml:"slave_sae"`
+	SAE        string        `yaml:"sae"`      // this node's SAE ID at its KME (its client certificate says so too)
+	PeerSAE    string        `yaml:"peer_sae"` // the peer node's SAE ID at the peer's KME: enc_keys and dec_keys name it
 	Cert       string        `yaml:"cert"`
 	Key        string        `yaml:"key"`
 	CA         string        `yaml:"ca"`

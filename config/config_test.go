@@ -89,8 +89,8 @@ func TestBadConfigs(t *testing.T) {
 		{"bad state", base + link + "    state: up\n", "links[0].state", 16, `"up" is not a link state; use in_service, out_of_service, standby or reserved`},
 		{"both sources", base + link + `      etsi014:
         url: https://kme.example
-        master_sae: x
-        slave_sae: y
+        sae: x
+        peer_sae: y
         cert: c.pem
         key: c.key
 `, "links[0].source", 12, "has both simulator and etsi014"},
@@ -102,8 +102,8 @@ func TestBadConfigs(t *testing.T) {
     source:
       etsi014:
         url: http://kme.example:8443
-        master_sae: x
-        slave_sae: y
+        sae: x
+        peer_sae: y
         cert: c.pem
         key: c.key
 `, "links[0].source.etsi014.url", 14, `"http://kme.example:8443" is not https`},
@@ -113,8 +113,8 @@ func TestBadConfigs(t *testing.T) {
     source:
       etsi014:
         url: https://kme.example:8443
-        master_sae: x
-        slave_sae: x
+        sae: x
+        peer_sae: x
         cert: c.pem
 `, "links[0].source.etsi014.key", 13, "required: its PEM private key"},
 		{"etsi014 same SAEs", base + `links:
@@ -123,11 +123,11 @@ func TestBadConfigs(t *testing.T) {
     source:
       etsi014:
         url: https://kme.example:8443
-        master_sae: x
-        slave_sae: x
+        sae: x
+        peer_sae: x
         cert: c.pem
         key: c.key
-`, "links[0].source.etsi014.slave_sae", 16, `"x" is also master_sae`},
+`, "links[0].source.etsi014.peer_sae", 16, `"x" is also sae`},
 		{"block size not a multiple of 8", base + link + "        block_size: 4095\n", "links[0].source.simulator.block_size", 16, `"4095" is not a positive multiple of 8`},
 		{"simulated qber above max", base + link + "        qber: 0.2\n", "links[0].source.simulator.qber", 16, "is above links[0].max_qber (0.11)"},
 		{"route via non-neighbour", base + link + "routes:\n  - dst: e\n    via: c\n", "routes[0].via", 18, `"c" is not a neighbour; route via a peer in links (b)`},

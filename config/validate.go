@@ -199,9 +199,9 @@ func validateETSI014(ck *checker, files *fileChecker, p string, e *ETSI014) {
 	} else if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		ck.add(p+".url", "%s has a user, query or fragment; give only scheme, host, port and path", quote(e.URL))
 	}
-	masterOK := checkSAEName(ck, p+".master_sae", e.MasterSAE, "this node's SAE ID at its KME")
-	if checkSAEName(ck, p+".slave_sae", e.SlaveSAE, "the peer node's SAE ID at its KME") && masterOK && e.MasterSAE == e.SlaveSAE {
-		ck.add(p+".slave_sae", "%s is also master_sae; the two ends of a link are different SAEs", quote(e.SlaveSAE))
+	ownOK := checkSAEName(ck, p+".sae", e.SAE, "this node's SAE ID at its KME")
+	if checkSAEName(ck, p+".peer_sae", e.PeerSAE, "the peer node's SAE ID at its KME") && ownOK && e.SAE == e.PeerSAE {
+		ck.add(p+".peer_sae", "%s is also sae (this node's own); the two ends of a link are different SAEs", quote(e.PeerSAE))
 	}
 	files.pair(p+".cert", e.Cert, p+".key", e.Key, true, "the PEM client certificate for the KME", "its PEM private key")
 	files.ca(p+".ca", e.CA, false, "")

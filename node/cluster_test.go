@@ -34,6 +34,9 @@ type clusterOpts struct {
 	extra   string // YAML appended to every node's config
 	durable bool   // storage in durable mode, in a directory per node
 	poolTTL string // pools.ttl
+	// source, if set, gives the YAML flow mapping of the QKD source of
+	// node me's end of its link to peer (default: a simulator).
+	source func(me, peer string) string
 }
 
 func freeUDP(tb testing.TB) string {
@@ -74,9 +77,14 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 		a, b := min(e[0], e[1]), max(e[0], e[1])
 		px := udpproxy.New(tb, km[b])
 		c.proxies[a+"-"+b] = px
-		seed := fmt.Sprintf("%064x", i+1)
-		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+px.Addr(), seed))
-		links[b] = append(links[b], fmt.Sprintf(testLinkYAML, a, "", seed))
+		src := func(me, peer string) string {
+			if o.source != nil {
+				return o.source(me, peer)
+			}
+			return fmt.Sprintf(`{simulator: {seed: "%064x", rate: 200Mbit/s, block_size: 64KiB}}`, i+1)
+		}
+		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+px.Addr(), src(a, b)))
+		links[b] = append(links[b], fmt.Sprintf(testLinkYAML, a, "", src(b, a)))
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("QRELAY_TEST_LOG") != "" {
@@ -157,8 +165,7 @@ const testLinkYAML = `  - peer: %s
     %s
     pad_capacity: 16MiB
     min_stock: 64KiB
-    source:
-      simulator: {seed: "%s", rate: 200Mbit/s, block_size: 64KiB}
+    source: %s
 `
 
 // path is node from's route to dst, or nil.

@@ -1,7 +1,8 @@
 package node
 
 import (
-	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,16 +111,26 @@ func (n *Node) addLink(lc config.Link) (err error) {
 		l.src = l.sim
 	case src.ETSI014 != nil:
 		e := src.ETSI014
-		crt, roots, err := loadTLS(config.TLS{CA: e.CA, Cert: e.Cert, Key: e.Key})
+		crt, err := tls.LoadX509KeyPair(e.Cert, e.Key)
 		if err != nil {
-			return fmt.Errorf("links[%s].source.etsi014: %w", lc.Peer, err)
+			return fmt.Errorf("links[%s].source.etsi014.cert %s / key %s: %w", lc.Peer, e.Cert, e.Key, err)
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, e.Timeout+5*time.Second)
-		defer cancel()
-		l.src, err = etsi014client.New(ctx, etsi014client.Config{
+		var roots *x509.CertPool // nil: the system's roots
+		if e.CA != "" {
+			if _, roots, err = loadTLS(config.TLS{CA: e.CA, Cert: e.Cert, Key: e.Key}); err != nil {
+				return fmt.Errorf("links[%s].source.etsi014: %w", lc.Peer, err)
+			}
+		}
+		// The link's master end is ETSI 014's master SAE: it calls
+		// enc_keys naming the peer as slave; the slave end calls dec_keys.
+		masterSAE, slaveSAE := e.SAE, e.PeerSAE
+		if !master {
+			masterSAE, slaveSAE = e.PeerSAE, e.SAE
+		}
+		l.src = newKMESource(etsi014client.Config{
 			BaseURL:     e.URL,
-			MasterSAE:   e.MasterSAE,
-			SlaveSAE:    e.SlaveSAE,
+			MasterSAE:   masterSAE,
+			SlaveSAE:    slaveSAE,
 			Master:      master,
 			Certificate: crt,
 			Roots:       roots,
@@ -127,10 +138,7 @@ func (n *Node) addLink(lc config.Link) (err error) {
 			PerRequest:  e.PerRequest,
 			Timeout:     e.Timeout,
 			Logger:      n.log.With("peer", lc.Peer),
-		})
-		if err != nil {
-			return fmt.Errorf("links[%s].source.etsi014: %w", lc.Peer, err)
-		}
+		}, n.log.With("peer", lc.Peer))
 	}
 	if l.src != nil {
 		l.qkd = l.src.Status()

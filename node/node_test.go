@@ -3,9 +3,12 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +16,8 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/internal/fakekme"
+	"github.com/qrelay/qrelay/internal/pki"
 )
 
 var (
@@ -235,4 +240,48 @@ func TestRelayRequestRoom(t *testing.T) {
 	if got := c.checkPools("a", "b"); got != 262144-1000 {
 		t.Fatalf("pools hold %d keys", got)
 	}
+}
+
+// TestKMEUnreachableAtStart starts two nodes whose link takes its keys
+// from an ETSI 014 KME pair that is down: the nodes start, the link shows
+// its QKD down with the reason and stays out of routing, and once the KMEs
+// answer, pad flows, the route appears and relay works.
+func TestKMEUnreachableAtStart(t *testing.T) {
+	pair := fakekme.NewPair(t, fakekme.Config{})
+	pair.A.Down(true)
+	pair.B.Down(true)
+	dir := t.TempDir()
+	for _, sae := range []string{"sae-a", "sae-b"} {
+		c, err := pair.CA.Issue(pki.SAE, sae, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, sae+".pem"), c.CertPEM, 0o600)
+		os.WriteFile(filepath.Join(dir, sae+".key"), c.KeyPEM, 0o600)
+	}
+	os.WriteFile(filepath.Join(dir, "kme-ca.pem"), pair.CA.CertPEM, 0o600)
+	kme := map[string]*fakekme.KME{"a": pair.A, "b": pair.B}
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{source: func(me, peer string) string {
+		d := filepath.Join(dir, "sae-")
+		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s}}`,
+			kme[me].URL, me, peer, d, me, d, me, filepath.Join(dir, "kme-ca.pem"))
+	}})
+	a := c.nodes["a"]
+	links, err := backend{a}.Links(context.Background())
+	if err != nil || len(links) != 1 {
+		t.Fatal(links, err)
+	}
+	if q := links[0].QKD; q.Up || q.Kind != "etsi014" || !strings.Contains(q.Reason, "KME") || links[0].Usable {
+		t.Errorf("link with its KME down: %+v, usable %v; want QKD down with the reason, not usable", q, links[0].Usable)
+	}
+	if p := c.path("a", "b"); p != nil {
+		t.Fatalf("route a→b %v while the QKD link is down", p)
+	}
+	pair.A.Down(false)
+	pair.B.Down(false)
+	c.waitPath("a", "b", "a", "b")
+	if _, err := a.Relay(context.Background(), "b", 1000, 32); err != nil {
+		t.Fatal(err)
+	}
+	c.checkPools("a", "b")
 }
