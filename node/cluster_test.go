@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -31,9 +32,10 @@ type testCluster struct {
 }
 
 type clusterOpts struct {
-	extra   string // YAML appended to every node's config
-	durable bool   // storage in durable mode, in a directory per node
-	poolTTL string // pools.ttl
+	extra    string // YAML appended to every node's config
+	durable  bool   // storage in durable mode, in a directory per node
+	poolTTL  string // pools.ttl
+	minStock string // links' min_stock (default 64KiB)
 	// source, if set, gives the YAML flow mapping of the QKD source of
 	// node me's end of its link to peer (default: a simulator).
 	source func(me, peer string) string
@@ -83,8 +85,9 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 			}
 			return fmt.Sprintf(`{simulator: {seed: "%064x", rate: 200Mbit/s, block_size: 64KiB}}`, i+1)
 		}
-		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+px.Addr(), src(a, b)))
-		links[b] = append(links[b], fmt.Sprintf(testLinkYAML, a, "", src(b, a)))
+		minStock := cmp.Or(o.minStock, "64KiB")
+		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+px.Addr(), minStock, src(a, b)))
+		links[b] = append(links[b], fmt.Sprintf(testLinkYAML, a, "", minStock, src(b, a)))
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("QRELAY_TEST_LOG") != "" {
@@ -164,7 +167,7 @@ links:
 const testLinkYAML = `  - peer: %s
     %s
     pad_capacity: 16MiB
-    min_stock: 64KiB
+    min_stock: %s
     source: %s
 `
 

@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/controlplane"
 	"github.com/qrelay/qrelay/controlplane/adminapi"
 	"github.com/qrelay/qrelay/internal/fakekme"
 	"github.com/qrelay/qrelay/internal/pki"
@@ -284,4 +286,50 @@ func TestKMEUnreachableAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.checkPools("a", "b")
+}
+
+// TestRerouteOnLowStock drains the pad of a slow QKD link by relaying
+// over it: once its stock falls below min_stock the route moves to the
+// other path, and it comes back when the link's QKD has refilled it.
+func TestRerouteOnLowStock(t *testing.T) {
+	seed := map[string]int{"a-b": 1, "b-a": 1, "b-c": 2, "c-b": 2, "a-c": 3, "c-a": 3}
+	c := newTestCluster(t, []string{"a", "b", "c"}, [][2]string{{"a", "b"}, {"b", "c"}, {"a", "c"}}, clusterOpts{
+		minStock: "128KiB",
+		source: func(me, peer string) string {
+			rate := "200Mbit/s"
+			if seed[me+"-"+peer] == 1 {
+				// a–b: 2 MB/s. The route takes it once its cost falls to that of
+				// the two-hop path, at 2 MiB each way: about 2 s.
+				rate = "16Mbit/s"
+			}
+			return fmt.Sprintf(`{simulator: {seed: "%064x", rate: %s, block_size: 4KiB}}`, seed[me+"-"+peer], rate)
+		}})
+	t0 := time.Now()
+	c.waitPath("a", "b", "a", "b")
+	t.Logf("direct route after %v", time.Since(t0))
+	a := c.nodes["a"]
+	// Relay until the route moves: each request takes some of a–b's pad.
+	// The cost of a link rises as its stock halves, so the route may move
+	// before the stock is below the threshold; either way it must be the
+	// stock that moved it.
+	var moved map[string]controlplane.LinkInfo
+	waitFor(t, "route a→b moved off the drained link", 30*time.Second, func() bool {
+		if _, err := a.Relay(context.Background(), "b", 1024, 32); err != nil {
+			t.Fatalf("relay a→b: %v", err)
+		}
+		if !slices.Equal(c.path("a", "b"), []string{"a", "c", "b"}) {
+			return false
+		}
+		moved = map[string]controlplane.LinkInfo{}
+		for _, l := range a.router.Links() {
+			moved[l.Peer] = l
+		}
+		return true
+	})
+	t.Logf("route moved after %v more: link a–b %+v", time.Since(t0), moved["b"])
+	if ab, ac := moved["b"], moved["c"]; ab.Usable && ab.Cost <= ac.Cost || !ab.Usable && !strings.Contains(ab.Excluded, "below threshold") {
+		t.Errorf("route moved, but not for a–b's stock: a–b usable %v cost %v excluded %q, a–c cost %v", ab.Usable, ab.Cost, ab.Excluded, ac.Cost)
+	}
+	c.waitPath("a", "b", "a", "b")
+	t.Logf("direct route back after %v more", time.Since(t0))
 }
