@@ -52,7 +52,7 @@ func (n *Node) control(peer string, kind uint16, body []byte) {
 		n.log.Warn("control message of unknown kind dropped", "peer", peer, "kind", kind)
 		return
 	}
-	if err := n.router.Receive(peer, body); err != nil {
+	if err := n.router.Receive(peer, body); err != nil && !errors.Is(err, controlplane.ErrClosed) {
 		n.log.Warn("control message refused", "peer", peer, "err", err)
 	}
 }

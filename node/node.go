@@ -276,14 +276,16 @@ func (n *Node) closeAll() error {
 		s.Close()
 	}
 	n.cancel()
+	// The router first, while the links are up: it floods a flush of this
+	// node's advert, so that other nodes route around it at once.
+	if n.router != nil {
+		errs = append(errs, n.router.Close())
+	}
 	if n.tr != nil {
 		errs = append(errs, n.tr.Close())
 	}
 	if n.eng != nil {
 		errs = append(errs, n.eng.Close())
-	}
-	if n.router != nil {
-		errs = append(errs, n.router.Close())
 	}
 	n.wg.Wait()
 	for _, l := range n.links {
