@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/qrelay/qrelay/config"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
 )
 
@@ -201,58 +201,11 @@ func (c *testCluster) waitPath(from, dst string, want ...string) {
 	})
 }
 
-// prober starts a relay of keys keys from src to dst every interval, each
-// in its own goroutine, and records when requests that delivered every key
-// started: the time relay is restored after a fault is the start of the
-// first such request after the fault.
-type prober struct {
-	mu   sync.Mutex
-	ok   []time.Time
-	stop chan struct{}
-	wg   sync.WaitGroup
-}
-
-func (c *testCluster) probe(src, dst string, keys int, every time.Duration) *prober {
-	p := &prober{stop: make(chan struct{})}
+// probe relays keys keys from src to dst every interval (see relayprobe).
+func (c *testCluster) probe(src, dst string, keys int, every time.Duration) *relayprobe.Prober {
 	n := c.nodes[src]
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-tick.C:
-			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				t0 := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if res, err := n.Relay(ctx, dst, keys, 32); err == nil && res.Delivered == keys {
-					p.mu.Lock()
-					p.ok = append(p.ok, t0)
-					p.mu.Unlock()
-				}
-			}()
-		}
-	}()
-	return p
-}
-
-func (p *prober) halt() { close(p.stop); p.wg.Wait() }
-
-func (p *prober) firstOKAfter(t time.Time) (time.Time, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var first time.Time
-	for _, s := range p.ok { // in completion order, so look at them all
-		if !s.Before(t) && (first.IsZero() || s.Before(first)) {
-			first = s
-		}
-	}
-	return first, !first.IsZero()
+	return relayprobe.Start(every, 10*time.Second, func(ctx context.Context) bool {
+		res, err := n.Relay(ctx, dst, keys, 32)
+		return err == nil && res.Delivered == keys
+	})
 }

@@ -148,14 +148,14 @@ func BenchmarkReroute(b *testing.B) {
 			var total, worst time.Duration
 			for b.Loop() {
 				p := c.probe("a", "c", 64, 10*time.Millisecond)
-				waitFor(b, "relay a→c flowing", 20*time.Second, func() bool { _, ok := p.firstOKAfter(time.Time{}); return ok })
+				waitFor(b, "relay a→c flowing", 20*time.Second, func() bool { _, ok := p.FirstOKAfter(time.Time{}); return ok })
 				t0 := time.Now()
 				for _, l := range bc.links {
 					c.proxies[l].Cut()
 				}
-				waitFor(b, "relay a→c restored", 30*time.Second, func() bool { _, ok := p.firstOKAfter(t0); return ok })
-				first, _ := p.firstOKAfter(t0)
-				p.halt()
+				waitFor(b, "relay a→c restored", 30*time.Second, func() bool { _, ok := p.FirstOKAfter(t0); return ok })
+				first, _ := p.FirstOKAfter(t0)
+				p.Halt()
 				d := first.Sub(t0)
 				total += d
 				worst = max(worst, d)

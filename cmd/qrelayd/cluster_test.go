@@ -12,13 +12,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/qrelay/qrelay/controlplane/adminapi"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
 )
 
@@ -263,70 +263,14 @@ func (c *cluster) waitRoute(from, dst string, want []string) {
 	})
 }
 
-// traffic relays keys from src to dst through the admin API, one request
-// every interval, each in its own goroutine so that a request stuck on a
-// dead path does not hold up the next.
-type traffic struct {
-	mu       sync.Mutex
-	ok       []time.Time // start times of requests that delivered all keys
-	failed   int
-	requests atomic.Int64
-	stop     chan struct{}
-	wg       sync.WaitGroup
-}
-
-func (c *cluster) startTraffic(src, dst string, keys int, every time.Duration) *traffic {
-	tr := &traffic{stop: make(chan struct{})}
+// startTraffic relays keys keys from src to dst through the admin API
+// every interval (see relayprobe).
+func (c *cluster) startTraffic(src, dst string, keys int, every time.Duration) *relayprobe.Prober {
 	api := c.nodes[src].api
-	tr.wg.Add(1)
-	go func() {
-		defer tr.wg.Done()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tr.stop:
-				return
-			case <-tick.C:
-			}
-			tr.wg.Add(1)
-			go func() {
-				defer tr.wg.Done()
-				t0 := time.Now()
-				tr.requests.Add(1)
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				res, err := api.Relay(ctx, adminapi.RelayRequest{Dst: dst, Keys: keys, KeySize: 32})
-				tr.mu.Lock()
-				defer tr.mu.Unlock()
-				if err == nil && res.Delivered == keys {
-					tr.ok = append(tr.ok, t0)
-				} else {
-					tr.failed++
-				}
-			}()
-		}
-	}()
-	return tr
-}
-
-func (tr *traffic) halt() {
-	close(tr.stop)
-	tr.wg.Wait()
-}
-
-// firstOKAfter is the start time of the first fully delivered request that
-// started at or after t.
-func (tr *traffic) firstOKAfter(t time.Time) (time.Time, bool) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	var best time.Time
-	for _, s := range tr.ok {
-		if !s.Before(t) && (best.IsZero() || s.Before(best)) {
-			best = s
-		}
-	}
-	return best, !best.IsZero()
+	return relayprobe.Start(every, 20*time.Second, func(ctx context.Context) bool {
+		res, err := api.Relay(ctx, adminapi.RelayRequest{Dst: dst, Keys: keys, KeySize: 32})
+		return err == nil && res.Delivered == keys
+	})
 }
 
 // checkPools checks the invariant the whole relay design serves: every

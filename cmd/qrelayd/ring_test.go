@@ -36,20 +36,21 @@ func TestRingLinkFailure(t *testing.T) {
 	c := startRing(t)
 	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
 	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
-		_, ok := tr.firstOKAfter(time.Time{})
+		_, ok := tr.FirstOKAfter(time.Time{})
 		return ok, ""
 	})
 	cut := time.Now()
 	c.proxies["b-c"].Cut()
 	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
 	waitFor(t, "relay a→c resumed after the cut", 20*time.Second, func() (bool, string) {
-		_, ok := tr.firstOKAfter(cut)
+		_, ok := tr.FirstOKAfter(cut)
 		return ok, ""
 	})
-	restored, _ := tr.firstOKAfter(cut)
-	tr.halt()
+	restored, _ := tr.FirstOKAfter(cut)
+	tr.Halt()
+	attempts, failed := tr.Counts()
 	t.Logf("link b–c cut: a relay started %v after the cut delivered all its keys (%d requests, %d failed)",
-		restored.Sub(cut).Round(time.Millisecond), tr.requests.Load(), tr.failed)
+		restored.Sub(cut).Round(time.Millisecond), attempts, failed)
 	keys := c.checkPools([][2]string{{"a", "c"}})
 	if keys == 0 {
 		t.Fatal("a and c share no keys after the test")
@@ -65,20 +66,21 @@ func TestRingNodeFailure(t *testing.T) {
 	c := startRing(t)
 	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
 	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
-		_, ok := tr.firstOKAfter(time.Time{})
+		_, ok := tr.FirstOKAfter(time.Time{})
 		return ok, ""
 	})
 	kill := time.Now()
 	c.stop("b", syscall.SIGKILL)
 	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
 	waitFor(t, "relay a→c resumed after b died", 20*time.Second, func() (bool, string) {
-		_, ok := tr.firstOKAfter(kill)
+		_, ok := tr.FirstOKAfter(kill)
 		return ok, ""
 	})
-	restored, _ := tr.firstOKAfter(kill)
-	tr.halt()
+	restored, _ := tr.FirstOKAfter(kill)
+	tr.Halt()
+	attempts, failed := tr.Counts()
 	t.Logf("node b killed: a relay started %v after the kill delivered all its keys (%d requests, %d failed)",
-		restored.Sub(kill).Round(time.Millisecond), tr.requests.Load(), tr.failed)
+		restored.Sub(kill).Round(time.Millisecond), attempts, failed)
 	if keys := c.checkPools([][2]string{{"a", "c"}}); keys == 0 {
 		t.Fatal("a and c share no keys after the test")
 	}
