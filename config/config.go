@@ -28,6 +28,7 @@ package config
 import (
 	"bytes"
 	_ "embed"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -196,8 +197,27 @@ type Control struct {
 // API configures the admin and metrics listeners; an empty Listen turns
 // the listener off.
 type API struct {
-	Admin   Admin   `yaml:"admin"`
-	Metrics Metrics `yaml:"metrics"`
+	Admin   Admin      `yaml:"admin"`
+	Metrics Metrics    `yaml:"metrics"`
+	ETSI014 ETSI014API `yaml:"etsi014"`
+}
+
+// ETSI014API is the ETSI GS QKD 014 key delivery API this node serves to
+// its SAEs: HTTPS with mutual TLS, SAE certificates signed by the tls: CA.
+type ETSI014API struct {
+	Listen string `yaml:"listen"`
+	// SAEIdentity says where an SAE's ID comes from in its client
+	// certificate: "uri" (the URI SAN qrelay:sae:<id>, else the CN) or
+	// "cn" (the CN only).
+	SAEIdentity string `yaml:"sae_identity"`
+	// KeySize is the size of the keys served, in bits (a multiple of 8,
+	// at most pools.slot_size × 8). Status reports it as key_size,
+	// min_key_size and max_key_size.
+	KeySize           int `yaml:"key_size"`
+	MaxKeysPerRequest int `yaml:"max_keys_per_request"`
+	// AssignTimeout bounds how long enc_keys waits for the slave's node to
+	// acknowledge the assignment before answering 503.
+	AssignTimeout time.Duration `yaml:"assign_timeout"`
 }
 
 // Admin is the HTTPS admin API, mutual TLS with the tls: CA.
@@ -211,9 +231,17 @@ type Metrics struct {
 	PProf  bool   `yaml:"pprof"`
 }
 
-// SAE is an application this node serves.
+// SAE is an application: one this node serves, or one a remote node
+// serves that this node's SAEs exchange keys with.
 type SAE struct {
 	ID string `yaml:"id"`
+	// Node is the node that serves the SAE (default: this node).
+	Node string `yaml:"node"`
+	// KeysPerSecond limits the keys a local SAE may take, with Burst
+	// keys at once (default: KeysPerSecond rounded up, at least the
+	// largest request); 0 means no limit.
+	KeysPerSecond float64 `yaml:"keys_per_second"`
+	Burst         int     `yaml:"burst"`
 }
 
 // Defaults for fields the file leaves out.
@@ -243,6 +271,10 @@ const (
 	DefaultRefresh           = 30 * time.Second
 	DefaultMaxAge            = 2 * time.Minute
 	DefaultSPFDelay          = 10 * time.Millisecond
+	DefaultSAEIdentity       = "uri"
+	DefaultETSI014KeySize    = 256 // bits
+	DefaultMaxKeysPerRequest = 128
+	DefaultAssignTimeout     = 2 * time.Second
 	// Pools.Low defaults to Slots/4 and Pools.High to Slots.
 )
 
@@ -352,6 +384,21 @@ func (c *Config) Defaults() {
 	def(c, "control.refresh", &c.Control.Refresh, DefaultRefresh)
 	def(c, "control.max_age", &c.Control.MaxAge, DefaultMaxAge)
 	def(c, "control.spf_delay", &c.Control.SPFDelay, DefaultSPFDelay)
+	if c.API.ETSI014.Listen != "" {
+		e := &c.API.ETSI014
+		def(c, "api.etsi014.sae_identity", &e.SAEIdentity, DefaultSAEIdentity)
+		def(c, "api.etsi014.key_size", &e.KeySize, DefaultETSI014KeySize)
+		def(c, "api.etsi014.max_keys_per_request", &e.MaxKeysPerRequest, DefaultMaxKeysPerRequest)
+		def(c, "api.etsi014.assign_timeout", &e.AssignTimeout, DefaultAssignTimeout)
+	}
+	for i := range c.SAEs {
+		s := &c.SAEs[i]
+		p := index("saes", i)
+		def(c, p+".node", &s.Node, c.Node.ID)
+		if s.KeysPerSecond > 0 {
+			def(c, p+".burst", &s.Burst, max(int(math.Ceil(s.KeysPerSecond)), c.API.ETSI014.MaxKeysPerRequest))
+		}
+	}
 }
 
 // def sets *p to v if the file did not give path (or, for a Config built

@@ -52,12 +52,24 @@ func (c *Config) validate(ck *checker, o ParseOptions) {
 
 	saes := map[string]int{}
 	for i, s := range c.SAEs {
-		p := index("saes", i) + ".id"
-		if !checkID(ck, p, s.ID, "the SAE's ID, as in its certificate") {
+		p := index("saes", i)
+		if s.Node != "" {
+			checkID(ck, p+".node", s.Node, "the node that serves the SAE")
+		}
+		if s.KeysPerSecond < 0 || math.IsNaN(s.KeysPerSecond) || math.IsInf(s.KeysPerSecond, 0) {
+			ck.add(p+".keys_per_second", "%v: want 0 (no limit) or a positive rate", s.KeysPerSecond)
+		}
+		if s.Burst < 0 {
+			ck.add(p+".burst", "%d is negative", s.Burst)
+		} else if s.KeysPerSecond > 0 && c.API.ETSI014.MaxKeysPerRequest > 0 && s.Burst < c.API.ETSI014.MaxKeysPerRequest && s.Burst > 0 {
+			// A burst below the largest request would refuse some requests for ever.
+			ck.add(p+".burst", "%d is below api.etsi014.max_keys_per_request (%d): a request that large could never pass; raise it", s.Burst, c.API.ETSI014.MaxKeysPerRequest)
+		}
+		if !checkID(ck, p+".id", s.ID, "the SAE's ID, as in its certificate") {
 			continue
 		}
 		if j, dup := saes[s.ID]; dup {
-			ck.add(p, "%s is also saes[%d]; list each SAE once", quote(s.ID), j)
+			ck.add(p+".id", "%s is also saes[%d]; list each SAE once", quote(s.ID), j)
 			continue
 		}
 		saes[s.ID] = i
@@ -329,6 +341,27 @@ func (c *Config) validateAPI(ck *checker) {
 			metricsOK = false
 		} else if m.Listen == a.Admin.Listen {
 			ck.add("api.metrics.listen", "%s is also api.admin.listen; give the two listeners different ports", quote(m.Listen))
+		}
+	}
+	if e := a.ETSI014; e.Listen != "" {
+		if err := checkHostPort(e.Listen, true); err != nil {
+			ck.add("api.etsi014.listen", "%v", err)
+		} else if e.Listen == a.Admin.Listen || e.Listen == m.Listen {
+			ck.add("api.etsi014.listen", "%s is also the admin or metrics listener; give each listener its own port", quote(e.Listen))
+		}
+		if e.SAEIdentity != "uri" && e.SAEIdentity != "cn" {
+			ck.add("api.etsi014.sae_identity", "%s: want uri (the URI SAN qrelay:sae:<id>, else the CN) or cn (the CN only)", quote(e.SAEIdentity))
+		}
+		if e.KeySize < 64 || e.KeySize%8 != 0 {
+			ck.add("api.etsi014.key_size", "%d bits: want a multiple of 8, at least 64", e.KeySize)
+		} else if c.Pools.SlotSize > 0 && e.KeySize > c.Pools.SlotSize*8 {
+			ck.add("api.etsi014.key_size", "%d bits do not fit pools.slot_size (%d bytes); raise slot_size to %d", e.KeySize, c.Pools.SlotSize, e.KeySize/8)
+		}
+		if e.MaxKeysPerRequest < 1 || e.MaxKeysPerRequest > 4096 {
+			ck.add("api.etsi014.max_keys_per_request", "%d: want 1 to 4096", e.MaxKeysPerRequest)
+		}
+		if e.AssignTimeout <= 0 {
+			ck.add("api.etsi014.assign_timeout", "%v: want a positive duration", e.AssignTimeout)
 		}
 	}
 	switch {
