@@ -122,3 +122,89 @@ func TestDownSourceNoSpin(t *testing.T) {
 		t.Fatalf("5 fetches of a down source within %v: the master retries without waiting %v", d, fetchRetry)
 	}
 }
+
+// TestRoutedMessages sends routed messages across a line of three nodes:
+// they reach the far end through the middle one, in order, with the
+// sender named, and bad ones are refused.
+func TestRoutedMessages(t *testing.T) {
+	type msg struct {
+		src     string
+		kind    uint16
+		payload string
+	}
+	got := make(chan msg, 16)
+	edges := [][2]string{{"a", "b"}, {"b", "c"}}
+	routes := map[string]StaticRoutes{"a": {"c": "b"}, "c": {"a": "b"}}
+	n := newTestNet(t, []string{"a", "b", "c"}, edges, routes, netOpts{cfg: func(c *Config) {
+		id := c.NodeID
+		c.Routed = func(src string, kind uint16, payload []byte) {
+			if id == "b" {
+				t.Errorf("b received a routed message meant for another node")
+			}
+			got <- msg{src, kind, string(payload)}
+		}
+	}})
+	n.waitUp(t, edges)
+	for i := range 3 {
+		if err := n.nodes["a"].eng.SendRouted("c", ControlKindMin+5, []byte{'m', byte('0' + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.nodes["c"].eng.SendRouted("a", ControlKindMin, []byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	want := []msg{{"a", ControlKindMin + 5, "m0"}, {"a", ControlKindMin + 5, "m1"}, {"a", ControlKindMin + 5, "m2"}, {"c", ControlKindMin, "back"}}
+	var at []msg
+	for range want {
+		select {
+		case m := <-got:
+			at = append(at, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %v, want %v", at, want)
+		}
+	}
+	if fmt.Sprint(at) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", at, want)
+	}
+	e := n.nodes["a"].eng
+	for _, tc := range []struct {
+		dst  string
+		kind uint16
+		want string
+	}{
+		{"c", ctlHello, "reserved"},
+		{"a", ControlKindMin, "this node"},
+		{"z", ControlKindMin, "no route to node z"},
+	} {
+		if err := e.SendRouted(tc.dst, tc.kind, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("SendRouted(%s, %d): %v, want an error with %q", tc.dst, tc.kind, err, tc.want)
+		}
+	}
+}
+
+func TestParseRouted(t *testing.T) {
+	good := appendRouted(nil, &routed{hops: 3, kind: 20, src: "a", dst: "bb", payload: []byte("xyz")})
+	m, err := parseRouted(good)
+	if err != nil || m.hops != 3 || m.kind != 20 || m.src != "a" || m.dst != "bb" || string(m.payload) != "xyz" {
+		t.Fatalf("parseRouted = %+v, %v", m, err)
+	}
+	for _, bad := range [][]byte{nil, good[:3], good[:5], {3, 0, 1, 1, 'a', 1, 'b'}, {3, 0, 20, 0}, {3, 0, 20, 65}} {
+		if _, err := parseRouted(bad); err == nil {
+			t.Errorf("parseRouted(%x) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseRouted(f *testing.F) {
+	f.Add(appendRouted(nil, &routed{hops: 3, kind: 20, src: "a", dst: "bb", payload: []byte("xyz")}))
+	f.Add([]byte{1, 0, 16, 1, 'a', 1, 'b'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseRouted(b)
+		if err != nil {
+			return
+		}
+		if again := appendRouted(nil, &m); !bytes.Equal(again, b) {
+			t.Fatalf("%x parsed as %+v re-encodes as %x", b, m, again)
+		}
+	})
+}

@@ -106,7 +106,10 @@ type Config struct {
 	// the link's reader goroutine, so it must not block; body is the
 	// reader's buffer, valid only during the call. Nil drops them.
 	Control func(peer string, kind uint16, body []byte)
-	Logger  *slog.Logger
+	// Routed receives the messages other nodes sent to this one with
+	// SendRouted: src is the node that sent it. Same rules as Control.
+	Routed func(src string, kind uint16, payload []byte)
+	Logger *slog.Logger
 }
 
 // ControlKindMin is the first CONTROL frame kind that belongs to the

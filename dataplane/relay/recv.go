@@ -73,6 +73,9 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 		if err != nil {
 			return err
 		}
+		if c.Kind == ctlRouted {
+			return e.routedIn(c.Body, b)
+		}
 		if c.Kind >= ControlKindMin {
 			if f := e.cfg.Control; f != nil {
 				f(s.l.peer, c.Kind, c.Body)
