@@ -8,13 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/qrelay/qrelay/controlplane"
 	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/supply"
 )
 
 // startAPIs starts the admin API (HTTPS, mTLS) and the metrics listener
@@ -36,6 +35,44 @@ func (n *Node) startAPIs() error {
 		}
 		n.serve(srv, ln, true)
 		n.adminAddr = ln.Addr()
+	}
+	if e := n.cfg.API.ETSI014; e.Listen != "" {
+		id, err := supply.ParseIdentity(e.SAEIdentity)
+		if err != nil {
+			return fmt.Errorf("api.etsi014.sae_identity: %w", err)
+		}
+		limits := map[string]supply.Limit{}
+		for _, s := range n.cfg.SAEs {
+			if s.Node == n.cfg.Node.ID && s.KeysPerSecond > 0 {
+				limits[s.ID] = supply.Limit{KeysPerSecond: s.KeysPerSecond, Burst: s.Burst}
+			}
+		}
+		h, err := supply.NewHandler(supply.Config{
+			Service:           keyService{n},
+			Identity:          id,
+			KeySize:           e.KeySize,
+			MinKeySize:        e.KeySize,
+			MaxKeySize:        e.KeySize,
+			MaxKeysPerRequest: e.MaxKeysPerRequest,
+			Limits:            limits,
+			Logger:            n.log.With("api", "etsi014"),
+		})
+		if err != nil {
+			return fmt.Errorf("api.etsi014: %w", err)
+		}
+		ln, err := net.Listen("tcp", e.Listen)
+		if err != nil {
+			return fmt.Errorf("api.etsi014.listen %s: %w", e.Listen, err)
+		}
+		srv := &http.Server{
+			Handler:           promhttp.InstrumentHandlerDuration(n.metrics.apiDuration.MustCurryWith(map[string]string{"api": "etsi014"}), h),
+			TLSConfig:         supply.TLSConfig(n.tlsCrt, n.roots),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          httpErrorLog(n.log, "etsi014"),
+		}
+		n.serve(srv, ln, true)
+		n.etsiAddr = ln.Addr()
 	}
 	if addr := n.cfg.API.Metrics.Listen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
@@ -93,6 +130,9 @@ func loopbackOnly(h http.Handler) http.Handler {
 
 // AdminAddr is the admin API's address, or nil if it is off.
 func (n *Node) AdminAddr() net.Addr { return n.adminAddr }
+
+// ETSI014Addr is the ETSI 014 API's address, or nil if it is off.
+func (n *Node) ETSI014Addr() net.Addr { return n.etsiAddr }
 
 // MetricsAddr is the metrics listener's address, or nil if it is off.
 func (n *Node) MetricsAddr() net.Addr { return n.metricsAddr }
@@ -190,15 +230,17 @@ func (b backend) Adverts(ctx context.Context) ([]adminapi.Advert, error) {
 }
 
 func (b backend) Pools(ctx context.Context) ([]adminapi.Pool, error) {
-	pools := b.n.sink.Pools()
+	pools := b.n.sink.all()
 	out := make([]adminapi.Pool, 0, len(pools))
-	for remote, p := range pools {
-		s := p.Stats()
-		pc := b.n.cfg.Pools
-		out = append(out, adminapi.Pool{Remote: remote, Stock: s.Stock, Capacity: s.Capacity, Low: pc.Low, High: pc.High,
-			Added: s.Added, Taken: s.Taken, Expired: s.Expired})
+	for _, pe := range pools {
+		s := pe.pool.Stats()
+		ap := adminapi.Pool{Remote: pe.remote, Role: pe.role, Stock: s.Stock, Capacity: s.Capacity,
+			Added: s.Added, Taken: s.Taken, Expired: s.Expired}
+		if pe.role == roleOut {
+			ap.Low, ap.High = b.n.lowWatermark(pe.remote), b.n.cfg.Pools.High
+		}
+		out = append(out, ap)
 	}
-	slices.SortFunc(out, func(a, b adminapi.Pool) int { return strings.Compare(a.Remote, b.Remote) })
 	return out, nil
 }
 
@@ -230,11 +272,12 @@ func (b backend) Relay(ctx context.Context, req adminapi.RelayRequest) (adminapi
 	if req.KeySize > b.n.cfg.Pools.SlotSize {
 		return adminapi.RelayResult{}, fmt.Errorf("%w: key_size %d bytes exceeds pools.slot_size %d", adminapi.ErrBadRequest, req.KeySize, b.n.cfg.Pools.SlotSize)
 	}
-	room := b.n.cfg.Pools.Slots
-	if p := b.n.sink.Pools()[req.Dst]; p != nil {
-		st := p.Stats()
-		room = st.Capacity - st.Stock
+	p, err := b.n.sink.pool(req.Dst, roleOut)
+	if err != nil {
+		return adminapi.RelayResult{}, err
 	}
+	st := p.Stats()
+	room := st.Capacity - st.Stock
 	if req.Keys > room {
 		// Both ends' pools are the same size and hold the same keys, so
 		// the destination would refuse what does not fit here.
@@ -256,13 +299,23 @@ func (b backend) Relay(ctx context.Context, req adminapi.RelayRequest) (adminapi
 
 // PoolDigest implements adminapi.Relayer.
 func (b backend) PoolDigest(ctx context.Context, remote string) (adminapi.PoolDigest, error) {
-	p := b.n.sink.Pools()[remote]
-	if p == nil {
-		return adminapi.PoolDigest{Remote: remote, Digest: hex.EncodeToString(make([]byte, 32))}, nil
+	// Both pools shared with remote, combined: this node's out pool holds
+	// what the remote's in pool does, and the other way round, so the
+	// two ends' digests agree exactly when both pairs do.
+	var sum [32]byte
+	total := 0
+	for _, pe := range b.n.sink.all() {
+		if pe.remote != remote {
+			continue
+		}
+		n, d, err := pe.pool.Digest()
+		if err != nil {
+			return adminapi.PoolDigest{}, err
+		}
+		total += n
+		for i := range sum {
+			sum[i] ^= d[i]
+		}
 	}
-	n, d, err := p.Digest()
-	if err != nil {
-		return adminapi.PoolDigest{}, err
-	}
-	return adminapi.PoolDigest{Remote: remote, Keys: n, Digest: hex.EncodeToString(d[:])}, nil
+	return adminapi.PoolDigest{Remote: remote, Keys: total, Digest: hex.EncodeToString(sum[:])}, nil
 }

@@ -305,9 +305,9 @@ func (n *Node) Sim(peer string) *qkdsim.Sim {
 // expireKeys removes, and zeroises, keys that waited in a pool longer
 // than pools.ttl.
 func (n *Node) expireKeys() {
-	for remote, p := range n.sink.Pools() {
-		if k := p.Expire(); k > 0 {
-			n.log.Info("keys expired: TTL reached before any application took them", "remote", remote, "keys", k, "ttl", n.cfg.Pools.TTL)
+	for _, pe := range n.sink.all() {
+		if k := pe.pool.Expire(); k > 0 {
+			n.log.Info("keys expired: TTL reached before any application took them", "remote", pe.remote, "role", pe.role, "keys", k, "ttl", n.cfg.Pools.TTL)
 		}
 	}
 }

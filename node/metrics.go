@@ -18,12 +18,13 @@ type metrics struct {
 	n   *Node
 	reg *prometheus.Registry
 
-	relayDuration *prometheus.HistogramVec
-	relayKeys     *prometheus.CounterVec
-	relayFailures *prometheus.CounterVec
-	linkFlaps     *prometheus.CounterVec
-	routeChanges  prometheus.Counter
-	apiDuration   *prometheus.HistogramVec
+	relayDuration  *prometheus.HistogramVec
+	relayKeys      *prometheus.CounterVec
+	relayFailures  *prometheus.CounterVec
+	linkFlaps      *prometheus.CounterVec
+	routeChanges   prometheus.Counter
+	apiDuration    *prometheus.HistogramVec
+	assignFailures *prometheus.CounterVec
 }
 
 func newMetrics(n *Node) *metrics {
@@ -54,7 +55,11 @@ func newMetrics(n *Node) *metrics {
 		Help:    "API requests: count and latency, by API, method and status code.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 	}, []string{"api", "method", "code"})
-	m.reg.MustRegister(m.apiDuration, m.relayDuration, m.relayKeys, m.relayFailures, m.linkFlaps, m.routeChanges, (*collector)(m),
+	m.assignFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qrelay_etsi014_assignment_failures_total",
+		Help: "enc_keys requests answered 503 because the slave's node did not confirm the assignment (the keys were discarded), by node.",
+	}, []string{"node"})
+	m.reg.MustRegister(m.assignFailures, m.apiDuration, m.relayDuration, m.relayKeys, m.relayFailures, m.linkFlaps, m.routeChanges, (*collector)(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -97,6 +102,12 @@ func (m *metrics) linkFlap(peer string, up bool) {
 	m.linkFlaps.WithLabelValues(peer, to).Inc()
 }
 
+func (m *metrics) assignFailed(remote string) {
+	if m != nil {
+		m.assignFailures.WithLabelValues(remote).Inc()
+	}
+}
+
 func (m *metrics) routesChanged() {
 	if m != nil {
 		m.routeChanges.Inc()
@@ -126,11 +137,11 @@ var (
 	dQKDUp         = desc("qrelay_qkd_up", "1 if the QKD link delivers key.", "peer", "kind", "simulated")
 	dQBER          = desc("qrelay_qkd_qber", "Quantum bit error rate of the QKD link, 0..1.", "peer")
 	dSKR           = desc("qrelay_qkd_secret_key_rate_bits_per_second", "Secret key rate of the QKD link.", "peer")
-	dPoolKeys      = desc("qrelay_pool_keys", "End-to-end keys in the pool shared with a remote node.", "remote")
-	dPoolCap       = desc("qrelay_pool_capacity_keys", "Capacity of the pool, in keys.", "remote")
-	dPoolAdded     = desc("qrelay_pool_keys_added_total", "Keys put into the pool since start.", "remote")
-	dPoolTaken     = desc("qrelay_pool_keys_taken_total", "Keys handed out of the pool since start.", "remote")
-	dPoolExpired   = desc("qrelay_pool_keys_expired_total", "Keys removed from the pool by their TTL since start.", "remote")
+	dPoolKeys      = desc("qrelay_pool_keys", "End-to-end keys in the pool shared with a remote node.", "remote", "role")
+	dPoolCap       = desc("qrelay_pool_capacity_keys", "Capacity of the pool, in keys.", "remote", "role")
+	dPoolAdded     = desc("qrelay_pool_keys_added_total", "Keys put into the pool since start.", "remote", "role")
+	dPoolTaken     = desc("qrelay_pool_keys_taken_total", "Keys handed out of the pool since start.", "remote", "role")
+	dPoolExpired   = desc("qrelay_pool_keys_expired_total", "Keys removed from the pool by their TTL since start.", "remote", "role")
 	dRelayCounters = desc("qrelay_relay_events_total", "Relay engine counters since start, by event.", "event")
 	dPadMAC        = desc("qrelay_pad_mac_bytes_total", "Pad spent on one-time MAC keys (authentication) since start.")
 	dRelayPending  = desc("qrelay_relay_pending_frames", "Frames sent and awaiting the destination's completion.")
@@ -196,13 +207,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dSKR, q.SecretRate, p)
 		}
 	}
-	for remote, pool := range n.sink.Pools() {
-		s := pool.Stats()
-		gauge(dPoolKeys, float64(s.Stock), remote)
-		gauge(dPoolCap, float64(s.Capacity), remote)
-		counter(dPoolAdded, float64(s.Added), remote)
-		counter(dPoolTaken, float64(s.Taken), remote)
-		counter(dPoolExpired, float64(s.Expired), remote)
+	for _, pe := range n.sink.all() {
+		s := pe.pool.Stats()
+		gauge(dPoolKeys, float64(s.Stock), pe.remote, pe.role)
+		gauge(dPoolCap, float64(s.Capacity), pe.remote, pe.role)
+		counter(dPoolAdded, float64(s.Added), pe.remote, pe.role)
+		counter(dPoolTaken, float64(s.Taken), pe.remote, pe.role)
+		counter(dPoolExpired, float64(s.Expired), pe.remote, pe.role)
 	}
 	s := n.eng.Stats()
 	for _, e := range []struct {

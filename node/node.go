@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +52,7 @@ type Node struct {
 	meta   *ringstore.Meta // durable mode only
 	links  []*nodeLink     // sorted by peer
 	byPeer map[string]*nodeLink
-	sink   *relay.PoolSink
+	sink   *poolSet
 	eng    *relay.Engine
 	engine atomic.Pointer[relay.Engine] // eng, for the router's goroutines
 	router *controlplane.Router
@@ -62,9 +61,13 @@ type Node struct {
 	tlsCrt tls.Certificate
 	roots  *x509.CertPool
 
+	assigner *assigner
+	fillers  map[string]*filler // by remote node; fixed after New
+
 	servers     []*http.Server
 	adminAddr   net.Addr
 	metricsAddr net.Addr
+	etsiAddr    net.Addr
 	metrics     *metrics
 
 	ctx    context.Context
@@ -95,6 +98,7 @@ func New(cfg *config.Config, opt Options) (n *Node, err error) {
 		version: opt.Version,
 		started: time.Now(),
 		byPeer:  map[string]*nodeLink{},
+		fillers: map[string]*filler{},
 		closing: make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -113,7 +117,8 @@ func New(cfg *config.Config, opt Options) (n *Node, err error) {
 			return nil, fmt.Errorf("storage.dir: opening the metadata store: %w", err)
 		}
 	}
-	n.sink = relay.NewLazyPoolSink(n.openPool)
+	n.sink = newPoolSet(cfg.Node.ID, n.openPool)
+	n.assigner = newAssigner(n)
 	if err := n.openRouter(); err != nil {
 		return nil, err
 	}
@@ -124,6 +129,7 @@ func New(cfg *config.Config, opt Options) (n *Node, err error) {
 		Streams:           cfg.KM.Streams,
 		CompletionTimeout: cfg.KM.CompletionTimeout,
 		Control:           n.control,
+		Routed:            func(src string, kind uint16, p []byte) { n.assigner.routed(src, kind, p) },
 		Logger:            log,
 	})
 	if err != nil {
@@ -161,6 +167,8 @@ func New(cfg *config.Config, opt Options) (n *Node, err error) {
 	}
 	n.wg.Add(1)
 	go n.sampleLoop()
+	n.assigner.start()
+	n.startFillers()
 	n.log.Info("node started", "km_listen", n.tr.Addr().String(), "links", len(n.links), "storage", cfg.Storage.Mode, "version", n.version)
 	return n, nil
 }
@@ -185,32 +193,6 @@ func loadTLS(c config.TLS) (tls.Certificate, *x509.CertPool, error) {
 		return tls.Certificate{}, nil, fmt.Errorf("tls.ca %s: no PEM certificate in it", c.CA)
 	}
 	return crt, roots, nil
-}
-
-// openPool opens the end-to-end key pool shared with node remote, the first
-// time keys shared with it arrive.
-func (n *Node) openPool(remote string) (*ringstore.Pool, error) {
-	pc := n.cfg.Pools
-	c := ringstore.PoolConfig{
-		Name:     remote,
-		Slots:    pc.Slots,
-		SlotSize: pc.SlotSize,
-		TTL:      pc.TTL,
-		Low:      pc.Low,
-		High:     pc.High,
-	}
-	if n.meta != nil {
-		c.Dir = filepath.Join(n.cfg.Storage.Dir, "pools")
-		c.Meta = n.meta
-		if err := os.MkdirAll(c.Dir, 0o700); err != nil {
-			return nil, err
-		}
-	}
-	p, err := ringstore.OpenPool(c)
-	if err == nil {
-		n.log.Info("end-to-end key pool opened", "remote", remote, "slots", pc.Slots)
-	}
-	return p, err
 }
 
 // Addr is the address the KM-link transport listens on.
@@ -292,15 +274,9 @@ func (n *Node) closeAll() error {
 		errs = append(errs, l.close())
 	}
 	if n.sink != nil {
-		pools := n.sink.Pools()
-		names := make([]string, 0, len(pools))
-		for k := range pools {
-			names = append(names, k)
-		}
-		slices.Sort(names)
-		for _, k := range names {
-			if err := pools[k].Close(); err != nil {
-				errs = append(errs, fmt.Errorf("closing pool %s: %w", k, err))
+		for _, pe := range n.sink.all() {
+			if err := pe.pool.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("closing the %s pool for %s: %w", pe.role, pe.remote, err))
 			}
 		}
 	}

@@ -103,7 +103,7 @@ func TestMetrics(t *testing.T) {
 		`qrelay_pad_mac_bytes_total`:                                   func(v float64) bool { return v >= 32 },
 		`qrelay_qkd_qber{peer="b"}`:                                    func(v float64) bool { return v == 0.02 },
 		`qrelay_qkd_secret_key_rate_bits_per_second{peer="b"}`:         func(v float64) bool { return v > 0 },
-		`qrelay_pool_keys{remote="b"}`:                                 func(v float64) bool { return v == 5000 },
+		`qrelay_pool_keys{remote="b",role="out"}`:                      func(v float64) bool { return v == 5000 },
 		`qrelay_relay_events_total{event="keys_delivered"}`:            func(v float64) bool { return v == 5000 },
 		`qrelay_relay_request_keys_total{dst="b",outcome="delivered"}`: func(v float64) bool { return v == 5000 },
 		`qrelay_relay_request_duration_seconds_count{dst="b"}`:         func(v float64) bool { return v == 1 },
@@ -211,8 +211,8 @@ func TestKeyTTL(t *testing.T) {
 	}
 	for _, id := range []string{"a", "b"} {
 		waitFor(t, "keys at "+id+" expired", 10*time.Second, func() bool {
-			for _, p := range c.nodes[id].sink.Pools() {
-				s := p.Stats()
+			for _, pe := range c.nodes[id].sink.all() {
+				s := pe.pool.Stats()
 				return s.Stock == 0 && s.Expired == 100
 			}
 			return false

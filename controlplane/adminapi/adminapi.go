@@ -193,7 +193,11 @@ type AdvertLink struct {
 // Stock, Capacity and the watermarks are keys; Added, Taken and Expired
 // count keys since the node started.
 type Pool struct {
-	Remote   string `json:"remote"`
+	Remote string `json:"remote"`
+	// Role is "out" (keys this node relayed; its SAEs take them as
+	// masters, and a background relay keeps it between the watermarks)
+	// or "in" (keys the remote relayed, handed to the slaves it names).
+	Role     string `json:"role"`
 	Stock    int    `json:"stock"`
 	Capacity int    `json:"capacity"`
 	Low      int    `json:"low"`

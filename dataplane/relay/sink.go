@@ -33,8 +33,9 @@ func (s *PoolSink) Pools() map[string]*ringstore.Pool {
 	return m
 }
 
-// get returns the pool of remote, opening it if the sink is lazy.
-func (s *PoolSink) get(remote string) (*ringstore.Pool, error) {
+// Open returns the pool of remote, opening it if the sink is lazy; nil
+// if it is not lazy and has none.
+func (s *PoolSink) Open(remote string) (*ringstore.Pool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p := s.pools[remote]; p != nil || s.open == nil {
@@ -75,7 +76,7 @@ func (s *PoolSink) Pool(remote string) *ringstore.Pool {
 // ringstore.MaxBatch keys. A pool full midway leaves the earlier batches
 // stored, so it first checks there is room for all.
 func (s *PoolSink) Deliver(remote string, b *Batch) error {
-	p, err := s.get(remote)
+	p, err := s.Open(remote)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,157 @@
+package node
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// fillBatch is the most keys one refill relay asks for: large enough to
+// fill frames (2,048 keys of 32 bytes each), small enough that a lost
+// batch costs little.
+const fillBatch = 16384
+
+// filler keeps the out pool for one remote node between its watermarks by
+// relaying keys to it. The low watermark follows demand: it is at least
+// the configured pools.low, and at least twice the keys the SAEs take
+// while one refill relay completes (measured consumption × measured relay
+// latency), so a pool refilled from the low watermark does not run dry.
+type filler struct {
+	remote string
+	wake   chan struct{}
+
+	mu         sync.Mutex
+	taken      int       // keys taken since rateSince
+	rateSince  time.Time // start of the current rate window
+	rate       float64   // keys/s taken, smoothed
+	latency    float64   // seconds per refill relay, smoothed
+	lastErrLog time.Time
+}
+
+// startFillers starts a filler for every remote node that serves an SAE
+// this node's SAEs may exchange keys with.
+func (n *Node) startFillers() {
+	if n.cfg.API.ETSI014.Listen == "" {
+		return
+	}
+	seen := map[string]bool{}
+	for _, s := range n.cfg.SAEs {
+		if s.Node == n.cfg.Node.ID || seen[s.Node] {
+			continue
+		}
+		seen[s.Node] = true
+		f := &filler{remote: s.Node, wake: make(chan struct{}, 1), rateSince: time.Now()}
+		n.fillers[s.Node] = f
+	}
+	for _, f := range n.fillers {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.fill(f) }()
+	}
+}
+
+// wakeFiller makes the filler for remote look at its pool now.
+func (n *Node) wakeFiller(remote string) {
+	if f := n.fillers[remote]; f != nil {
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// took records keys handed out of the out pool for remote.
+func (n *Node) took(remote string, keys int) {
+	f := n.fillers[remote]
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.taken += keys
+	f.mu.Unlock()
+	n.wakeFiller(remote)
+}
+
+// lowWatermark is the out pool's effective low watermark for remote.
+func (n *Node) lowWatermark(remote string) int {
+	low, high := n.cfg.Pools.Low, n.cfg.Pools.High
+	f := n.fillers[remote]
+	if f == nil {
+		return low
+	}
+	f.mu.Lock()
+	need := int(math.Ceil(2 * f.rate * f.latency))
+	f.mu.Unlock()
+	return min(max(low, need), high)
+}
+
+// updateRate folds the keys taken since the last call into the smoothed
+// rate (a time constant of about 2 s).
+func (f *filler) updateRate(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dt := now.Sub(f.rateSince).Seconds()
+	if dt < 0.1 {
+		return
+	}
+	a := min(1, dt/2)
+	f.rate += a * (float64(f.taken)/dt - f.rate)
+	f.taken, f.rateSince = 0, now
+}
+
+func (n *Node) fill(f *filler) {
+	p, err := n.sink.pool(f.remote, roleOut)
+	if err != nil {
+		n.log.Error("key pool filler stopped: pool cannot open", "remote", f.remote, "err", err)
+		return
+	}
+	size := n.cfg.API.ETSI014.KeySize / 8
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-f.wake:
+		case <-tick.C:
+		}
+		f.updateRate(time.Now())
+		if p.Stats().Stock >= n.lowWatermark(f.remote) {
+			continue
+		}
+		// Below the low watermark: refill up to the high one.
+		for {
+			st := p.Stats()
+			want := min(n.cfg.Pools.High-st.Stock, st.Capacity-st.Stock, fillBatch)
+			if want <= 0 || n.ctx.Err() != nil {
+				break
+			}
+			t0 := time.Now()
+			res, err := n.Relay(n.ctx, f.remote, want, size)
+			if err != nil {
+				f.mu.Lock()
+				quiet := time.Since(f.lastErrLog) < 10*time.Second
+				if !quiet {
+					f.lastErrLog = time.Now()
+				}
+				f.mu.Unlock()
+				if !quiet {
+					n.log.Warn("key pool refill incomplete; retrying", "remote", f.remote, "asked", want, "delivered", res.Delivered, "err", err)
+				}
+				select {
+				case <-n.ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				break
+			}
+			f.mu.Lock()
+			d := time.Since(t0).Seconds() * float64(fillBatch) / float64(want) // per full batch
+			if f.latency == 0 {
+				f.latency = d
+			} else {
+				f.latency += 0.2 * (d - f.latency)
+			}
+			f.mu.Unlock()
+		}
+	}
+}
