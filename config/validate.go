@@ -357,8 +357,10 @@ func (c *Config) validateAPI(ck *checker) {
 		} else if c.Pools.SlotSize > 0 && e.KeySize > c.Pools.SlotSize*8 {
 			ck.add("api.etsi014.key_size", "%d bits do not fit pools.slot_size (%d bytes); raise slot_size to %d", e.KeySize, c.Pools.SlotSize, e.KeySize/8)
 		}
-		if e.MaxKeysPerRequest < 1 || e.MaxKeysPerRequest > 4096 {
-			ck.add("api.etsi014.max_keys_per_request", "%d: want 1 to 4096", e.MaxKeysPerRequest)
+		// 2048 is the most keys a pool hands out in one call
+		// (ringstore.MaxBatch), and one request is one call.
+		if e.MaxKeysPerRequest < 1 || e.MaxKeysPerRequest > 2048 {
+			ck.add("api.etsi014.max_keys_per_request", "%d: want 1 to 2048", e.MaxKeysPerRequest)
 		}
 		if e.AssignTimeout <= 0 {
 			ck.add("api.etsi014.assign_timeout", "%v: want a positive duration", e.AssignTimeout)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/config"
+	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
@@ -29,6 +30,8 @@ type testCluster struct {
 	cfgs    map[string]*config.Config
 	proxies map[string]*udpproxy.Proxy // "a-b", a < b
 	dir     string
+	ca      *pki.CA
+	ids     []string
 }
 
 type clusterOpts struct {
@@ -36,6 +39,12 @@ type clusterOpts struct {
 	durable  bool   // storage in durable mode, in a directory per node
 	poolTTL  string // pools.ttl
 	minStock string // links' min_stock (default 64KiB)
+	// etsi014 serves the ETSI 014 API on every node, each with one SAE
+	// sae-<id> and knowing every other node's.
+	etsi014 bool
+	// saeLimit is YAML flow-mapping fields added to each node's own SAE
+	// ("keys_per_second: 10, burst: 128").
+	saeLimit string
 	// source, if set, gives the YAML flow mapping of the QKD source of
 	// node me's end of its link to peer (default: a simulator).
 	source func(me, peer string) string
@@ -58,6 +67,7 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	if err != nil {
 		tb.Fatal(err)
 	}
+	c.ca, c.ids = ca, ids
 	write := func(name string, data []byte) {
 		if err := os.WriteFile(filepath.Join(c.dir, name), data, 0o600); err != nil {
 			tb.Fatal(err)
@@ -66,7 +76,7 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	write("ca.pem", ca.CertPEM)
 	km := map[string]string{}
 	for _, id := range ids {
-		crt, err := ca.Issue(pki.Node, id, time.Hour)
+		crt, err := ca.Issue(pki.Node, id, time.Hour, "127.0.0.1")
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -95,6 +105,16 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	}
 	for _, id := range ids {
 		y := fmt.Sprintf(testNodeYAML, id, id, id, km[id], strings.Join(links[id], "")) + o.extra
+		if o.etsi014 {
+			y += "api: {etsi014: {listen: \"127.0.0.1:0\"}}\nsaes:\n"
+			for _, other := range ids {
+				extra := ""
+				if other == id && o.saeLimit != "" {
+					extra = ", " + o.saeLimit
+				}
+				y += fmt.Sprintf("  - {id: sae-%s, node: %s%s}\n", other, other, extra)
+			}
+		}
 		if o.poolTTL != "" {
 			y = strings.Replace(y, "slot_size: 32}", "slot_size: 32, ttl: "+o.poolTTL+"}", 1)
 		}
@@ -208,4 +228,27 @@ func (c *testCluster) probe(src, dst string, keys int, every time.Duration) *rel
 		res, err := n.Relay(ctx, dst, keys, 32)
 		return err == nil && res.Delivered == keys
 	})
+}
+
+// sae makes a client of node's ETSI 014 API for SAE sae, as the master
+// (towards peer) or the slave (from peer).
+func (c *testCluster) sae(node, sae, peer string, master bool) *etsi014client.Client {
+	c.tb.Helper()
+	crt, err := c.ca.Issue(pki.SAE, sae, time.Hour)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	cfg := etsi014client.Config{BaseURL: "https://" + c.nodes[node].ETSI014Addr().String(), Master: master,
+		Certificate: crt.TLS, Roots: c.ca.Pool(), KeySize: 256, PerRequest: 64, GetRetry: -1}
+	if master {
+		cfg.MasterSAE, cfg.SlaveSAE = sae, peer
+	} else {
+		cfg.MasterSAE, cfg.SlaveSAE = peer, sae
+	}
+	cl, err := etsi014client.New(context.Background(), cfg)
+	if err != nil {
+		c.tb.Fatalf("SAE %s at node %s: %v", sae, node, err)
+	}
+	c.tb.Cleanup(func() { cl.Close() })
+	return cl
 }

@@ -1,0 +1,118 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/qrelay/qrelay/dataplane/etsi014client"
+	"github.com/qrelay/qrelay/ringstore"
+)
+
+// TestETSI014EndToEnd runs SAEs on the far ends of a line a–b–c: sae-a
+// gets keys from node a (enc_keys), sae-c the same keys from node c by
+// their IDs (dec_keys); the pools were filled by background relay through
+// b. A key is handed out once: asking again finds nothing.
+func TestETSI014EndToEnd(t *testing.T) {
+	c := newTestCluster(t, []string{"a", "b", "c"}, [][2]string{{"a", "b"}, {"b", "c"}}, clusterOpts{etsi014: true})
+	c.waitPath("a", "c", "a", "b", "c")
+	master := c.sae("a", "sae-a", "sae-c", true)
+	slave := c.sae("c", "sae-c", "sae-a", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	total := 0
+	for total < 2000 {
+		blocks, err := fetch(ctx, master, 64*32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]string, len(blocks))
+		for i, b := range blocks {
+			ids[i] = b.ID
+		}
+		got, err := slave.Get(ctx, ids)
+		if err != nil {
+			t.Fatalf("dec_keys of %d keys enc_keys handed out: %v", len(ids), err)
+		}
+		for i := range blocks {
+			if got[i].ID != blocks[i].ID || !bytes.Equal(got[i].Data, blocks[i].Data) || len(got[i].Data) != 32 {
+				t.Fatalf("key %s differs between master and slave", blocks[i].ID)
+			}
+		}
+		if _, err := slave.Get(ctx, ids[:1]); err == nil {
+			t.Fatalf("key %s handed to the slave twice", ids[0])
+		}
+		total += len(blocks)
+	}
+}
+
+// fetch retries enc_keys while the pools are still being filled (503).
+func fetch(ctx context.Context, c *etsi014client.Client, n int) ([]ringstore.Block, error) {
+	for {
+		b, err := c.Fetch(ctx, n)
+		var se *etsi014client.StatusError
+		if errors.As(err, &se) && se.Code == 503 && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond) // backing off from a pool being refilled, not synchronising
+			continue
+		}
+		return b, err
+	}
+}
+
+// TestETSI014SlaveRestart restarts the slave's node, in durable mode,
+// between enc_keys and dec_keys: the assignment was recorded durably
+// before enc_keys answered, so the slave still gets its keys.
+func TestETSI014SlaveRestart(t *testing.T) {
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, durable: true})
+	c.waitPath("a", "b", "a", "b")
+	master := c.sae("a", "sae-a", "sae-b", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	blocks, err := fetch(ctx, master, 64*32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.restart("b")
+	c.waitPath("a", "b", "a", "b")
+	slave := c.sae("b", "sae-b", "sae-a", false)
+	ids := make([]string, len(blocks))
+	for i, b := range blocks {
+		ids[i] = b.ID
+	}
+	got, err := slave.Get(ctx, ids)
+	if err != nil {
+		t.Fatalf("dec_keys after the slave's node restarted: %v", err)
+	}
+	for i := range blocks {
+		if !bytes.Equal(got[i].Data, blocks[i].Data) {
+			t.Fatalf("key %s differs after the restart", ids[i])
+		}
+	}
+}
+
+// TestETSI014RateLimit checks that a local SAE's keys_per_second applies:
+// a request beyond its burst is refused with 503 and takes no key.
+func TestETSI014RateLimit(t *testing.T) {
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, saeLimit: "keys_per_second: 1, burst: 128"})
+	c.waitPath("a", "b", "a", "b")
+	master := c.sae("a", "sae-a", "sae-b", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range 2 { // 64 keys per request (the client's per_request): the whole burst
+		if _, err := fetch(ctx, master, 64*32); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, _ := c.nodes["a"].sink.pool("b", roleOut)
+	before := p.Stats().Taken
+	_, err := master.Fetch(ctx, 64*32) // over the burst: the bucket refills at 1 key/s
+	var se *etsi014client.StatusError
+	if !errors.As(err, &se) || se.Code != 503 || !bytes.Contains([]byte(se.Error()), []byte("sae-a")) {
+		t.Fatalf("request over the rate limit: %v; want 503 naming sae-a", err)
+	}
+	if after := p.Stats().Taken; after != before {
+		t.Fatalf("a refused request took %d keys", after-before)
+	}
+}
