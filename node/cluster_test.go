@@ -41,7 +41,8 @@ type clusterOpts struct {
 	minStock string // links' min_stock (default 64KiB)
 	// etsi014 serves the ETSI 014 API on every node, each with one SAE
 	// sae-<id> and knowing every other node's.
-	etsi014 bool
+	etsi014   bool
+	poolSlots int // pools.slots (default 262144)
 	// saeLimit is YAML flow-mapping fields added to each node's own SAE
 	// ("keys_per_second: 10, burst: 128").
 	saeLimit string
@@ -114,6 +115,9 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 				}
 				y += fmt.Sprintf("  - {id: sae-%s, node: %s%s}\n", other, other, extra)
 			}
+		}
+		if o.poolSlots != 0 {
+			y = strings.Replace(y, "slots: 262144", fmt.Sprintf("slots: %d", o.poolSlots), 1)
 		}
 		if o.poolTTL != "" {
 			y = strings.Replace(y, "slot_size: 32}", "slot_size: 32, ttl: "+o.poolTTL+"}", 1)

@@ -84,6 +84,19 @@ var Groups = []Group{
 			lower(metric("controlplane.reroute.node", "ms", "BenchmarkReroute/node", "reroute-ms", "", "")),
 		},
 	},
+	{
+		// A node's ETSI 014 API as an SAE sees it, over keep-alive mutual
+		// TLS, against a bare net/http server with the same TLS setup
+		// answering from memory, with the same client in the same round.
+		Name:    "etsi014",
+		Package: "./node",
+		Bench:   `^BenchmarkETSI014$`,
+		Figures: []Figure{
+			metric("etsi014.enc_keys.rps", "req/s", "BenchmarkETSI014/enc_keys", "req/s", "bare net/http mTLS", "BenchmarkETSI014/raw-https"),
+			metric("etsi014.enc_keys32.rps", "req/s", "BenchmarkETSI014/enc_keys32", "req/s", "bare net/http mTLS", "BenchmarkETSI014/raw-https"),
+			lower(metric("etsi014.latency.p99", "µs", "BenchmarkETSI014/enc_keys-4", "p99-µs", "bare net/http mTLS", "BenchmarkETSI014/raw-https-4")),
+		},
+	},
 }
 
 // metric is a figure read from a custom b.ReportMetric unit, unscaled.
