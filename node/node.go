@@ -86,12 +86,12 @@ type Node struct {
 // New opens the node's stores and starts it: KM links dial and listen, the
 // control plane floods, the APIs serve. On error everything opened so far
 // is closed again.
-func New(cfg *config.Config, opt Options) (n *Node, err error) {
+func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	log := opt.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	n = &Node{
+	n := &Node{
 		cfg:     cfg,
 		log:     log.With("node", cfg.Node.ID),
 		baseLog: log,
@@ -106,7 +106,6 @@ func New(cfg *config.Config, opt Options) (n *Node, err error) {
 	defer func() {
 		if err != nil {
 			n.Close()
-			n = nil
 		}
 	}()
 	if n.tlsCrt, n.roots, err = loadTLS(cfg.TLS); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -332,4 +333,22 @@ func TestRerouteOnLowStock(t *testing.T) {
 	}
 	c.waitPath("a", "b", "a", "b")
 	t.Logf("direct route back after %v more", time.Since(t0))
+}
+
+// TestStartFailure starts a node whose admin port is taken: New fails
+// with the field and the cause, and closes what it had opened.
+func TestStartFailure(t *testing.T) {
+	c := newTestCluster(t, []string{"a"}, nil, clusterOpts{})
+	cfg := *c.cfgs["a"]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg.API.Admin.Listen = ln.Addr().String()
+	cfg.KM.Listen = "127.0.0.1:0"
+	n, err := New(&cfg, Options{Logger: c.nodes["a"].baseLog})
+	if err == nil || n != nil || !strings.Contains(err.Error(), "api.admin.listen") {
+		t.Fatalf("New with its admin port taken: %v, %v; want an error naming api.admin.listen", n, err)
+	}
 }

@@ -35,6 +35,8 @@ var commands = []command{
 	{"enable", "put a link back in service (enable <peer>)", enableCmd.run},
 	{"state", "set a link's component state (state <peer> <state>)", stateCmd.run},
 	{"relay", "relay keys to a node now and report what arrived (relay <dst>)", runRelay},
+	{"demo", "run a three-node network with simulated QKD links and an SAE pair on this machine", runDemo},
+	{"daemon", "run a node, as qrelayd does (daemon -config node.yaml)", runDaemon},
 }
 
 func main() {
