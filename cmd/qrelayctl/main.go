@@ -4,8 +4,11 @@
 // one-time-pad XOR kernel). pki makes a lab PKI: a CA and certificates for
 // nodes, SAEs and operators. status, links, routes, adverts, pools and flows
 // show a node through its admin API (HTTPS with an operator certificate);
-// drain, enable and state change the component state of its links. Run
-// `qrelayctl <command> -h` for a command's flags.
+// drain, enable and state change the component state of its links; relay
+// relays keys on request. demo starts a three-node network on this machine
+// with an SAE pair over ETSI 014, its nodes running as `qrelayctl daemon`
+// (the same code as qrelayd). Run `qrelayctl <command> -h` for a
+// command's flags.
 package main
 
 import (
