@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/qrelay/qrelay/ringstore"
 )
@@ -210,9 +211,19 @@ type assigner struct {
 	mu      sync.Mutex
 	nextID  uint64
 	waiting map[uint64]chan error
-	queues  map[string]chan *assignment // by destination node
+	queues  map[string]*assignQueue // by destination node
 
 	inbox chan routedMsg
+}
+
+// assignQueue holds the assignments waiting to go to one node. One
+// message is in flight at a time: the requests that arrive meanwhile go
+// out together when its acknowledgement comes back, so under load a
+// message carries about (requests per second × round trip) assignments,
+// and at low load a request waits for nobody.
+type assignQueue struct {
+	q     chan *assignment
+	acked chan struct{}
 }
 
 type routedMsg struct {
@@ -222,7 +233,7 @@ type routedMsg struct {
 }
 
 func newAssigner(n *Node) *assigner {
-	return &assigner{n: n, waiting: map[uint64]chan error{}, queues: map[string]chan *assignment{}, inbox: make(chan routedMsg, 256)}
+	return &assigner{n: n, waiting: map[uint64]chan error{}, queues: map[string]*assignQueue{}, inbox: make(chan routedMsg, 256)}
 }
 
 // start runs the worker that applies incoming assignments: off the KM
@@ -269,6 +280,12 @@ func (as *assigner) handle(m routedMsg) {
 					err = fmt.Errorf("node %s refused the assignment: %s", m.src, a.msg)
 				}
 				ch <- err
+			}
+		}
+		if q := as.queues[m.src]; q != nil {
+			select {
+			case q.acked <- struct{}{}:
+			default:
 			}
 		}
 		as.mu.Unlock()
@@ -339,7 +356,7 @@ func (as *assigner) assign(ctx context.Context, dst, master string, slaves []str
 	as.waiting[a.id] = done
 	q := as.queues[dst]
 	if q == nil {
-		q = make(chan *assignment, 1024)
+		q = &assignQueue{q: make(chan *assignment, 4096), acked: make(chan struct{}, 1)}
 		as.queues[dst] = q
 		as.n.wg.Add(1)
 		go func() { defer as.n.wg.Done(); as.sendLoop(dst, q) }()
@@ -351,7 +368,7 @@ func (as *assigner) assign(ctx context.Context, dst, master string, slaves []str
 		as.mu.Unlock()
 	}
 	select {
-	case q <- a:
+	case q.q <- a:
 	case <-ctx.Done():
 		forget()
 		return ctx.Err()
@@ -366,12 +383,27 @@ func (as *assigner) assign(ctx context.Context, dst, master string, slaves []str
 }
 
 // sendLoop sends the queued assignments for dst, as many per message as
-// are waiting.
-func (as *assigner) sendLoop(dst string, q chan *assignment) {
+// are waiting, one message in flight at a time.
+func (as *assigner) sendLoop(dst string, aq *assignQueue) {
 	var batch []*assignment
 	var buf []byte
 	var carry *assignment // taken from the queue, did not fit the last message
+	q := aq.q
+	timeout := as.n.cfg.API.ETSI014.AssignTimeout
+	inFlight := false
 	for {
+		if inFlight {
+			// Wait for the acknowledgement of the message in flight (or
+			// give up on it after the assignment timeout: its requests
+			// have failed by then).
+			select {
+			case <-as.n.ctx.Done():
+				return
+			case <-aq.acked:
+			case <-time.After(timeout):
+			}
+			inFlight = false
+		}
 		batch = batch[:0]
 		if carry != nil {
 			batch, carry = append(batch, carry), nil
@@ -399,7 +431,9 @@ func (as *assigner) sendLoop(dst string, q chan *assignment) {
 			}
 		}
 		buf = appendAssignments(buf[:0], batch)
-		if err := as.n.eng.SendRouted(dst, kindAssign, buf); err != nil {
+		err := as.n.eng.SendRouted(dst, kindAssign, buf)
+		inFlight = err == nil
+		if err != nil {
 			as.mu.Lock()
 			for _, a := range batch {
 				if ch := as.waiting[a.id]; ch != nil {

@@ -43,6 +43,10 @@ type clusterOpts struct {
 	// sae-<id> and knowing every other node's.
 	etsi014   bool
 	poolSlots int // pools.slots (default 262144)
+	poolHigh  int // pools.high (default: slots)
+	// direct joins the nodes without the UDP proxies (no Cut): for
+	// benchmarks, where a proxy's copying would be charged to the nodes.
+	direct bool
 	// saeLimit is YAML flow-mapping fields added to each node's own SAE
 	// ("keys_per_second: 10, burst: 128").
 	saeLimit string
@@ -88,8 +92,12 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	links := map[string][]string{}
 	for i, e := range edges {
 		a, b := min(e[0], e[1]), max(e[0], e[1])
-		px := udpproxy.New(tb, km[b])
-		c.proxies[a+"-"+b] = px
+		addr := km[b]
+		if !o.direct {
+			px := udpproxy.New(tb, km[b])
+			c.proxies[a+"-"+b] = px
+			addr = px.Addr()
+		}
 		src := func(me, peer string) string {
 			if o.source != nil {
 				return o.source(me, peer)
@@ -97,7 +105,7 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 			return fmt.Sprintf(`{simulator: {seed: "%064x", rate: 200Mbit/s, block_size: 64KiB}}`, i+1)
 		}
 		minStock := cmp.Or(o.minStock, "64KiB")
-		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+px.Addr(), minStock, src(a, b)))
+		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+addr, minStock, src(a, b)))
 		links[b] = append(links[b], fmt.Sprintf(testLinkYAML, a, "", minStock, src(b, a)))
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -118,6 +126,9 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 		}
 		if o.poolSlots != 0 {
 			y = strings.Replace(y, "slots: 262144", fmt.Sprintf("slots: %d", o.poolSlots), 1)
+		}
+		if o.poolHigh != 0 {
+			y = strings.Replace(y, "slot_size: 32", fmt.Sprintf("slot_size: 32, high: %d, low: %d", o.poolHigh, o.poolHigh/2), 1)
 		}
 		if o.poolTTL != "" {
 			y = strings.Replace(y, "slot_size: 32}", "slot_size: 32, ttl: "+o.poolTTL+"}", 1)

@@ -3,6 +3,7 @@ package node
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,6 +11,9 @@ import (
 // fill frames (2,048 keys of 32 bytes each), small enough that a lost
 // batch costs little.
 const fillBatch = 16384
+
+// fillParallel is how many refill relays a filler runs at once.
+const fillParallel = 4
 
 // filler keeps the out pool for one remote node between its watermarks by
 // relaying keys to it. The low watermark follows demand: it is at least
@@ -118,40 +122,65 @@ func (n *Node) fill(f *filler) {
 		if p.Stats().Stock >= n.lowWatermark(f.remote) {
 			continue
 		}
-		// Below the low watermark: refill up to the high one.
-		for {
+		// Below the low watermark: refill up to the high one, with a few
+		// relays at once, since one relay call waits a round trip per
+		// frame and a busy API drains a pool faster than that.
+		var wg sync.WaitGroup
+		var inFlight atomic.Int64
+		var failed atomic.Bool
+		for !failed.Load() && n.ctx.Err() == nil {
 			st := p.Stats()
-			want := min(n.cfg.Pools.High-st.Stock, st.Capacity-st.Stock, fillBatch)
-			if want <= 0 || n.ctx.Err() != nil {
+			want := min(n.cfg.Pools.High-st.Stock-int(inFlight.Load()), st.Capacity-st.Stock-int(inFlight.Load()), fillBatch)
+			if want <= 0 {
 				break
 			}
-			t0 := time.Now()
-			res, err := n.Relay(n.ctx, f.remote, want, size)
-			if err != nil {
-				f.mu.Lock()
-				quiet := time.Since(f.lastErrLog) < 10*time.Second
-				if !quiet {
-					f.lastErrLog = time.Now()
-				}
-				f.mu.Unlock()
-				if !quiet {
-					n.log.Warn("key pool refill incomplete; retrying", "remote", f.remote, "asked", want, "delivered", res.Delivered, "err", err)
-				}
-				select {
-				case <-n.ctx.Done():
-					return
-				case <-time.After(200 * time.Millisecond):
-				}
-				break
+			if inFlight.Load() >= fillParallel*fillBatch {
+				// Wait for one to finish before measuring again.
+				wg.Wait()
+				continue
 			}
-			f.mu.Lock()
-			d := time.Since(t0).Seconds() * float64(fillBatch) / float64(want) // per full batch
-			if f.latency == 0 {
-				f.latency = d
-			} else {
-				f.latency += 0.2 * (d - f.latency)
+			inFlight.Add(int64(want))
+			wg.Go(func() {
+				defer inFlight.Add(-int64(want))
+				if !n.refill(f, want, size) {
+					failed.Store(true)
+				}
+			})
+		}
+		wg.Wait()
+		if failed.Load() {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
 			}
-			f.mu.Unlock()
 		}
 	}
+}
+
+// refill relays want keys to f's remote, and says whether it worked.
+func (n *Node) refill(f *filler, want, size int) bool {
+	t0 := time.Now()
+	res, err := n.Relay(n.ctx, f.remote, want, size)
+	if err != nil {
+		f.mu.Lock()
+		quiet := time.Since(f.lastErrLog) < 10*time.Second
+		if !quiet {
+			f.lastErrLog = time.Now()
+		}
+		f.mu.Unlock()
+		if !quiet && n.ctx.Err() == nil {
+			n.log.Warn("key pool refill incomplete; retrying", "remote", f.remote, "asked", want, "delivered", res.Delivered, "err", err)
+		}
+		return false
+	}
+	f.mu.Lock()
+	d := time.Since(t0).Seconds() * float64(fillBatch) / float64(want) // per full batch
+	if f.latency == 0 {
+		f.latency = d
+	} else {
+		f.latency += 0.2 * (d - f.latency)
+	}
+	f.mu.Unlock()
+	return true
 }
