@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
+	"github.com/qrelay/qrelay/internal/fakekme"
+	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -114,5 +119,54 @@ func TestETSI014RateLimit(t *testing.T) {
 	}
 	if after := p.Stats().Taken; after != before {
 		t.Fatalf("a refused request took %d keys", after-before)
+	}
+}
+
+// TestSouthAndNorth runs nodes that are at once SAEs of a QKD device's
+// KME (their link's pad comes from an ETSI 014 KME pair) and KMEs of their
+// own SAEs (they serve ETSI 014): keys relayed under that pad reach the
+// SAEs.
+func TestSouthAndNorth(t *testing.T) {
+	pair := fakekme.NewPair(t, fakekme.Config{})
+	dir := t.TempDir()
+	for _, sae := range []string{"sae-a", "sae-b"} {
+		c, err := pair.CA.Issue(pki.SAE, sae, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, sae+".pem"), c.CertPEM, 0o600)
+		os.WriteFile(filepath.Join(dir, sae+".key"), c.KeyPEM, 0o600)
+	}
+	os.WriteFile(filepath.Join(dir, "kme-ca.pem"), pair.CA.CertPEM, 0o600)
+	kme := map[string]*fakekme.KME{"a": pair.A, "b": pair.B}
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, source: func(me, peer string) string {
+		d := filepath.Join(dir, "sae-")
+		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s}}`,
+			kme[me].URL, me, peer, d, me, d, me, filepath.Join(dir, "kme-ca.pem"))
+	}})
+	c.waitPath("a", "b", "a", "b")
+	master := c.sae("a", "sae-a", "sae-b", true)
+	slave := c.sae("b", "sae-b", "sae-a", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	blocks, err := fetch(ctx, master, 64*32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(blocks))
+	for i, b := range blocks {
+		ids[i] = b.ID
+	}
+	got, err := slave.Get(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range blocks {
+		if !bytes.Equal(got[i].Data, blocks[i].Data) {
+			t.Fatalf("key %s differs", ids[i])
+		}
+	}
+	if pair.A.Requests(fakekme.EncKeys) == 0 || pair.B.Requests(fakekme.DecKeys) == 0 {
+		t.Fatal("the link's pad did not come from the QKD devices' KMEs")
 	}
 }
