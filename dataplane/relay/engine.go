@@ -180,6 +180,7 @@ type Stats struct {
 	PadBurnt                                    atomic.Uint64 // pad burnt without carrying keys (bad tags, lost frames)
 	PadWaits                                    atomic.Uint64 // times a sender waited for pad instead of overdrawing
 	AssignsSent, AssignsApplied                 atomic.Uint64
+	CtlDropped                                  atomic.Uint64 // control frames dropped because the control stream's queue was full
 }
 
 // New makes an engine. Add links with AddLink and hand the engine to

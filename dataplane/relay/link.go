@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -65,7 +66,17 @@ type session struct {
 	relay []*lockedStream
 	ctl   *lockedStream
 	next  atomic.Uint32
+	// Control frames are queued for a writer goroutine instead: many are
+	// written by stream readers (completions, refusals, forwarded
+	// control), and a reader blocked on a control stream under flow
+	// control, while the peer's reader is blocked the same way, would
+	// leave both windows shut for good. The queue is bounded; a frame
+	// that finds it full is dropped (its sender retries or times out).
+	ctlQ chan []byte
 }
+
+// ctlQueue bounds the control frames waiting for the control stream.
+const ctlQueue = 4096
 
 // lockedStream serialises the writers of one QUIC stream.
 type lockedStream struct {
@@ -190,12 +201,35 @@ func (l *link) up(c *kmlink.Conn) {
 			return
 		}
 	}
+	s.ctlQ = make(chan []byte, ctlQueue)
 	l.sess = s
 	close(l.upCh)
 	l.mu.Unlock()
 	l.e.log.Info("relay session up", "peer", l.peer, "generation", c.Generation(), "master", l.master)
-	l.e.wg.Add(1)
+	l.e.wg.Add(2)
 	go func() { defer l.e.wg.Done(); s.acceptLoop() }()
+	go func() { defer l.e.wg.Done(); s.ctlWriter() }()
+}
+
+// ctlWriter writes the queued control frames in order until the
+// connection ends.
+func (s *session) ctlWriter() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			for {
+				select {
+				case <-s.ctlQ:
+				default:
+					return
+				}
+			}
+		case b := <-s.ctlQ:
+			if err := s.ctl.write(b); err != nil {
+				return // the connection is failing; LinkDown follows
+			}
+		}
+	}
 }
 
 func (l *link) down(c *kmlink.Conn, err error) {
@@ -243,8 +277,22 @@ func (s *session) writeRelay(b []byte) error {
 	return s.wrap(s.relay[i%n].write(b))
 }
 
-// sendCtl writes a control frame on the control stream, in order.
-func (s *session) sendCtl(b []byte) error { return s.wrap(s.ctl.write(b)) }
+// sendCtl queues a control frame for the control stream, in order. It
+// copies b and never blocks: a full queue drops the frame with an error.
+func (s *session) sendCtl(b []byte) error {
+	// A copy of its own size: control frames are mostly small, and the
+	// queue must not pin frame-sized pool buffers.
+	c := bytes.Clone(b)
+	select {
+	case s.ctlQ <- c:
+		return nil
+	case <-s.ctx.Done():
+		return s.wrap(s.ctx.Err())
+	default:
+		s.l.e.stats.CtlDropped.Add(1)
+		return s.wrap(fmt.Errorf("control queue full (%d frames): the peer reads its control stream too slowly", ctlQueue))
+	}
+}
 
 func (s *session) wrap(err error) error {
 	if err != nil {
