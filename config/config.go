@@ -275,7 +275,7 @@ const (
 	DefaultETSI014KeySize    = 256 // bits
 	DefaultMaxKeysPerRequest = 128
 	DefaultAssignTimeout     = 2 * time.Second
-	// Pools.Low defaults to Slots/4 and Pools.High to Slots.
+	// Pools.Low defaults to Slots/4 and Pools.High to Slots/2.
 )
 
 // ParseOptions changes how a config is read.
@@ -380,7 +380,10 @@ func (c *Config) Defaults() {
 	def(c, "pools.slots", &c.Pools.Slots, DefaultSlots)
 	def(c, "pools.slot_size", &c.Pools.SlotSize, DefaultSlotSize)
 	def(c, "pools.low", &c.Pools.Low, c.Pools.Slots/4)
-	def(c, "pools.high", &c.Pools.High, c.Pools.Slots)
+	// Half the slots: a node's in pool from a remote holds the keys the
+	// remote's out pool has plus those assigned and not yet fetched, so
+	// the out pool must leave room for them.
+	def(c, "pools.high", &c.Pools.High, c.Pools.Slots/2)
 	def(c, "control.refresh", &c.Control.Refresh, DefaultRefresh)
 	def(c, "control.max_age", &c.Control.MaxAge, DefaultMaxAge)
 	def(c, "control.spf_delay", &c.Control.SPFDelay, DefaultSPFDelay)

@@ -148,7 +148,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad storage mode", base + "storage:\n  mode: disk\n", "storage.mode", 10, `"disk" is not a storage mode`},
 		{"low above high", base + "pools:\n  low: 100\n  high: 50\n", "pools.low", 10, "100 is above pools.high (50)"},
 		{"high above slots", base + "pools:\n  slots: 64\n  high: 65\n", "pools.high", 11, "65 is above pools.slots (64)"},
-		{"low above default high", base + "pools:\n  slots: 64\n  low: 65\n", "pools.low", 11, "65 is above pools.high (64)"},
+		{"low above default high", base + "pools:\n  slots: 64\n  low: 65\n", "pools.low", 11, "65 is above pools.high (32)"},
 		{"slot size", base + "pools:\n  slot_size: 33\n", "pools.slot_size", 10, "not a positive multiple of 8"},
 		{"max age not above refresh", base + "control:\n  refresh: 3m\n", "control.max_age", 9, "must exceed control.refresh (3m0s)"},
 		{"bad log level", strings.Replace(base, "  id: a\n", "  id: a\n  log: {level: verbose}\n", 1), "node.log.level", 3, `"verbose" is not a log level; use debug, info, warn or error`},
@@ -290,7 +290,7 @@ func TestMinimal(t *testing.T) {
 		TLS:     TLS{CA: "/etc/qrelay/ca.pem", Cert: "/etc/qrelay/a.pem", Key: "/etc/qrelay/a.key"},
 		KM:      KM{Listen: "127.0.0.1:7001", Streams: 2, Keepalive: 300 * time.Millisecond, IdleTimeout: 1200 * time.Millisecond, CompletionTimeout: 10 * time.Second},
 		Storage: Storage{Mode: Memory},
-		Pools:   Pools{Slots: 65536, SlotSize: 32, Low: 16384, High: 65536},
+		Pools:   Pools{Slots: 65536, SlotSize: 32, Low: 16384, High: 32768},
 		Control: Control{Refresh: 30 * time.Second, MaxAge: 2 * time.Minute, SPFDelay: 10 * time.Millisecond},
 	}
 	if got := public(c); !reflect.DeepEqual(got, want) {
@@ -325,7 +325,7 @@ func TestDefaults(t *testing.T) {
 				Source: Source{ETSI014: &ETSI014{KeySize: 256, PerRequest: 64, Timeout: 5 * time.Second}}},
 		},
 		Storage: Storage{Mode: Memory},
-		Pools:   Pools{Slots: 1024, SlotSize: 32, Low: 256, High: 1024}, // low = slots/4, high = slots
+		Pools:   Pools{Slots: 1024, SlotSize: 32, Low: 256, High: 512}, // low = slots/4, high = slots/2
 		Control: Control{Refresh: 30 * time.Second, MaxAge: 2 * time.Minute, SPFDelay: 10 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -352,8 +352,8 @@ control:
 	if q := c.Links[0].Source.Simulator.QBER; q != 0 {
 		t.Errorf("qber = %v, want 0", q)
 	}
-	if c.Pools.Low != 0 || c.Pools.High != 100 {
-		t.Errorf("low, high = %d, %d; want 0, 100", c.Pools.Low, c.Pools.High)
+	if c.Pools.Low != 0 || c.Pools.High != 50 {
+		t.Errorf("low, high = %d, %d; want 0, 50 (half of slots)", c.Pools.Low, c.Pools.High)
 	}
 	if c.Control.SPFDelay != 0 {
 		t.Errorf("spf_delay = %v, want 0", c.Control.SPFDelay)

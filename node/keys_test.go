@@ -141,7 +141,7 @@ func TestSouthAndNorth(t *testing.T) {
 	kme := map[string]*fakekme.KME{"a": pair.A, "b": pair.B}
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, source: func(me, peer string) string {
 		d := filepath.Join(dir, "sae-")
-		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s}}`,
+		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s, key_size: 1024, per_request: 128}}`,
 			kme[me].URL, me, peer, d, me, d, me, filepath.Join(dir, "kme-ca.pem"))
 	}})
 	c.waitPath("a", "b", "a", "b")

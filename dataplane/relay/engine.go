@@ -143,7 +143,7 @@ type Engine struct {
 	links   map[string]*link
 	flows   map[string]*flow // by destination
 	pending map[pendingKey]*pending
-	discard map[pendingKey]*frame.Discard // discards not yet confirmed
+	discard map[pendingKey]*pendingDiscard // discards not yet confirmed
 
 	tombMu sync.Mutex
 	tombs  map[tombKey]time.Time // discarded batches, refused if they arrive late
@@ -219,7 +219,7 @@ func New(cfg Config) (*Engine, error) {
 		links:   map[string]*link{},
 		flows:   map[string]*flow{},
 		pending: map[pendingKey]*pending{},
-		discard: map[pendingKey]*frame.Discard{},
+		discard: map[pendingKey]*pendingDiscard{},
 		tombs:   map[tombKey]time.Time{},
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -355,7 +355,7 @@ func (e *Engine) housekeeping() {
 		case now := <-t.C:
 			e.failPending(func(p *pending) bool { return now.After(p.deadline) },
 				fmt.Errorf("no completion within %v", e.cfg.CompletionTimeout))
-			e.resendDiscards()
+			e.resendDiscards(now)
 			e.tombMu.Lock()
 			for k, exp := range e.tombs {
 				if now.After(exp) {

@@ -237,7 +237,7 @@ func (e *Engine) lose(k pendingKey, p *pending, reason error) {
 	e.stats.KeysLost.Add(uint64(b.Count()))
 	d := &frame.Discard{Count: uint32(b.Count()), Flow: b.Flow, FirstSeq: b.FirstSeq, Src: b.Src, Dst: b.Dst}
 	e.mu.Lock()
-	e.discard[k] = d
+	e.discard[k] = &pendingDiscard{d: d, next: time.Now().Add(discardRetryMin), wait: discardRetryMin}
 	e.mu.Unlock()
 	e.sendDiscard(d)
 	p.done <- &LostError{Dst: b.Dst, Flow: b.Flow, FirstSeq: b.FirstSeq, Count: b.Count(), Reason: reason}
@@ -251,11 +251,37 @@ func (e *Engine) sendDiscard(d *frame.Discard) {
 	e.sendControl(d.Dst, buf)
 }
 
-func (e *Engine) resendDiscards() {
+// pendingDiscard is a discard not yet confirmed, and when to send it
+// again.
+type pendingDiscard struct {
+	d    *frame.Discard
+	next time.Time
+	wait time.Duration
+}
+
+// Discards are sent again with exponential backoff, and at most
+// discardBurst per housekeeping tick: after a mass loss (a link that died
+// under load) a storm of discards would crowd out the completions and
+// assignments that share the control streams.
+const (
+	discardRetryMin = 500 * time.Millisecond
+	discardRetryMax = 8 * time.Second
+	discardBurst    = 256
+)
+
+func (e *Engine) resendDiscards(now time.Time) {
 	e.mu.Lock()
-	ds := make([]*frame.Discard, 0, len(e.discard))
-	for _, d := range e.discard {
-		ds = append(ds, d)
+	var ds []*frame.Discard
+	for _, pd := range e.discard {
+		if len(ds) == discardBurst {
+			break
+		}
+		if now.Before(pd.next) {
+			continue
+		}
+		pd.wait = min(2*pd.wait, discardRetryMax)
+		pd.next = now.Add(pd.wait)
+		ds = append(ds, pd.d)
 	}
 	e.mu.Unlock()
 	for _, d := range ds {
