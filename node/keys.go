@@ -85,7 +85,36 @@ func (k keyService) EncKeys(ctx context.Context, req supply.EncRequest) ([]suppl
 	if err != nil {
 		return nil, err
 	}
-	keys, err := p.TakeNext(req.Number, ringstore.Assignment{Master: req.Master, Slaves: []string{req.Slave}})
+	// Reserved keys first: assigned at both ends already.
+	var keys []ringstore.Key
+	r := n.reservationFor(remote, req.Master, req.Slave)
+	if ids := r.take(req.Number); ids != nil {
+		keys, err = p.TakeByIDs(ids)
+		if err != nil {
+			// Expired meanwhile (pools.ttl): ask the slow way.
+			n.log.Debug("reserved keys gone; assigning others", "remote", remote, "err", err)
+			keys = nil
+		}
+	}
+	if keys == nil {
+		if keys, err = k.assignNow(ctx, p, remote, req); err != nil {
+			return nil, err
+		}
+	}
+	n.took(remote, len(keys))
+	out := make([]supply.Key, len(keys))
+	size := k.keySize() / 8
+	for i, key := range keys {
+		out[i] = supply.Key{ID: key.ID.String(), Bytes: key.Bytes[:size]}
+	}
+	return out, nil
+}
+
+// assignNow takes keys not reserved and waits for the slave's node to
+// record who may fetch them.
+func (k keyService) assignNow(ctx context.Context, p *ringstore.Pool, remote string, req supply.EncRequest) ([]ringstore.Key, error) {
+	n := k.n
+	keys, err := p.TakeNextFree(req.Number, ringstore.Assignment{Master: req.Master, Slaves: []string{req.Slave}})
 	if errors.Is(err, ringstore.ErrPoolEmpty) {
 		n.wakeFiller(remote)
 		return nil, supply.Unavailable(fmt.Sprintf("the key pool for SAEs of node %s holds %d keys, %d asked: it is being refilled by relay; retry shortly",
@@ -94,7 +123,6 @@ func (k keyService) EncKeys(ctx context.Context, req supply.EncRequest) ([]suppl
 	if err != nil {
 		return nil, err
 	}
-	n.took(remote, len(keys))
 	ids := make([]ringstore.KeyID, len(keys))
 	for i, key := range keys {
 		ids[i] = key.ID
@@ -109,12 +137,7 @@ func (k keyService) EncKeys(ctx context.Context, req supply.EncRequest) ([]suppl
 		n.metrics.assignFailed(remote)
 		return nil, supply.Unavailable(fmt.Sprintf("node %s did not confirm who may fetch the keys (%v); they were discarded: retry", remote, err))
 	}
-	out := make([]supply.Key, len(keys))
-	size := k.keySize() / 8
-	for i, key := range keys {
-		out[i] = supply.Key{ID: key.ID.String(), Bytes: key.Bytes[:size]}
-	}
-	return out, nil
+	return keys, nil
 }
 
 // DecKeys implements supply.KeyService: only the slave named when the

@@ -64,6 +64,9 @@ type Node struct {
 	assigner *assigner
 	fillers  map[string]*filler // by remote node; fixed after New
 
+	resMu        sync.Mutex
+	reservations map[string]*reservation // by master and slave SAE
+
 	servers     []*http.Server
 	adminAddr   net.Addr
 	metricsAddr net.Addr
@@ -92,14 +95,15 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 		log = slog.Default()
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     log.With("node", cfg.Node.ID),
-		baseLog: log,
-		version: opt.Version,
-		started: time.Now(),
-		byPeer:  map[string]*nodeLink{},
-		fillers: map[string]*filler{},
-		closing: make(chan struct{}),
+		cfg:          cfg,
+		log:          log.With("node", cfg.Node.ID),
+		baseLog:      log,
+		version:      opt.Version,
+		started:      time.Now(),
+		byPeer:       map[string]*nodeLink{},
+		fillers:      map[string]*filler{},
+		reservations: map[string]*reservation{},
+		closing:      make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.saes.Store(&cfg.SAEs)

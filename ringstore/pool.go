@@ -440,6 +440,17 @@ func (p *Pool) Put(keys []NewKey) error {
 // from the pool. If the pool has fewer than n keys it takes none and fails
 // with ErrPoolEmpty.
 func (p *Pool) TakeNext(n int, a Assignment) ([]Key, error) {
+	return p.takeNext(n, a, false)
+}
+
+// TakeNextFree is TakeNext that passes by the keys ReserveNext reserved:
+// the master's node hands those out by ID to the pair they are reserved
+// for, and the others to anyone with TakeNextFree.
+func (p *Pool) TakeNextFree(n int, a Assignment) ([]Key, error) {
+	return p.takeNext(n, a, true)
+}
+
+func (p *Pool) takeNext(n int, a Assignment, skipAssigned bool) ([]Key, error) {
 	if n == 0 {
 		return nil, nil
 	}
@@ -458,16 +469,68 @@ func (p *Pool) TakeNext(n int, a Assignment) ([]Key, error) {
 		return nil, fmt.Errorf("pool %q has %d keys, %d requested: %w", p.cfg.Name, p.stock, n, ErrPoolEmpty)
 	}
 	picked := p.picked[:0]
-	for s := p.head; len(picked) < n; s = p.slots[s].next {
+	for s := p.head; s >= 0 && len(picked) < n; s = p.slots[s].next {
+		if skipAssigned && p.slots[s].asg != nil {
+			continue // reserved (ReserveNext): handed out by ID only
+		}
 		picked = append(picked, s)
 	}
 	p.picked = picked
+	if len(picked) < n {
+		return nil, fmt.Errorf("pool %q has %d keys not reserved, %d requested: %w", p.cfg.Name, len(picked), n, ErrPoolEmpty)
+	}
 	a.Slaves = slices.Clone(a.Slaves)
 	keys, err := p.removeLocked(picked, &a, "TakeNext")
 	if err == nil {
 		p.stats.Taken += uint64(len(keys))
 	}
 	return keys, err
+}
+
+// ReserveNext records, on the encrypting side, the n oldest keys not yet
+// reserved as assigned to a without taking them out of the pool, and
+// returns their IDs, oldest first. The master's node reserves keys for a
+// pair of SAEs ahead of their requests (and has the slave's node record
+// the same assignment); it hands them out later with TakeByIDs.
+// TakeNextFree skips reserved keys. Fewer than n keys not reserved: none
+// is reserved, ErrPoolEmpty.
+func (p *Pool) ReserveNext(n int, a Assignment) ([]KeyID, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	p.mu.Lock()
+	defer p.unlock()
+	if err := p.usableLocked(); err != nil {
+		return nil, err
+	}
+	if n < 0 || n > MaxBatch {
+		return nil, fmt.Errorf("pool %q: ReserveNext of %d keys: want 1 to %d per call", p.cfg.Name, n, MaxBatch)
+	}
+	if err := checkAssignment(a); err != nil {
+		return nil, fmt.Errorf("pool %q: ReserveNext: %w", p.cfg.Name, err)
+	}
+	picked := p.picked[:0]
+	for s := p.head; s >= 0 && len(picked) < n; s = p.slots[s].next {
+		if p.slots[s].asg == nil {
+			picked = append(picked, s)
+		}
+	}
+	p.picked = picked
+	if len(picked) < n {
+		return nil, fmt.Errorf("pool %q has %d keys not reserved, %d to reserve: %w", p.cfg.Name, len(picked), n, ErrPoolEmpty)
+	}
+	asg := &Assignment{Master: a.Master, Slaves: slices.Clone(a.Slaves)}
+	if p.durable {
+		if err := p.writeAssignments(picked, asg); err != nil {
+			return nil, p.failLocked("ReserveNext", err)
+		}
+	}
+	ids := make([]KeyID, len(picked))
+	for i, s := range picked {
+		p.slots[s].asg = asg
+		ids[i] = p.slots[s].id
+	}
+	return ids, nil
 }
 
 // Assign records, on the decrypting side, which SAEs may fetch the keys ids:

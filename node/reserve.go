@@ -1,0 +1,151 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/qrelay/qrelay/ringstore"
+)
+
+// Reservations: keys set aside ahead of demand for one pair of SAEs
+// (master here, slave at a remote node), assigned at both ends before any
+// request asks for them. enc_keys hands them out without waiting for the
+// slave's node, which already holds the same assignment, so the slave's
+// dec_keys never races and the request costs no round trip. A pair gets a
+// reservation once it has asked for keys; its size follows the pair's
+// rate, so that about 200 ms of demand waits ready.
+//
+// The keys stay in the out pool, in locked memory, marked as assigned
+// (ringstore.Pool.ReserveNext); enc_keys takes them by ID. The slave can
+// fetch a reserved key only by its ID, which nobody but this node knows
+// until enc_keys hands it to the master.
+const (
+	reserveMin    = 256
+	reserveMax    = 8192
+	reserveWindow = 200 * time.Millisecond
+)
+
+type reservation struct {
+	remote, master, slave string
+	wake                  chan struct{}
+
+	mu        sync.Mutex
+	ids       []ringstore.KeyID // reserved and acknowledged, oldest first
+	taken     int               // keys taken since rateSince
+	rateSince time.Time
+	rate      float64 // keys/s, smoothed
+}
+
+// reservationFor returns the reservation of a pair, starting it the first
+// time the pair asks for keys.
+func (n *Node) reservationFor(remote, master, slave string) *reservation {
+	key := master + "\x00" + slave
+	n.resMu.Lock()
+	defer n.resMu.Unlock()
+	if r := n.reservations[key]; r != nil {
+		return r
+	}
+	r := &reservation{remote: remote, master: master, slave: slave, wake: make(chan struct{}, 1), rateSince: time.Now()}
+	n.reservations[key] = r
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.keepReserved(r) }()
+	return r
+}
+
+// take removes the IDs of the count oldest reserved keys, or returns nil if
+// fewer are reserved.
+func (r *reservation) take(count int) []ringstore.KeyID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.taken += count
+	if len(r.ids) < count {
+		r.poke()
+		return nil
+	}
+	ids := append([]ringstore.KeyID(nil), r.ids[:count]...)
+	r.ids = r.ids[count:]
+	if len(r.ids) < r.wantLocked()/2 {
+		r.poke()
+	}
+	return ids
+}
+
+func (r *reservation) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reservation) wantLocked() int {
+	return int(min(reserveMax, max(reserveMin, math.Ceil(r.rate*reserveWindow.Seconds()))))
+}
+
+func (r *reservation) updateRate(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dt := now.Sub(r.rateSince).Seconds()
+	if dt < 0.1 {
+		return
+	}
+	r.rate += min(1, dt/2) * (float64(r.taken)/dt - r.rate)
+	r.taken, r.rateSince = 0, now
+}
+
+// keepReserved tops the reservation up whenever it falls below its size.
+func (n *Node) keepReserved(r *reservation) {
+	p, err := n.sink.pool(r.remote, roleOut)
+	if err != nil {
+		n.log.Error("key reservation stopped: pool cannot open", "remote", r.remote, "err", err)
+		return
+	}
+	asg := ringstore.Assignment{Master: r.master, Slaves: []string{r.slave}}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-r.wake:
+		case <-tick.C:
+		}
+		r.updateRate(time.Now())
+		for n.ctx.Err() == nil {
+			r.mu.Lock()
+			short := r.wantLocked() - len(r.ids)
+			r.mu.Unlock()
+			if short <= 0 {
+				break
+			}
+			ids, err := p.ReserveNext(min(short, ringstore.MaxBatch), asg)
+			if errors.Is(err, ringstore.ErrPoolEmpty) {
+				n.wakeFiller(r.remote)
+				break
+			}
+			if err != nil {
+				n.log.Warn("key reservation failed", "remote", r.remote, "master", r.master, "slave", r.slave, "err", err)
+				break
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.API.ETSI014.AssignTimeout)
+			err = n.assigner.assign(ctx, r.remote, r.master, []string{r.slave}, ids)
+			cancel()
+			if err != nil {
+				// Reserved here, maybe not there: nobody may have them.
+				if keys, terr := p.TakeByIDs(ids); terr == nil {
+					for _, k := range keys {
+						clear(k.Bytes)
+					}
+				}
+				n.metrics.assignFailed(r.remote)
+				n.log.Warn("key reservation not confirmed by the slave's node; its keys were discarded", "remote", r.remote, "keys", len(ids), "err", err)
+				break
+			}
+			r.mu.Lock()
+			r.ids = append(r.ids, ids...)
+			r.mu.Unlock()
+		}
+	}
+}
