@@ -182,35 +182,50 @@ func fakeModule(t *testing.T, groups []benchreport.Group) string {
 	}
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/fake\n\ngo 1.26\n")
+	// Groups may share a package (a package's benchmarks can feed several
+	// groups): one file per package, with the benchmarks of all of them.
+	type pkg struct {
+		tree  map[string]map[string]bool // top-level name -> sub-benchmark paths
+		units []string                   // custom b.ReportMetric units the figures read
+	}
+	pkgs := map[string]*pkg{}
+	var order []string
 	for _, g := range groups {
-		tree := map[string]map[string]bool{} // top-level name -> sub-benchmark paths
-		var units []string                   // custom b.ReportMetric units the figures read
+		pk := pkgs[g.Package]
+		if pk == nil {
+			pk = &pkg{tree: map[string]map[string]bool{}}
+			pkgs[g.Package] = pk
+			order = append(order, g.Package)
+		}
 		for _, f := range g.Figures {
-			if f.Metric != "MB/s" && f.Metric != "ns/op" && !slices.Contains(units, f.Metric) {
-				units = append(units, f.Metric)
+			if f.Metric != "MB/s" && f.Metric != "ns/op" && !slices.Contains(pk.units, f.Metric) {
+				pk.units = append(pk.units, f.Metric)
 			}
 			for _, name := range []string{f.Bench, f.BaselineBench} {
 				if name == "" {
 					continue
 				}
 				top, sub, _ := strings.Cut(name, "/")
-				if tree[top] == nil {
-					tree[top] = map[string]bool{}
+				if pk.tree[top] == nil {
+					pk.tree[top] = map[string]bool{}
 				}
-				tree[top][sub] = true
+				pk.tree[top][sub] = true
 			}
 		}
+	}
+	for _, dir := range order {
+		pk := pkgs[dir]
 		var src strings.Builder
-		fmt.Fprintf(&src, "package %s\n\n%s", filepath.Base(g.Package), fakeHelpers)
-		for top, subs := range tree {
-			fmt.Fprintf(&src, "func %s(b *testing.B) {\n\tb.Log(\"otp-impl: fake\")\n\trunTree(b, %#v, %#v)\n}\n", top, slices.Sorted(maps.Keys(subs)), units)
+		fmt.Fprintf(&src, "package %s\n\n%s", filepath.Base(dir), fakeHelpers)
+		for top, subs := range pk.tree {
+			fmt.Fprintf(&src, "func %s(b *testing.B) {\n\tb.Log(\"otp-impl: fake\")\n\trunTree(b, %#v, %#v)\n}\n", top, slices.Sorted(maps.Keys(subs)), pk.units)
 			for _, miss := range []string{top + "Parallel", top + "X", top + "_"} {
-				if tree[miss] == nil {
+				if pk.tree[miss] == nil {
 					fmt.Fprintf(&src, "func %s(b *testing.B) { b.Fatal(\"-bench pattern ran %s\") }\n", miss, miss)
 				}
 			}
 		}
-		writeFile(t, filepath.Join(root, g.Package, "fake_test.go"), src.String())
+		writeFile(t, filepath.Join(root, dir, "fake_test.go"), src.String())
 	}
 	return root
 }
