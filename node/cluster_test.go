@@ -16,6 +16,7 @@ import (
 
 	"github.com/qrelay/qrelay/config"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
+	"github.com/qrelay/qrelay/internal/fakekme"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
@@ -269,4 +270,33 @@ func (c *testCluster) sae(node, sae, peer string, master bool) *etsi014client.Cl
 	}
 	c.tb.Cleanup(func() { cl.Close() })
 	return cl
+}
+
+// kmeSources starts a KME pair and returns it with the YAML of node me's
+// end of its link to peer taking keys from it (ETSI 014, southbound): the
+// clusterOpts.source of tests whose links are fed by QKD devices' KMEs.
+func kmeSources(tb testing.TB) (*fakekme.Pair, func(me, peer string) string) {
+	tb.Helper()
+	pair := fakekme.NewPair(tb, fakekme.Config{})
+	dir := tb.TempDir()
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, sae := range []string{"sae-a", "sae-b"} {
+		c, err := pair.CA.Issue(pki.SAE, sae, time.Hour)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		write(sae+".pem", c.CertPEM)
+		write(sae+".key", c.KeyPEM)
+	}
+	write("kme-ca.pem", pair.CA.CertPEM)
+	kme := map[string]*fakekme.KME{"a": pair.A, "b": pair.B}
+	return pair, func(me, peer string) string {
+		d := filepath.Join(dir, "sae-")
+		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s, key_size: 1024, per_request: 128}}`,
+			kme[me].URL, me, peer, d, me, d, me, filepath.Join(dir, "kme-ca.pem"))
+	}
 }

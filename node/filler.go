@@ -25,10 +25,8 @@ type filler struct {
 	wake   chan struct{}
 
 	mu         sync.Mutex
-	taken      int       // keys taken since rateSince
-	rateSince  time.Time // start of the current rate window
-	rate       float64   // keys/s taken, smoothed
-	latency    float64   // seconds per refill relay, smoothed
+	rate       keyRate // keys taken by enc_keys
+	latency    float64 // seconds per refill relay, smoothed
 	lastErrLog time.Time
 }
 
@@ -44,7 +42,7 @@ func (n *Node) startFillers() {
 			continue
 		}
 		seen[s.Node] = true
-		f := &filler{remote: s.Node, wake: make(chan struct{}, 1), rateSince: time.Now()}
+		f := &filler{remote: s.Node, wake: make(chan struct{}, 1)}
 		n.fillers[s.Node] = f
 	}
 	for _, f := range n.fillers {
@@ -70,7 +68,7 @@ func (n *Node) took(remote string, keys int) {
 		return
 	}
 	f.mu.Lock()
-	f.taken += keys
+	f.rate.add(keys)
 	f.mu.Unlock()
 	n.wakeFiller(remote)
 }
@@ -83,23 +81,15 @@ func (n *Node) lowWatermark(remote string) int {
 		return low
 	}
 	f.mu.Lock()
-	need := int(math.Ceil(2 * f.rate * f.latency))
+	need := int(math.Ceil(2 * f.rate.perSec * f.latency))
 	f.mu.Unlock()
 	return min(max(low, need), high)
 }
 
-// updateRate folds the keys taken since the last call into the smoothed
-// rate (a time constant of about 2 s).
 func (f *filler) updateRate(now time.Time) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	dt := now.Sub(f.rateSince).Seconds()
-	if dt < 0.1 {
-		return
-	}
-	a := min(1, dt/2)
-	f.rate += a * (float64(f.taken)/dt - f.rate)
-	f.taken, f.rateSince = 0, now
+	f.rate.update(now)
+	f.mu.Unlock()
 }
 
 func (n *Node) fill(f *filler) {

@@ -4,15 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
-	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -127,23 +123,8 @@ func TestETSI014RateLimit(t *testing.T) {
 // own SAEs (they serve ETSI 014): keys relayed under that pad reach the
 // SAEs.
 func TestSouthAndNorth(t *testing.T) {
-	pair := fakekme.NewPair(t, fakekme.Config{})
-	dir := t.TempDir()
-	for _, sae := range []string{"sae-a", "sae-b"} {
-		c, err := pair.CA.Issue(pki.SAE, sae, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, sae+".pem"), c.CertPEM, 0o600)
-		os.WriteFile(filepath.Join(dir, sae+".key"), c.KeyPEM, 0o600)
-	}
-	os.WriteFile(filepath.Join(dir, "kme-ca.pem"), pair.CA.CertPEM, 0o600)
-	kme := map[string]*fakekme.KME{"a": pair.A, "b": pair.B}
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, source: func(me, peer string) string {
-		d := filepath.Join(dir, "sae-")
-		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s, key_size: 1024, per_request: 128}}`,
-			kme[me].URL, me, peer, d, me, d, me, filepath.Join(dir, "kme-ca.pem"))
-	}})
+	pair, sources := kmeSources(t)
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, source: sources})
 	c.waitPath("a", "b", "a", "b")
 	master := c.sae("a", "sae-a", "sae-b", true)
 	slave := c.sae("b", "sae-b", "sae-a", false)

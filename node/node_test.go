@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -19,8 +17,6 @@ import (
 
 	"github.com/qrelay/qrelay/controlplane"
 	"github.com/qrelay/qrelay/controlplane/adminapi"
-	"github.com/qrelay/qrelay/internal/fakekme"
-	"github.com/qrelay/qrelay/internal/pki"
 )
 
 var (
@@ -250,25 +246,10 @@ func TestRelayRequestRoom(t *testing.T) {
 // its QKD down with the reason and stays out of routing, and once the KMEs
 // answer, pad flows, the route appears and relay works.
 func TestKMEUnreachableAtStart(t *testing.T) {
-	pair := fakekme.NewPair(t, fakekme.Config{})
+	pair, sources := kmeSources(t)
 	pair.A.Down(true)
 	pair.B.Down(true)
-	dir := t.TempDir()
-	for _, sae := range []string{"sae-a", "sae-b"} {
-		c, err := pair.CA.Issue(pki.SAE, sae, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, sae+".pem"), c.CertPEM, 0o600)
-		os.WriteFile(filepath.Join(dir, sae+".key"), c.KeyPEM, 0o600)
-	}
-	os.WriteFile(filepath.Join(dir, "kme-ca.pem"), pair.CA.CertPEM, 0o600)
-	kme := map[string]*fakekme.KME{"a": pair.A, "b": pair.B}
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{source: func(me, peer string) string {
-		d := filepath.Join(dir, "sae-")
-		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s, key_size: 1024, per_request: 128}}`,
-			kme[me].URL, me, peer, d, me, d, me, filepath.Join(dir, "kme-ca.pem"))
-	}})
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{source: sources})
 	a := c.nodes["a"]
 	links, err := backend{a}.Links(context.Background())
 	if err != nil || len(links) != 1 {

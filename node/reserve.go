@@ -32,11 +32,9 @@ type reservation struct {
 	remote, master, slave string
 	wake                  chan struct{}
 
-	mu        sync.Mutex
-	ids       []ringstore.KeyID // reserved and acknowledged, oldest first
-	taken     int               // keys taken since rateSince
-	rateSince time.Time
-	rate      float64 // keys/s, smoothed
+	mu   sync.Mutex
+	ids  []ringstore.KeyID // reserved and acknowledged, oldest first
+	rate keyRate           // keys the pair takes
 }
 
 // reservationFor returns the reservation of a pair, starting it the first
@@ -48,7 +46,7 @@ func (n *Node) reservationFor(remote, master, slave string) *reservation {
 	if r := n.reservations[key]; r != nil {
 		return r
 	}
-	r := &reservation{remote: remote, master: master, slave: slave, wake: make(chan struct{}, 1), rateSince: time.Now()}
+	r := &reservation{remote: remote, master: master, slave: slave, wake: make(chan struct{}, 1)}
 	n.reservations[key] = r
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.keepReserved(r) }()
@@ -60,7 +58,7 @@ func (n *Node) reservationFor(remote, master, slave string) *reservation {
 func (r *reservation) take(count int) []ringstore.KeyID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.taken += count
+	r.rate.add(count)
 	if len(r.ids) < count {
 		r.poke()
 		return nil
@@ -81,18 +79,13 @@ func (r *reservation) poke() {
 }
 
 func (r *reservation) wantLocked() int {
-	return int(min(reserveMax, max(reserveMin, math.Ceil(r.rate*reserveWindow.Seconds()))))
+	return int(min(reserveMax, max(reserveMin, math.Ceil(r.rate.perSec*reserveWindow.Seconds()))))
 }
 
 func (r *reservation) updateRate(now time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	dt := now.Sub(r.rateSince).Seconds()
-	if dt < 0.1 {
-		return
-	}
-	r.rate += min(1, dt/2) * (float64(r.taken)/dt - r.rate)
-	r.taken, r.rateSince = 0, now
+	r.rate.update(now)
+	r.mu.Unlock()
 }
 
 // keepReserved tops the reservation up whenever it falls below its size.
