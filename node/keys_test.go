@@ -29,24 +29,32 @@ func TestETSI014EndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids := make([]string, len(blocks))
-		for i, b := range blocks {
-			ids[i] = b.ID
-		}
-		got, err := slave.Get(ctx, ids)
-		if err != nil {
-			t.Fatalf("dec_keys of %d keys enc_keys handed out: %v", len(ids), err)
-		}
-		for i := range blocks {
-			if got[i].ID != blocks[i].ID || !bytes.Equal(got[i].Data, blocks[i].Data) || len(got[i].Data) != 32 {
-				t.Fatalf("key %s differs between master and slave", blocks[i].ID)
-			}
-		}
+		ids := slaveGetsSame(ctx, t, slave, blocks)
 		if _, err := slave.Get(ctx, ids[:1]); err == nil {
 			t.Fatalf("key %s handed to the slave twice", ids[0])
 		}
 		total += len(blocks)
 	}
+}
+
+// slaveGetsSame has the slave fetch, by ID, the keys the master got, and
+// checks they are the same; it returns the IDs.
+func slaveGetsSame(ctx context.Context, t *testing.T, slave *etsi014client.Client, blocks []ringstore.Block) []string {
+	t.Helper()
+	ids := make([]string, len(blocks))
+	for i, b := range blocks {
+		ids[i] = b.ID
+	}
+	got, err := slave.Get(ctx, ids)
+	if err != nil {
+		t.Fatalf("dec_keys of %d keys enc_keys handed out: %v", len(ids), err)
+	}
+	for i := range blocks {
+		if got[i].ID != blocks[i].ID || !bytes.Equal(got[i].Data, blocks[i].Data) || len(got[i].Data) != 32 {
+			t.Fatalf("key %s differs between master and slave", blocks[i].ID)
+		}
+	}
+	return ids
 }
 
 // fetch retries enc_keys while the pools are still being filled (503).
@@ -78,19 +86,7 @@ func TestETSI014SlaveRestart(t *testing.T) {
 	c.restart("b")
 	c.waitPath("a", "b", "a", "b")
 	slave := c.sae("b", "sae-b", "sae-a", false)
-	ids := make([]string, len(blocks))
-	for i, b := range blocks {
-		ids[i] = b.ID
-	}
-	got, err := slave.Get(ctx, ids)
-	if err != nil {
-		t.Fatalf("dec_keys after the slave's node restarted: %v", err)
-	}
-	for i := range blocks {
-		if !bytes.Equal(got[i].Data, blocks[i].Data) {
-			t.Fatalf("key %s differs after the restart", ids[i])
-		}
-	}
+	slaveGetsSame(ctx, t, slave, blocks)
 }
 
 // TestETSI014RateLimit checks that a local SAE's keys_per_second applies:
@@ -134,19 +130,7 @@ func TestSouthAndNorth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := make([]string, len(blocks))
-	for i, b := range blocks {
-		ids[i] = b.ID
-	}
-	got, err := slave.Get(ctx, ids)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range blocks {
-		if !bytes.Equal(got[i].Data, blocks[i].Data) {
-			t.Fatalf("key %s differs", ids[i])
-		}
-	}
+	slaveGetsSame(ctx, t, slave, blocks)
 	if pair.A.Requests(fakekme.EncKeys) == 0 || pair.B.Requests(fakekme.DecKeys) == 0 {
 		t.Fatal("the link's pad did not come from the QKD devices' KMEs")
 	}
