@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/qrelay/qrelay/controlplane"
 	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/internal/http1"
 	"github.com/qrelay/qrelay/supply"
 )
 
@@ -64,14 +65,16 @@ func (n *Node) startAPIs() error {
 		if err != nil {
 			return fmt.Errorf("api.etsi014.listen %s: %w", e.Listen, err)
 		}
-		srv := &http.Server{
+		// The lean HTTP/1.1 server: for requests of one key, net/http's
+		// per-request machinery costs more than the key service.
+		srv := &http1.Server{
 			Handler:           promhttp.InstrumentHandlerDuration(n.metrics.apiDuration.MustCurryWith(map[string]string{"api": "etsi014"}), h),
 			TLSConfig:         supply.TLSConfig(n.tlsCrt, n.roots),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          httpErrorLog(n.log, "etsi014"),
+			Log:               n.log.With("api", "etsi014"),
 		}
-		n.serve(srv, ln, true)
+		n.serveWith(srv, srv.Serve, ln)
 		n.etsiAddr = ln.Addr()
 	}
 	if addr := n.cfg.API.Metrics.Listen; addr != "" {
@@ -100,18 +103,26 @@ func (n *Node) startAPIs() error {
 	return nil
 }
 
+// apiServer is an API's server: net/http's or http1's.
+type apiServer interface {
+	Shutdown(context.Context) error
+	Close() error
+}
+
 func (n *Node) serve(srv *http.Server, ln net.Listener, tls bool) {
+	if tls {
+		n.serveWith(srv, func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }, ln)
+	} else {
+		n.serveWith(srv, srv.Serve, ln)
+	}
+}
+
+func (n *Node) serveWith(srv apiServer, serve func(net.Listener) error, ln net.Listener) {
 	n.servers = append(n.servers, srv)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		var err error
-		if tls {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("API listener failed", "addr", ln.Addr().String(), "err", err)
 		}
 	}()

@@ -20,9 +20,10 @@ import (
 // enc_keys over keep-alive mutual TLS (HTTP/1.1), client and node on this
 // machine, the keys relayed into the pools by the node's background
 // relay and assigned at the slave's node before they are handed out (from
-// the pair's reservation, or confirmed before the answer). raw-https is the baseline: a bare net/http server
-// with the same TLS setup answering a response of the same size from
-// memory, measured by the same client in the same run.
+// the pair's reservation, or confirmed before the answer). The node
+// serves HTTP/1.1 with internal/http1. raw-https is the baseline: a bare
+// net/http server with the same TLS setup answering a response of the
+// same size from memory, measured by the same client in the same run.
 func BenchmarkETSI014(b *testing.B) {
 	// Throughput with 32 clients at once; latency with 4, a load the
 	// node is not saturated by (p99 at saturation measures the queue).

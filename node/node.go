@@ -15,7 +15,6 @@ import (
 	stdlog "log"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -67,7 +66,7 @@ type Node struct {
 	resMu        sync.Mutex
 	reservations map[string]*reservation // by master and slave SAE
 
-	servers     []*http.Server
+	servers     []apiServer
 	adminAddr   net.Addr
 	metricsAddr net.Addr
 	etsiAddr    net.Addr
