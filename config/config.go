@@ -49,6 +49,8 @@ type Config struct {
 	Control Control `yaml:"control"`
 	API     API     `yaml:"api"`
 	SAEs    []SAE   `yaml:"saes"`
+	// WireGuard lists the tunnels whose preshared keys this node rotates.
+	WireGuard []WireGuardTunnel `yaml:"wireguard"`
 
 	// Filled by decode: the paths the file gave (so Defaults leaves them
 	// alone even when zero) and the line of each path.
@@ -244,6 +246,33 @@ type SAE struct {
 	Burst         int     `yaml:"burst"`
 }
 
+// WireGuardTunnel is one WireGuard peer whose preshared key this node
+// rotates from a key stream shared with the node at the other end of the
+// tunnel, which lists the same tunnel name.
+type WireGuardTunnel struct {
+	// Name names the tunnel and its key stream; the same at both nodes.
+	Name string `yaml:"name"`
+	// RemoteNode is the node that serves the other end of the tunnel.
+	RemoteNode string `yaml:"remote_node"`
+	// Interface is the local WireGuard interface (the kernel's, or a
+	// wireguard-go device's UAPI socket), set through wgctrl.
+	Interface string `yaml:"interface"`
+	// PeerPublicKey is the other end's WireGuard public key (base64).
+	PeerPublicKey string `yaml:"peer_public_key"`
+	// Interval is the rotation period; both ends must give the same.
+	Interval time.Duration `yaml:"interval"`
+	// OnMissingKey says what happens when an epoch's key is not there in
+	// time: "fail_closed" (a random PSK: no new session without a QKD
+	// key) or "keep_current" (keep the last PSK, logged as an error).
+	OnMissingKey string `yaml:"on_missing_key"`
+}
+
+// OnMissingKey values.
+const (
+	FailClosed  = "fail_closed"
+	KeepCurrent = "keep_current"
+)
+
 // Defaults for fields the file leaves out.
 const (
 	DefaultLogLevel  = LogInfo
@@ -267,7 +296,8 @@ const (
 	DefaultETSI014Timeout    = 5 * time.Second
 	DefaultStorageMode       = Memory
 	DefaultSlots             = 65536
-	DefaultSlotSize          = 32 // bytes
+	DefaultSlotSize          = 32                // bytes
+	DefaultRotationInterval  = 120 * time.Second // WireGuard's REKEY_AFTER_TIME
 	DefaultRefresh           = 30 * time.Second
 	DefaultMaxAge            = 2 * time.Minute
 	DefaultSPFDelay          = 10 * time.Millisecond
@@ -393,6 +423,12 @@ func (c *Config) Defaults() {
 		def(c, "api.etsi014.key_size", &e.KeySize, DefaultETSI014KeySize)
 		def(c, "api.etsi014.max_keys_per_request", &e.MaxKeysPerRequest, DefaultMaxKeysPerRequest)
 		def(c, "api.etsi014.assign_timeout", &e.AssignTimeout, DefaultAssignTimeout)
+	}
+	for i := range c.WireGuard {
+		w := &c.WireGuard[i]
+		p := index("wireguard", i)
+		def(c, p+".interval", &w.Interval, DefaultRotationInterval)
+		def(c, p+".on_missing_key", &w.OnMissingKey, FailClosed)
 	}
 	for i := range c.SAEs {
 		s := &c.SAEs[i]

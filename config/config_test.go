@@ -16,6 +16,8 @@ import (
 const testSeed = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 // base is a minimal valid config, 8 lines long; cases append to it.
+const wgTunnel = "wireguard:\n  - name: t1\n    remote_node: b\n    interface: wg0\n    peer_public_key: xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n"
+
 const base = `node:
   id: a
 tls:
@@ -156,6 +158,13 @@ func TestBadConfigs(t *testing.T) {
 		{"bad node id", strings.Replace(base, "id: a", `id: "node a"`, 1), "node.id", 2, `"node a" is not a valid ID`},
 		{"duplicate sae", base + "saes:\n  - id: s1\n  - id: s1\n", "saes[1].id", 11, `"s1" is also saes[0]`},
 		{"bad sae", base + "saes:\n  - id: \"\"\n", "saes[0].id", 10, "required: the SAE's ID"},
+		{"wireguard bad key", base + "wireguard:\n  - name: t1\n    remote_node: b\n    interface: wg0\n    peer_public_key: abc\n", "wireguard[0].peer_public_key", 13, `"abc" is not a WireGuard public key`},
+		{"wireguard to self", base + strings.Replace(wgTunnel, "remote_node: b", "remote_node: a", 1), "wireguard[0].remote_node", 11, `"a" is this node`},
+		{"wireguard no interface", base + strings.Replace(wgTunnel, "    interface: wg0\n", "", 1), "wireguard[0].interface", 10, "required: the local WireGuard interface"},
+		{"wireguard interval", base + wgTunnel + "    interval: 500ms\n", "wireguard[0].interval", 14, "500ms is too short; the shortest rotation interval is 1s"},
+		{"wireguard policy", base + wgTunnel + "    on_missing_key: ignore\n", "wireguard[0].on_missing_key", 14, `"ignore": use fail_closed`},
+		{"wireguard duplicate name", base + wgTunnel + strings.Replace(wgTunnel, "wireguard:\n", "", 1), "wireguard[1].name", 14, `"t1" is also wireguard[0]`},
+		{"wireguard small slots", base + wgTunnel + "pools:\n  slot_size: 16\n", "pools.slot_size", 15, "smaller than a WireGuard preshared key"},
 		{"alias", base + "pools:\n  slots: &n 64\n  high: *n\n", "pools.slots", 10, "anchors and aliases"},
 		{"merge key", base + "<<: {pools: {}}\n", "<<", 9, "merge keys (<<) are not supported"},
 		{"custom tag", base + "pools:\n  slots: !big 64\n", "pools.slots", 10, `custom YAML tag "!big"`},

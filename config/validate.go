@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -73,6 +74,50 @@ func (c *Config) validate(ck *checker, o ParseOptions) {
 			continue
 		}
 		saes[s.ID] = i
+	}
+	c.validateWireGuard(ck, self)
+}
+
+// MinRotationInterval is the shortest WireGuard rotation period (tests).
+const MinRotationInterval = time.Second
+
+func (c *Config) validateWireGuard(ck *checker, self string) {
+	names := map[string]int{}
+	peers := map[string]int{}
+	for i, w := range c.WireGuard {
+		p := index("wireguard", i)
+		if checkID(ck, p+".name", w.Name, "the tunnel's name, the same at both nodes") {
+			if j, dup := names[w.Name]; dup {
+				ck.add(p+".name", "%s is also wireguard[%d]; each tunnel has its own name", quote(w.Name), j)
+			}
+			names[w.Name] = i
+		}
+		if checkID(ck, p+".remote_node", w.RemoteNode, "the node at the other end of the tunnel") && w.RemoteNode == self {
+			ck.add(p+".remote_node", "%s is this node; the other end of a tunnel is served by another node", quote(w.RemoteNode))
+		}
+		if w.Interface == "" {
+			ck.add(p+".interface", "required: the local WireGuard interface, like \"wg0\"")
+		} else if len(w.Interface) > 15 || strings.ContainsAny(w.Interface, "/ \t\n") {
+			ck.add(p+".interface", "%s is not an interface name (at most 15 characters, no '/' or spaces)", quote(w.Interface))
+		}
+		if key, err := base64.StdEncoding.DecodeString(w.PeerPublicKey); err != nil || len(key) != 32 {
+			ck.add(p+".peer_public_key", "%s is not a WireGuard public key; give the other end's key in base64 (44 characters, as `wg pubkey` prints it)", quote(w.PeerPublicKey))
+		} else {
+			k := w.Interface + " " + w.PeerPublicKey
+			if j, dup := peers[k]; dup {
+				ck.add(p+".peer_public_key", "this peer of %s is also wireguard[%d]; one tunnel per peer", w.Interface, j)
+			}
+			peers[k] = i
+		}
+		if w.Interval < MinRotationInterval {
+			ck.add(p+".interval", "%v is too short; the shortest rotation interval is %v", w.Interval, MinRotationInterval)
+		}
+		if w.OnMissingKey != FailClosed && w.OnMissingKey != KeepCurrent {
+			ck.add(p+".on_missing_key", "%s: use fail_closed (a random PSK until keys come back) or keep_current", quote(w.OnMissingKey))
+		}
+	}
+	if len(c.WireGuard) > 0 && c.Pools.SlotSize > 0 && c.Pools.SlotSize < 32 {
+		ck.add("pools.slot_size", "%d bytes is smaller than a WireGuard preshared key (32 bytes), which wireguard: needs", c.Pools.SlotSize)
 	}
 }
 
