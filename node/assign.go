@@ -289,6 +289,8 @@ func (as *assigner) handle(m routedMsg) {
 			}
 		}
 		as.mu.Unlock()
+	case kindStream, kindStreamAck:
+		as.n.handleStream(m.src, m.kind, m.payload)
 	default:
 		as.n.log.Warn("routed message of unknown kind dropped", "src", m.src, "kind", m.kind)
 	}

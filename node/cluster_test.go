@@ -48,6 +48,8 @@ type clusterOpts struct {
 	// direct joins the nodes without the UDP proxies (no Cut): for
 	// benchmarks, where a proxy's copying would be charged to the nodes.
 	direct bool
+	// nodeExtra, if set, gives YAML appended to node id's config.
+	nodeExtra func(id string) string
 	// saeLimit is YAML flow-mapping fields added to each node's own SAE
 	// ("keys_per_second: 10, burst: 128").
 	saeLimit string
@@ -115,6 +117,9 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	}
 	for _, id := range ids {
 		y := fmt.Sprintf(testNodeYAML, id, id, id, km[id], strings.Join(links[id], "")) + o.extra
+		if o.nodeExtra != nil {
+			y += o.nodeExtra(id)
+		}
 		if o.etsi014 {
 			// The default completion timeout: background refills under
 			// the race detector are ten times slower than otherwise.

@@ -33,17 +33,23 @@ type filler struct {
 // startFillers starts a filler for every remote node that serves an SAE
 // this node's SAEs may exchange keys with.
 func (n *Node) startFillers() {
-	if n.cfg.API.ETSI014.Listen == "" {
-		return
+	var remotes []string
+	if n.cfg.API.ETSI014.Listen != "" {
+		for _, s := range n.cfg.SAEs {
+			remotes = append(remotes, s.Node)
+		}
 	}
-	seen := map[string]bool{}
-	for _, s := range n.cfg.SAEs {
-		if s.Node == n.cfg.Node.ID || seen[s.Node] {
+	// Key streams this node owns take their keys from its out pool too.
+	for _, s := range n.streams {
+		if s.owner {
+			remotes = append(remotes, s.remote)
+		}
+	}
+	for _, r := range remotes {
+		if r == n.cfg.Node.ID || n.fillers[r] != nil {
 			continue
 		}
-		seen[s.Node] = true
-		f := &filler{remote: s.Node, wake: make(chan struct{}, 1)}
-		n.fillers[s.Node] = f
+		n.fillers[r] = &filler{remote: r, wake: make(chan struct{}, 1)}
 	}
 	for _, f := range n.fillers {
 		n.wg.Add(1)
@@ -98,7 +104,15 @@ func (n *Node) fill(f *filler) {
 		n.log.Error("key pool filler stopped: pool cannot open", "remote", f.remote, "err", err)
 		return
 	}
+	// Keys of the ETSI 014 key size, or of a stream key's if a stream
+	// takes from this pool and needs more (enc_keys cuts a longer key to
+	// its size at both ends alike).
 	size := n.cfg.API.ETSI014.KeySize / 8
+	for _, s := range n.streams {
+		if s.owner && s.remote == f.remote {
+			size = max(size, StreamKeySize)
+		}
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {

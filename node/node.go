@@ -61,7 +61,8 @@ type Node struct {
 	roots  *x509.CertPool
 
 	assigner *assigner
-	fillers  map[string]*filler // by remote node; fixed after New
+	fillers  map[string]*filler    // by remote node; fixed after New
+	streams  map[string]*KeyStream // by name; fixed after New
 
 	resMu        sync.Mutex
 	reservations map[string]*reservation // by master and slave SAE
@@ -121,6 +122,10 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	}
 	n.sink = newPoolSet(cfg.Node.ID, n.openPool)
 	n.assigner = newAssigner(n)
+	n.streams = map[string]*KeyStream{}
+	for _, w := range cfg.WireGuard {
+		n.streams[w.Name] = newKeyStream(n, w.Name, w.RemoteNode, streamAhead(w.Interval))
+	}
 	if err := n.openRouter(); err != nil {
 		return nil, err
 	}
@@ -272,6 +277,9 @@ func (n *Node) closeAll() error {
 		errs = append(errs, n.eng.Close())
 	}
 	n.wg.Wait()
+	for _, s := range n.streams {
+		s.close()
+	}
 	for _, l := range n.links {
 		errs = append(errs, l.close())
 	}

@@ -1,0 +1,464 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/qrelay/qrelay/ringstore"
+)
+
+// Key streams: a sequence of keys two nodes share, indexed by a number, so
+// that the two ends of a tunnel read the same key n from their own node
+// with no message between the applications (DESIGN.md, "End-to-end key
+// pools and supply"). A WireGuard tunnel's epoch n uses index n.
+//
+// The stream's owner is the node with the lower ID. It takes keys from its
+// out pool for the other node (keys both nodes hold, relayed ahead) and
+// tells the other node which key holds which index (STREAM); the other
+// node takes those keys out of its in pool, keeps them under the stream
+// and acknowledges each index (STREAM_ACK). The owner uses a key only once
+// acknowledged, so a key is never used at one end only. Each time an index
+// is first asked for, the owner announces again every index it holds from
+// there on: a lost message, or the other node restarting, costs a few
+// dozen bytes per epoch, not a tunnel. The other node applies an
+// announcement idempotently; a different key for an index it holds
+// replaces it (the owner restarted and chose again).
+//
+// STREAM (kind kindStream), integers big-endian:
+//
+//	version u8 (1) | stream name (u8 length, bytes) | count u16 |
+//	count × (index u64 | key ID 16 bytes)
+//
+// STREAM_ACK (kind kindStreamAck):
+//
+//	version u8 (1) | stream name (u8 length, bytes) | count u16 |
+//	count × (index u64 | status u8 | message length u16 | message)
+//
+// Status 0: held. 1: this key cannot be held (the owner chooses another).
+// 2: the node serves no such stream with the sender (a config mismatch:
+// the owner keeps its keys and announces again later, so it spends none).
+const (
+	kindStream    uint16 = 34
+	kindStreamAck uint16 = 35
+
+	// StreamKeySize is the size of a stream key: a WireGuard PSK, an
+	// RFC 8784 PPK.
+	StreamKeySize = 32
+	// maxStreamEntries bounds one STREAM message.
+	maxStreamEntries = 1024
+	// streamResend is how often a waiting owner announces again.
+	streamResend = 250 * time.Millisecond
+)
+
+// streamAhead is how many indices the owner of a stream keeps assigned
+// ahead of the one asked for: ten seconds' worth and at least four, so a
+// short outage of the route between the nodes costs no epoch.
+func streamAhead(interval time.Duration) int {
+	return max(4, int((10*time.Second+interval-1)/interval)+1)
+}
+
+// streamEntry is one index of a stream message.
+type streamEntry struct {
+	index uint64
+	id    ringstore.KeyID
+}
+
+type streamAck struct {
+	index  uint64
+	status uint8
+	msg    string
+}
+
+// STREAM_ACK statuses.
+const (
+	streamHeld       = 0
+	streamKeyRefused = 1
+	streamUnknown    = 2
+)
+
+func appendStream(b []byte, name string, es []streamEntry) []byte {
+	b = append(b, assignVersion, byte(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(es)))
+	for _, e := range es {
+		b = binary.BigEndian.AppendUint64(b, e.index)
+		b = append(b, e.id[:]...)
+	}
+	return b
+}
+
+func parseStream(b []byte) (string, []streamEntry, error) {
+	r := &wireReader{b: b}
+	if v := r.u8("STREAM version"); r.err == nil && v != assignVersion {
+		r.err = fmt.Errorf("STREAM version %d: want %d", v, assignVersion)
+	}
+	name := r.str("stream name")
+	n := r.u16("STREAM count")
+	if r.err == nil && n > maxStreamEntries {
+		r.err = fmt.Errorf("STREAM count %d: at most %d", n, maxStreamEntries)
+	}
+	var es []streamEntry
+	for i := 0; i < n && r.err == nil; i++ {
+		e := streamEntry{index: r.u64("index")}
+		copy(e.id[:], r.bytes(16, "key ID"))
+		es = append(es, e)
+	}
+	return name, es, r.end("STREAM")
+}
+
+func appendStreamAcks(b []byte, name string, acks []streamAck) []byte {
+	b = append(b, assignVersion, byte(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(acks)))
+	for _, a := range acks {
+		b = binary.BigEndian.AppendUint64(b, a.index)
+		b = append(b, a.status)
+		msg := a.msg[:min(len(a.msg), 256)]
+		b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+		b = append(b, msg...)
+	}
+	return b
+}
+
+func parseStreamAcks(b []byte) (string, []streamAck, error) {
+	r := &wireReader{b: b}
+	if v := r.u8("STREAM_ACK version"); r.err == nil && v != assignVersion {
+		r.err = fmt.Errorf("STREAM_ACK version %d: want %d", v, assignVersion)
+	}
+	name := r.str("stream name")
+	n := r.u16("STREAM_ACK count")
+	var acks []streamAck
+	for i := 0; i < n && r.err == nil; i++ {
+		a := streamAck{index: r.u64("index")}
+		a.status = uint8(r.u8("status"))
+		a.msg = string(r.bytes(r.u16("message length"), "message"))
+		acks = append(acks, a)
+	}
+	return name, acks, r.end("STREAM_ACK")
+}
+
+// streamKey is the key of one index.
+type streamKey struct {
+	id    ringstore.KeyID
+	key   [StreamKeySize]byte
+	acked bool // owner: the other node holds it too
+}
+
+// KeyStream is one key stream of this node, shared with one other node.
+type KeyStream struct {
+	n      *Node
+	name   string
+	remote string
+	owner  bool
+	ahead  int // indices the owner keeps assigned from the one asked for
+
+	mu      sync.Mutex
+	keys    map[uint64]*streamKey
+	floor   uint64        // indices below are released
+	asked   uint64        // highest index asked for + 1 (owner: announced from)
+	changed chan struct{} // closed and replaced when keys change
+	stats   StreamStats
+
+	warnedUnknown bool
+}
+
+// StreamStats are a stream's counters.
+type StreamStats struct {
+	Held             int    // indices held
+	Served, Released uint64 // keys handed out (by index), zeroised
+	Refused          uint64 // indices the other node refused (owner) or could not take (other)
+}
+
+func newKeyStream(n *Node, name, remote string, ahead int) *KeyStream {
+	return &KeyStream{
+		n: n, name: name, remote: remote, owner: n.cfg.Node.ID < remote, ahead: ahead,
+		keys: map[uint64]*streamKey{}, changed: make(chan struct{}),
+	}
+}
+
+// Name is the stream's name; Remote the node it is shared with.
+func (s *KeyStream) Name() string   { return s.name }
+func (s *KeyStream) Remote() string { return s.remote }
+
+// Stats returns the stream's counters.
+func (s *KeyStream) Stats() StreamStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Held = len(s.keys)
+	return st
+}
+
+// notifyLocked wakes those waiting for a key.
+func (s *KeyStream) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Key returns the key of index, waiting until both nodes hold it or ctx
+// ends. The caller owns the copy and should clear it when done.
+func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte, error) {
+	first := true
+	for {
+		s.mu.Lock()
+		if index < s.floor {
+			s.mu.Unlock()
+			return [StreamKeySize]byte{}, fmt.Errorf("stream %s: index %d was released (the stream is at %d)", s.name, index, s.floor)
+		}
+		if k := s.keys[index]; k != nil && (k.acked || !s.owner) {
+			s.stats.Served++
+			key := k.key
+			s.mu.Unlock()
+			return key, nil
+		}
+		var msg []byte
+		var err error
+		if s.owner {
+			// Announce on the first ask of a new index and then every
+			// streamResend while waiting.
+			msg, err = s.announceLocked(index, first)
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if err == nil && msg != nil {
+			err = s.n.eng.SendRouted(s.remote, kindStream, msg)
+		}
+		if err != nil {
+			s.n.log.Debug("stream key not ready", "stream", s.name, "remote", s.remote, "index", index, "err", err)
+		}
+		first = false
+		t := time.NewTimer(streamResend)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return [StreamKeySize]byte{}, fmt.Errorf("stream %s: key %d from node %s not ready: %w", s.name, index, s.remote, ctx.Err())
+		}
+		t.Stop()
+	}
+}
+
+// announceLocked (owner) assigns keys to [index, index+ahead) where none
+// is, and returns the STREAM message announcing what it holds from index
+// on (all of it when full, else only what is unacknowledged).
+func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
+	var missing []uint64
+	for i := index; i < index+uint64(s.ahead); i++ {
+		if s.keys[i] == nil {
+			missing = append(missing, i)
+		}
+	}
+	var takeErr error
+	if len(missing) > 0 {
+		p, err := s.n.sink.pool(s.remote, roleOut)
+		if err == nil {
+			var keys []ringstore.Key
+			// The master names the stream in the pool's records; the
+			// other node's copies stay unassigned until STREAM takes them.
+			keys, err = p.TakeNextFree(len(missing), ringstore.Assignment{Master: "stream:" + s.name})
+			if err == nil {
+				if len(keys[0].Bytes) < StreamKeySize {
+					err = fmt.Errorf("pool keys of %d bytes: a stream key needs %d (pools.slot_size)", len(keys[0].Bytes), StreamKeySize)
+				}
+				for i, k := range keys {
+					if err == nil {
+						sk := &streamKey{id: k.ID}
+						copy(sk.key[:], k.Bytes)
+						s.keys[missing[i]] = sk
+					}
+					clear(k.Bytes)
+				}
+				s.n.took(s.remote, len(keys))
+			}
+		}
+		if errors.Is(err, ringstore.ErrPoolEmpty) {
+			s.n.wakeFiller(s.remote)
+			err = fmt.Errorf("the key pool for node %s is empty: it is being refilled by relay", s.remote)
+		}
+		takeErr = err
+	}
+	if index+1 > s.asked {
+		s.asked = index + 1
+		full = true
+	}
+	var es []streamEntry
+	for i, k := range s.keys {
+		if i >= index && (full || !k.acked) && len(es) < maxStreamEntries {
+			es = append(es, streamEntry{i, k.id})
+		}
+	}
+	if len(es) == 0 {
+		return nil, takeErr
+	}
+	slices.SortFunc(es, func(a, b streamEntry) int { return compareU64(a.index, b.index) })
+	return appendStream(nil, s.name, es), takeErr
+}
+
+func compareU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// apply (other node) takes the announced keys out of the in pool and
+// returns the acknowledgements.
+func (s *KeyStream) apply(es []streamEntry) []streamAck {
+	p, perr := s.n.sink.pool(s.remote, roleIn)
+	acks := make([]streamAck, 0, len(es))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range es {
+		ack := streamAck{index: e.index}
+		switch k := s.keys[e.index]; {
+		case e.index < s.floor:
+			// Already used and released: nothing to do.
+		case k != nil && k.id == e.id:
+			// Held already (a repeated announcement).
+		case perr != nil:
+			ack = streamAck{e.index, streamKeyRefused, perr.Error()}
+		default:
+			// Only keys nobody was assigned: a stream message cannot
+			// take an SAE's keys.
+			keys, err := p.TakeByIDsIf([]ringstore.KeyID{e.id}, func(_ ringstore.KeyID, a ringstore.Assignment) error {
+				if a.Master != "" {
+					return fmt.Errorf("key %s is assigned to SAE %s", e.id, a.Master)
+				}
+				return nil
+			})
+			if err == nil && len(keys[0].Bytes) < StreamKeySize {
+				err = fmt.Errorf("key %s has %d bytes: a stream key needs %d", e.id, len(keys[0].Bytes), StreamKeySize)
+			}
+			if err != nil {
+				for _, k := range keys {
+					clear(k.Bytes)
+				}
+				s.stats.Refused++
+				ack = streamAck{e.index, streamKeyRefused, err.Error()}
+				break
+			}
+			sk := &streamKey{id: e.id, acked: true}
+			copy(sk.key[:], keys[0].Bytes)
+			clear(keys[0].Bytes)
+			if k != nil {
+				clear(k.key[:]) // the owner chose again
+			}
+			s.keys[e.index] = sk
+		}
+		acks = append(acks, ack)
+	}
+	s.notifyLocked()
+	return acks
+}
+
+// acked (owner) records the other node's acknowledgements.
+func (s *KeyStream) acked(acks []streamAck) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range acks {
+		k := s.keys[a.index]
+		if k == nil {
+			continue
+		}
+		switch a.status {
+		case streamHeld:
+			k.acked = true
+			continue
+		case streamUnknown:
+			// Keep the key: the other node's config may yet list the
+			// stream (the announcement repeats every epoch).
+			if !s.warnedUnknown {
+				s.warnedUnknown = true
+				s.n.log.Error("the other node serves no such stream: check both nodes list the tunnel under the same name", "stream", s.name, "remote", s.remote, "reason", a.msg)
+			}
+			continue
+		}
+		// The other node cannot hold this key: choose another.
+		s.n.log.Warn("stream key refused by the other node; choosing another", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
+		s.stats.Refused++
+		clear(k.key[:])
+		delete(s.keys, a.index)
+	}
+	s.notifyLocked()
+}
+
+// Release zeroises the keys of indices below index: they will not be
+// asked for again.
+func (s *KeyStream) Release(below uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if below <= s.floor {
+		return
+	}
+	s.floor = below
+	for i, k := range s.keys {
+		if i < below {
+			clear(k.key[:])
+			delete(s.keys, i)
+			s.stats.Released++
+		}
+	}
+}
+
+// close zeroises every key.
+func (s *KeyStream) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, k := range s.keys {
+		clear(k.key[:])
+		delete(s.keys, i)
+	}
+}
+
+// Stream returns the key stream name, or nil if there is none.
+func (n *Node) Stream(name string) *KeyStream { return n.streams[name] }
+
+// handleStream handles a STREAM or STREAM_ACK from node src.
+func (n *Node) handleStream(src string, kind uint16, payload []byte) {
+	if kind == kindStream {
+		name, es, err := parseStream(payload)
+		if err != nil {
+			n.log.Warn("malformed stream message dropped", "src", src, "err", err)
+			return
+		}
+		s := n.streams[name]
+		var acks []streamAck
+		switch {
+		case s == nil || s.remote != src:
+			acks = refuseAll(es, fmt.Sprintf("node %s has no stream %q shared with node %s (wireguard: lists none)", n.cfg.Node.ID, name, src))
+		case s.owner:
+			acks = refuseAll(es, fmt.Sprintf("node %s owns stream %q (the lower node ID does)", n.cfg.Node.ID, name))
+		default:
+			acks = s.apply(es)
+		}
+		if err := n.eng.SendRouted(src, kindStreamAck, appendStreamAcks(nil, name, acks)); err != nil {
+			n.log.Debug("stream acknowledgement not sent; the owner announces again", "stream", name, "dst", src, "err", err)
+		}
+		return
+	}
+	name, acks, err := parseStreamAcks(payload)
+	if err != nil {
+		n.log.Warn("malformed stream acknowledgement dropped", "src", src, "err", err)
+		return
+	}
+	if s := n.streams[name]; s != nil && s.owner && s.remote == src {
+		s.acked(acks)
+	}
+}
+
+func refuseAll(es []streamEntry, msg string) []streamAck {
+	acks := make([]streamAck, len(es))
+	for i, e := range es {
+		acks[i] = streamAck{e.index, streamUnknown, msg}
+	}
+	return acks
+}
