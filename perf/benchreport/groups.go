@@ -97,6 +97,19 @@ var Groups = []Group{
 			lower(metric("etsi014.latency.p99", "µs", "BenchmarkETSI014/enc_keys-4", "p99-µs", "bare net/http mTLS", "BenchmarkETSI014/raw-https-4")),
 		},
 	},
+	{
+		// New PSKs on all 1,000 peers of one embedded wireguard-go device,
+		// as wgkey installs them at an epoch boundary: one SetPSKs call (one
+		// IpcSet), against one IpcSet per peer. The wgctrl-over-UAPI
+		// variant runs only as root, so it is in go test's output but is no
+		// figure.
+		Name:    "wgkey",
+		Package: "./wgkey",
+		Bench:   `^BenchmarkRotate1000$`,
+		Figures: []Figure{
+			lower(metric("wgkey.rotate1000", "ms", "BenchmarkRotate1000/device", "ms", "1,000 IpcSet calls, one peer each", "BenchmarkRotate1000/one-call-per-peer")),
+		},
+	},
 }
 
 // metric is a figure read from a custom b.ReportMetric unit, unscaled.

@@ -1,0 +1,280 @@
+package wgkey
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Run rotates until ctx ends, then returns nil. It installs the current
+// epoch's keys at once, then each epoch's at its boundary. Failures are
+// counted and logged, not returned: a tunnel heals at the next epoch whose
+// key comes. Run may be called once at a time.
+func (r *Rotator) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("wgkey: Rotator.Run is already running")
+	}
+	defer r.running.Store(false)
+	var wg sync.WaitGroup
+	for _, g := range r.groups {
+		wg.Go(func() { r.runGroup(ctx, g) })
+	}
+	wg.Wait()
+	<-ctx.Done() // with no tunnels, Run still lasts until ctx ends
+	return nil
+}
+
+func (r *Rotator) runGroup(ctx context.Context, g *group) {
+	n, keys := r.fetchCurrent(ctx, g)
+	first := true
+	for {
+		next := n + 1
+		b := EpochStart(next, g.interval)
+		// The next keys are fetched from Fetch before the boundary on,
+		// however long the drive below takes.
+		nextKeys := startFetch(ctx, r.now, g.tunnels, next, b.Add(-g.fetch), b)
+		r.installAndDrive(ctx, g, n, keys, first)
+		first = false
+		if !sleepUntil(ctx, r.now, b) {
+			nextKeys.discard()
+			return
+		}
+		n, keys = next, nextKeys
+		if EpochAt(r.now(), g.interval) != n {
+			// We woke more than an epoch late (a suspended process, a clock
+			// stepped forward): the keys fetched are for an epoch that is over.
+			keys.discard()
+			n, keys = r.fetchCurrent(ctx, g)
+		}
+	}
+}
+
+// fetchCurrent fetches the keys of the epoch under way, waiting at most
+// g.fetch for them, for installing at once (at start, or after falling
+// behind).
+func (r *Rotator) fetchCurrent(ctx context.Context, g *group) (uint64, *fetchBatch) {
+	for {
+		now := r.now()
+		n := EpochAt(now, g.interval)
+		keys := startFetch(ctx, r.now, g.tunnels, n, now, now.Add(g.fetch))
+		keys.wait(ctx, g.fetch)
+		if EpochAt(r.now(), g.interval) == n || ctx.Err() != nil {
+			return n, keys
+		}
+		keys.discard()
+	}
+}
+
+// outcome is what happened to one tunnel at one boundary.
+type outcome int
+
+const (
+	installed    outcome = iota // the stream key is in place
+	failedClosed                // a random key is in place
+	kept                        // the key was missing; the old PSK stays (KeepCurrent)
+)
+
+// installAndDrive installs epoch n's keys for every tunnel of g in one
+// SetPSKs call, then drives and checks the handshakes.
+func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys *fetchBatch, first bool) {
+	updates := make([]Update, 0, len(g.tunnels))
+	defer clear(updates)
+	outcomes := make([]outcome, len(g.tunnels))
+	for i, t := range g.tunnels {
+		k, err := keys.take(i)
+		switch {
+		case err == nil:
+			updates = append(updates, Update{Peer: t.Peer, PSK: k})
+			clear(k[:])
+		case t.Policy == KeepCurrent:
+			outcomes[i] = kept
+			r.fail(t, n, "no key for the epoch: keeping the current PSK", err)
+		default:
+			outcomes[i] = failedClosed
+			var random Key
+			rand.Read(random[:]) // never fails (crypto/rand, Go ≥ 1.24)
+			updates = append(updates, Update{Peer: t.Peer, PSK: random})
+			clear(random[:])
+			r.fail(t, n, "no key for the epoch: installed a random PSK, the tunnel is down until a key comes", err)
+		}
+	}
+	keys.discard()
+
+	writeErr := r.writer(func(w Writer) error { return w.SetPSKs(updates) })
+	installedAt := time.Now() // WireGuard stamps handshakes with the real clock, not r.now
+	stamp := r.now()
+	for _, t := range g.tunnels {
+		t.Source.Release(n + 1)
+	}
+
+	// drive: the tunnels to drive Margin after the boundary; expect: those
+	// whose handshake must then complete; closed: those failing closed.
+	var drive, expect, closed []*tunnel
+	for i, t := range g.tunnels {
+		switch {
+		case outcomes[i] == kept:
+			continue
+		case writeErr != nil:
+			r.fail(t, n, "installing the PSK", writeErr)
+			continue
+		case outcomes[i] == failedClosed:
+			r.update(t, func(st *TunnelStatus) { st.Epoch, st.FailedClosed = n, true })
+			closed = append(closed, t)
+			continue
+		}
+		r.update(t, func(st *TunnelStatus) {
+			st.Epoch, st.LastRotation, st.FailedClosed = n, stamp, false
+			st.Rotations++
+		})
+		if t.Drive {
+			drive = append(drive, t)
+		}
+		// At start the other side may have installed long before, or not
+		// yet. So at start the side that does not drive also expects a
+		// handshake, and drives (in confirm) if none came from the driving
+		// side by then: that covers a driving side that started first and
+		// whose handshake failed. It does not drive at once, as two drives
+		// crossing would make both handshakes fail (each side drops its own
+		// initiation on receiving the other's) and retry.
+		if t.Drive || first {
+			expect = append(expect, t)
+		}
+	}
+	drive = append(drive, r.closeSessions(n, closed)...)
+	r.log.Debug("wgkey: installed PSKs", "epoch", n, "interval", g.interval, "tunnels", len(g.tunnels), "written", len(updates), "err", writeErr)
+
+	// Drive once the other side has installed too: Margin after the
+	// boundary (or after our install, at start). Started too close to the
+	// next boundary, leave it to that one.
+	driveAt := EpochStart(n, g.interval).Add(g.margin)
+	if first {
+		driveAt = stamp.Add(g.margin)
+	}
+	if !driveAt.Before(EpochStart(n+1, g.interval)) || !sleepUntil(ctx, r.now, driveAt) {
+		return
+	}
+	drivenAt := time.Now()
+	r.drive(g, n, drive)
+	// A driven tunnel needs a handshake after the drive: one completed
+	// between install and drive may have been undone by it.
+	awaiting := make([]awaited, len(expect))
+	for i, t := range expect {
+		awaiting[i] = awaited{t, installedAt}
+		if t.Drive {
+			awaiting[i].since = drivenAt
+		}
+	}
+	r.confirm(ctx, g, n, installedAt, awaiting)
+}
+
+// closeSessions ends the current sessions of tunnels that failed closed, on
+// either side of them, so that nothing more passes under the previous PSK.
+// It returns those it could not close, to be driven instead, which stops at
+// least this side sending on them.
+func (r *Rotator) closeSessions(n uint64, ts []*tunnel) (drive []*tunnel) {
+	if len(ts) == 0 {
+		return nil
+	}
+	c, ok := r.w.(SessionCloser)
+	if !ok {
+		return ts
+	}
+	err := r.writer(func(Writer) error { return c.CloseSessions(peerKeys(ts)) })
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, errors.ErrUnsupported):
+		for _, t := range ts {
+			r.fail(t, n, "closing the session", err)
+		}
+	}
+	return ts
+}
+
+// drive makes the next packet to each tunnel's peer start a handshake.
+func (r *Rotator) drive(g *group, n uint64, ts []*tunnel) {
+	if len(ts) == 0 {
+		return
+	}
+	if err := r.writer(func(w Writer) error { return w.Handshake(peerKeys(ts)) }); err != nil {
+		for _, t := range ts {
+			r.fail(t, n, "driving the handshake", err)
+		}
+	}
+}
+
+// confirm reads the interface Retry after each drive and drives again the
+// expected tunnels that have not yet handshaken since they should have, up to
+// redrives times. It also refreshes every tunnel's LastHandshake and checks
+// that its peer is on the interface.
+func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt time.Time, expect []awaited) {
+	end := EpochStart(n+1, g.interval)
+	for try := 0; ; try++ {
+		if !sleepUntil(ctx, r.now, r.now().Add(g.retry)) {
+			return
+		}
+		var states []PeerState
+		err := r.writer(func(w Writer) (err error) { states, err = w.Peers(); return err })
+		if err != nil {
+			r.log.Warn("wgkey: reading the interface", "epoch", n, "err", err)
+			return
+		}
+		last := make(map[wgtypes.Key]time.Time, len(states))
+		for _, s := range states {
+			last[s.Peer] = s.LastHandshake
+		}
+		if try == 0 {
+			for _, t := range g.tunnels {
+				hs, ok := last[t.Peer]
+				if !ok {
+					r.fail(t, n, "peer not on the interface", errors.New("the PSK was not installed"))
+					continue
+				}
+				r.update(t, func(st *TunnelStatus) { st.LastHandshake = hs })
+			}
+		}
+		waiting := expect[:0:0]
+		for _, a := range expect {
+			t := a.t
+			hs := last[t.Peer]
+			if hs.After(a.since) {
+				r.update(t, func(st *TunnelStatus) { st.LastHandshake = hs })
+				continue
+			}
+			waiting = append(waiting, a)
+		}
+		expect = waiting
+		if len(expect) == 0 {
+			return
+		}
+		if try == redrives || !r.now().Add(g.retry).Before(end) {
+			for _, a := range expect {
+				t := a.t
+				waited := time.Since(installedAt).Round(time.Millisecond)
+				r.update(t, func(st *TunnelStatus) {
+					st.Unconfirmed++
+					st.LastError = fmt.Sprintf("tunnel %s peer %s epoch %d: no handshake %v after installing the PSK: the other side has another PSK, or is not reachable", t.Name, t.peer, n, waited)
+				})
+				r.log.Warn("wgkey: no handshake with the new PSK", "tunnel", t.Name, "peer", t.peer, "epoch", n, "waited", waited)
+			}
+			return
+		}
+		redrive := make([]*tunnel, len(expect))
+		for i, a := range expect {
+			redrive[i] = a.t
+			r.update(a.t, func(st *TunnelStatus) { st.Redrives++ })
+		}
+		r.drive(g, n, redrive)
+	}
+}
+
+// awaited is a tunnel whose handshake must complete after since.
+type awaited struct {
+	t     *tunnel
+	since time.Time
+}

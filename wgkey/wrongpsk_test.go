@@ -1,0 +1,87 @@
+package wgkey
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// TestWrongPSKFailsHandshake gives the two sides different key streams:
+// after a driven handshake, none may complete, which shows that the PSK the
+// Rotator installs is the one WireGuard uses. The control at the end, equal
+// PSKs and one drive, shows that the tunnel itself was fine.
+func TestWrongPSKFailsHandshake(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 3 s")
+	}
+	t.Parallel()
+	const interval = time.Second
+	p := newRotatorPair(t, interval, newSource("wrong A"), newSource("wrong B"), FailClosed)
+	echo := p.Echo(t, 10*time.Millisecond)
+	stopA, stopB := run(t, p.ra), run(t, p.rb)
+
+	// Once both have installed and A has driven, A's session can no longer
+	// send and no new handshake may complete.
+	if why := waitFor(time.Now().Add(3*time.Second), func() (bool, string) {
+		return status(p.ra).Rotations > 0 && status(p.rb).Rotations > 0 && p.wa.driveCount() > 0, "no install and drive yet"
+	}); why != "" {
+		t.Fatal(why)
+	}
+	var since time.Time
+	for _, w := range []*recWriter{p.wa, p.wb} {
+		w.mu.Lock()
+		for _, at := range w.installed {
+			if at.After(since) {
+				since = at
+			}
+		}
+		w.mu.Unlock()
+	}
+	before := echo.Snapshot()
+	end := time.Now().Add(2 * time.Second) // through two boundaries, with the drives and retries of each
+	if bad := during(end, func() string {
+		a, b, err := p.infos()
+		switch {
+		case err != nil:
+			return err.Error()
+		case a.LastHandshake.After(since) || b.LastHandshake.After(since):
+			return fmt.Sprintf("a handshake completed with different PSKs: A at %v, B at %v, installs by %v", a.LastHandshake, b.LastHandshake, since)
+		}
+		return ""
+	}); bad != "" {
+		t.Fatal(bad)
+	}
+	after := echo.Snapshot()
+	sa := status(p.ra)
+	t.Logf("different PSKs: no handshake in 2 s after %d drives by A; %d echoes answered in that time (%d sent); A unconfirmed epochs %d",
+		p.wa.driveCount(), after.Answered-before.Answered, after.Sent-before.Sent, sa.Unconfirmed)
+	if got := after.Answered - before.Answered; got > 3 {
+		t.Errorf("%d echoes answered with different PSKs, want none past those in flight", got)
+	}
+	if sa.Unconfirmed == 0 {
+		t.Errorf("A's status shows no unconfirmed epoch: %+v", sa)
+	}
+
+	// Control: the same tunnel with equal PSKs handshakes at once.
+	stopA()
+	stopB()
+	a, _, err := p.infos()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := NewDeviceWriter(p.B.Dev).SetPSKs([]Update{{Peer: p.A.Public, PSK: Key(a.PSK)}}); err != nil {
+		t.Fatal(err)
+	}
+	driven := time.Now()
+	if err := NewDeviceWriter(p.A.Dev).Handshake([]wgtypes.Key{p.B.Public}); err != nil {
+		t.Fatal(err)
+	}
+	if why := waitFor(driven.Add(2*time.Second), func() (bool, string) {
+		a, _, err := p.infos()
+		return err == nil && a.LastHandshake.After(driven), "no handshake"
+	}); why != "" {
+		t.Fatalf("control with equal PSKs: %s", why)
+	}
+}
