@@ -264,6 +264,22 @@ func (b backend) Flows(ctx context.Context) ([]adminapi.Flow, error) {
 	return out, nil
 }
 
+// Tunnels implements adminapi.Tunneler.
+func (b backend) Tunnels(ctx context.Context) ([]adminapi.Tunnel, error) {
+	ts := b.n.Tunnels()
+	out := make([]adminapi.Tunnel, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, adminapi.Tunnel{
+			Interface: t.Interface, Name: t.Name, Peer: t.Peer.String(), Remote: t.Remote,
+			IntervalS: t.Interval.Seconds(), OnMissingKey: t.OnMissingKey, Drives: t.Drives,
+			Epoch: t.Epoch, LastRotation: t.LastRotation, LastHandshake: t.LastHandshake,
+			Rotations: t.Rotations, Failures: t.Failures, LastError: t.LastError, FailedClosed: t.FailedClosed,
+			Stream: adminapi.TunnelStream{Held: t.Stream.Held, Served: t.Stream.Served, Released: t.Stream.Released, Refused: t.Stream.Refused},
+		})
+	}
+	return out, nil
+}
+
 func (b backend) SetLinkState(ctx context.Context, peer, state string) error {
 	st, err := controlplane.ParseState(state)
 	if err != nil {

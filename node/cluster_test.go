@@ -20,6 +20,7 @@ import (
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
+	"github.com/qrelay/qrelay/wgkey"
 )
 
 // testCluster is a network of in-process nodes on loopback, each built
@@ -33,6 +34,7 @@ type testCluster struct {
 	dir     string
 	ca      *pki.CA
 	ids     []string
+	wg      map[string]map[string]wgkey.Writer // clusterOpts.wireguard
 }
 
 type clusterOpts struct {
@@ -50,6 +52,9 @@ type clusterOpts struct {
 	direct bool
 	// nodeExtra, if set, gives YAML appended to node id's config.
 	nodeExtra func(id string) string
+	// wireguard gives, by node, the writers of WireGuard devices
+	// embedded in the test (Options.WireGuard).
+	wireguard map[string]map[string]wgkey.Writer
 	// saeLimit is YAML flow-mapping fields added to each node's own SAE
 	// ("keys_per_second: 10, burst: 128").
 	saeLimit string
@@ -75,7 +80,7 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c.ca, c.ids = ca, ids
+	c.ca, c.ids, c.wg = ca, ids, o.wireguard
 	write := func(name string, data []byte) {
 		if err := os.WriteFile(filepath.Join(c.dir, name), data, 0o600); err != nil {
 			tb.Fatal(err)
@@ -149,7 +154,7 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 		if err != nil {
 			tb.Fatalf("config of node %s: %v", id, err)
 		}
-		n, err := New(cfg, Options{Logger: log, Version: "test"})
+		n, err := New(cfg, Options{Logger: log, Version: "test", WireGuard: o.wireguard[id]})
 		if err != nil {
 			tb.Fatalf("starting node %s: %v", id, err)
 		}
@@ -165,7 +170,7 @@ func (c *testCluster) restart(id string) {
 	if err := c.nodes[id].Shutdown(context.Background()); err != nil {
 		c.tb.Fatalf("stopping node %s: %v", id, err)
 	}
-	n, err := New(c.cfgs[id], Options{Logger: c.nodes[id].baseLog, Version: "test"})
+	n, err := New(c.cfgs[id], Options{Logger: c.nodes[id].baseLog, Version: "test", WireGuard: c.wg[id]})
 	if err != nil {
 		c.tb.Fatalf("restarting node %s: %v", id, err)
 	}

@@ -147,12 +147,21 @@ var (
 	dRelayPending  = desc("qrelay_relay_pending_frames", "Frames sent and awaiting the destination's completion.")
 	dCtlCounters   = desc("qrelay_controlplane_events_total", "Control plane counters since start, by event.", "event")
 	dRoutes        = desc("qrelay_routes", "Destinations this node has a route to.")
+
+	dWGRotations     = desc("qrelay_wireguard_rotations_total", "Stream keys installed as a WireGuard tunnel's preshared key since start, the first one at start included.", "interface", "tunnel")
+	dWGFailures      = desc("qrelay_wireguard_rotation_failures_total", "Epochs of a WireGuard tunnel without their key, and failed writes of its preshared key, since start.", "interface", "tunnel")
+	dWGEpoch         = desc("qrelay_wireguard_epoch", "Epoch of the preshared key installed last, stream key or random (epoch n starts n intervals after the Unix epoch).", "interface", "tunnel")
+	dWGLastRotation  = desc("qrelay_wireguard_last_rotation_timestamp_seconds", "Unix time a stream key was last installed as the tunnel's preshared key; absent until one is.", "interface", "tunnel")
+	dWGLastHandshake = desc("qrelay_wireguard_last_handshake_timestamp_seconds", "Unix time of the peer's last handshake, as last read from the interface; absent until one is seen.", "interface", "tunnel")
+	dWGFailedClosed  = desc("qrelay_wireguard_failed_closed", "1 while the tunnel's preshared key is a random one because its epoch's key did not come: no new session until one does.", "interface", "tunnel")
+	dStreamHeld      = desc("qrelay_stream_keys_held", "Keys a key stream holds for indices not yet released, by stream and the node it is shared with.", "stream", "remote")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dLinkUp, dLinkUsable, dLinkCost, dLinkState, dPadStock, dPadCapacity, dPadLow, dPadFill, dPadConsume,
 		dPadAppended, dPadReserved, dPadZeroised, dQKDUp, dQBER, dSKR, dPoolKeys, dPoolCap, dPoolAdded, dPoolTaken, dPoolExpired,
-		dRelayCounters, dPadMAC, dRelayPending, dCtlCounters, dRoutes} {
+		dRelayCounters, dPadMAC, dRelayPending, dCtlCounters, dRoutes,
+		dWGRotations, dWGFailures, dWGEpoch, dWGLastRotation, dWGLastHandshake, dWGFailedClosed, dStreamHeld} {
 		ch <- d
 	}
 }
@@ -243,6 +252,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dCtlCounters, float64(e.v), e.name)
 	}
 	gauge(dRoutes, float64(len(n.router.Routes())))
+	for _, t := range n.Tunnels() {
+		counter(dWGRotations, float64(t.Rotations), t.Interface, t.Name)
+		counter(dWGFailures, float64(t.Failures), t.Interface, t.Name)
+		gauge(dWGEpoch, float64(t.Epoch), t.Interface, t.Name)
+		if !t.LastRotation.IsZero() {
+			gauge(dWGLastRotation, unixSeconds(t.LastRotation), t.Interface, t.Name)
+		}
+		if !t.LastHandshake.IsZero() {
+			gauge(dWGLastHandshake, unixSeconds(t.LastHandshake), t.Interface, t.Name)
+		}
+		gauge(dWGFailedClosed, b2f(t.FailedClosed), t.Interface, t.Name)
+	}
+	for _, s := range n.streams {
+		gauge(dStreamHeld, float64(s.Stats().Held), s.Name(), s.Remote())
+	}
+}
+
+// unixSeconds is t as Unix time in seconds, to the microsecond.
+func unixSeconds(t time.Time) float64 {
+	return float64(t.UnixMicro()) / 1e6
 }
 
 type routeLink struct {

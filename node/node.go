@@ -26,6 +26,8 @@ import (
 	"github.com/qrelay/qrelay/dataplane/kmlink"
 	"github.com/qrelay/qrelay/dataplane/relay"
 	"github.com/qrelay/qrelay/ringstore"
+	"github.com/qrelay/qrelay/wgkey"
+	"golang.zx2c4.com/wireguard/wgctrl"
 )
 
 // statsInterval is how often a node samples its links' pad stock, rates
@@ -38,6 +40,10 @@ const statsInterval = 250 * time.Millisecond
 type Options struct {
 	Logger  *slog.Logger
 	Version string
+	// WireGuard gives, by interface name, the writers of WireGuard
+	// devices embedded in this process (wgkey.NewDeviceWriter); the
+	// config's other interfaces are reached through wgctrl.
+	WireGuard map[string]wgkey.Writer
 }
 
 // Node is one running trusted node.
@@ -63,6 +69,8 @@ type Node struct {
 	assigner *assigner
 	fillers  map[string]*filler    // by remote node; fixed after New
 	streams  map[string]*KeyStream // by name; fixed after New
+	wgIfaces []*wgInterface        // WireGuard rotators; fixed after New
+	wgctrl   *wgctrl.Client        // for interfaces not in this process
 
 	resMu        sync.Mutex
 	reservations map[string]*reservation // by master and slave SAE
@@ -176,6 +184,9 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	go n.sampleLoop()
 	n.assigner.start()
 	n.startFillers()
+	if err := n.startWireGuard(opt.WireGuard); err != nil {
+		return nil, err
+	}
 	n.log.Info("node started", "km_listen", n.tr.Addr().String(), "links", len(n.links), "storage", cfg.Storage.Mode, "version", n.version)
 	return n, nil
 }
@@ -279,6 +290,9 @@ func (n *Node) closeAll() error {
 	n.wg.Wait()
 	for _, s := range n.streams {
 		s.close()
+	}
+	if n.wgctrl != nil {
+		errs = append(errs, n.wgctrl.Close())
 	}
 	for _, l := range n.links {
 		errs = append(errs, l.close())

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -203,25 +204,26 @@ func (s *KeyStream) notifyLocked() {
 // Key returns the key of index, waiting until both nodes hold it or ctx
 // ends. The caller owns the copy and should clear it when done.
 func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte, error) {
-	first := true
-	for {
+	for retry := false; ; retry = true {
 		s.mu.Lock()
 		if index < s.floor {
 			s.mu.Unlock()
 			return [StreamKeySize]byte{}, fmt.Errorf("stream %s: index %d was released (the stream is at %d)", s.name, index, s.floor)
 		}
-		if k := s.keys[index]; k != nil && (k.acked || !s.owner) {
-			s.stats.Served++
-			key := k.key
-			s.mu.Unlock()
-			return key, nil
-		}
+		k := s.keys[index]
+		ready := k != nil && (k.acked || !s.owner)
 		var msg []byte
 		var err error
-		if s.owner {
-			// Announce on the first ask of a new index and then every
-			// streamResend while waiting.
-			msg, err = s.announceLocked(index, first)
+		if s.owner && (retry || index >= s.asked) {
+			// The first ask of a new index tops the window up and
+			// announces all of it; a waiting caller announces what is
+			// unacknowledged every streamResend.
+			msg, err = s.announceLocked(index, !retry)
+		}
+		var key [StreamKeySize]byte
+		if ready {
+			s.stats.Served++
+			key = k.key
 		}
 		ch := s.changed
 		s.mu.Unlock()
@@ -229,9 +231,11 @@ func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte,
 			err = s.n.eng.SendRouted(s.remote, kindStream, msg)
 		}
 		if err != nil {
-			s.n.log.Debug("stream key not ready", "stream", s.name, "remote", s.remote, "index", index, "err", err)
+			s.n.log.Debug("stream announcement incomplete", "stream", s.name, "remote", s.remote, "index", index, "err", err)
 		}
-		first = false
+		if ready {
+			return key, nil
+		}
 		t := time.NewTimer(streamResend)
 		select {
 		case <-ch:
@@ -283,10 +287,7 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 		}
 		takeErr = err
 	}
-	if index+1 > s.asked {
-		s.asked = index + 1
-		full = true
-	}
+	s.asked = max(s.asked, index+1)
 	var es []streamEntry
 	for i, k := range s.keys {
 		if i >= index && (full || !k.acked) && len(es) < maxStreamEntries {
@@ -296,18 +297,8 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 	if len(es) == 0 {
 		return nil, takeErr
 	}
-	slices.SortFunc(es, func(a, b streamEntry) int { return compareU64(a.index, b.index) })
+	slices.SortFunc(es, func(a, b streamEntry) int { return cmp.Compare(a.index, b.index) })
 	return appendStream(nil, s.name, es), takeErr
-}
-
-func compareU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // apply (other node) takes the announced keys out of the in pool and

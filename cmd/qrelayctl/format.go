@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // now is the clock that "up 5m" and "3s ago" are measured against.
@@ -121,6 +122,32 @@ func since(t time.Time) string {
 		return ""
 	}
 	return duration(now().Sub(t))
+}
+
+// ago is how long ago t was, "3s ago"; "never" for a zero time, and
+// "in 2s" for a time ahead of this machine's clock (the node's clock is ahead).
+func ago(t time.Time) string {
+	switch d := now().Sub(t); {
+	case t.IsZero():
+		return "never"
+	case d < 0:
+		return "in " + duration(-d)
+	default:
+		return duration(d) + " ago"
+	}
+}
+
+// shorten is s cut to its first n characters and "…", if it is longer.
+func shorten(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	i := 0
+	for range n {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+	}
+	return s[:i] + "…"
 }
 
 // percent is part of whole: "25%", "-" for an empty whole.

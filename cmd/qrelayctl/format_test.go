@@ -6,6 +6,7 @@ import (
 )
 
 func TestFormat(t *testing.T) {
+	setNow(t, t0)
 	cases := []struct{ got, want string }{
 		{bytesIEC(0), "0 B"},
 		{bytesIEC(1023), "1023 B"},
@@ -24,6 +25,14 @@ func TestFormat(t *testing.T) {
 		{seconds(3723.5), "1h2m"},
 		{percent(300, 4096), "7%"},
 		{percent(1, 0), "-"},
+		{ago(time.Time{}), "never"},
+		{ago(t0.Add(-3 * time.Second)), "3s ago"},
+		{ago(t0), "0s ago"},
+		{ago(t0.Add(1500 * time.Millisecond)), "in 1.5s"},
+		{shorten("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", 8), "xTIBA5rb…"},
+		{shorten("12345678", 8), "12345678"},
+		{shorten("ééééééééé", 8), "éééééééé…"}, // cut at characters, not bytes
+		{shorten("", 8), ""},
 	}
 	for i, c := range cases {
 		if c.got != c.want {

@@ -2,13 +2,13 @@
 //
 // version says what this build will run on this machine (notably the
 // one-time-pad XOR kernel). pki makes a lab PKI: a CA and certificates for
-// nodes, SAEs and operators. status, links, routes, adverts, pools and flows
-// show a node through its admin API (HTTPS with an operator certificate);
-// drain, enable and state change the component state of its links; relay
-// relays keys on request. demo starts a three-node network on this machine
-// with an SAE pair over ETSI 014, its nodes running as `qrelayctl daemon`
-// (the same code as qrelayd). Run `qrelayctl <command> -h` for a
-// command's flags.
+// nodes, SAEs and operators. status, links, routes, adverts, pools, flows
+// and tunnels show a node through its admin API (HTTPS with an operator
+// certificate); drain, enable and state change the component state of its
+// links; relay relays keys on request. demo starts a three-node network on
+// this machine with an SAE pair over ETSI 014, its nodes running as
+// `qrelayctl daemon` (the same code as qrelayd). Run
+// `qrelayctl <command> -h` for a command's flags.
 package main
 
 import (
@@ -34,6 +34,7 @@ var commands = []command{
 	{"adverts", "show a node's link-state database", advertsCmd.run},
 	{"pools", "show a node's end-to-end key pools", poolsCmd.run},
 	{"flows", "show the relay flows a node sources", flowsCmd.run},
+	{"tunnels", "show a node's WireGuard tunnels and the rotation of their preshared keys", tunnelsCmd.run},
 	{"drain", "take a link out of service (drain <peer>)", drainCmd.run},
 	{"enable", "put a link back in service (enable <peer>)", enableCmd.run},
 	{"state", "set a link's component state (state <peer> <state>)", stateCmd.run},

@@ -21,8 +21,8 @@ import (
 	"github.com/qrelay/qrelay/internal/pki"
 )
 
-// fakeBackend is a node with two links, routes, one advert, one pool and
-// no flows.
+// fakeBackend is a node with two links, routes, one advert, one pool, no
+// flows and three WireGuard tunnels.
 type fakeBackend struct {
 	mu  sync.Mutex
 	set []string // "peer state" of each SetLinkState
@@ -54,7 +54,27 @@ var (
 	fakeAdverts = []adminapi.Advert{{Origin: "node-b", Seq: 42, AgeS: 1.5, Links: []adminapi.AdvertLink{
 		{Peer: "node-a", Up: true, Usable: true, Cost: 1.25, TxStock: 3 << 20, RxStock: 200, QBER: 0.02, State: adminapi.StateInService},
 	}}}
-	fakePools = []adminapi.Pool{{Remote: "node-d", Stock: 300, Capacity: 4096, Low: 512, High: 2048, Added: 1000, Taken: 700}}
+	fakePools   = []adminapi.Pool{{Remote: "node-d", Stock: 300, Capacity: 4096, Low: 512, High: 2048, Added: 1000, Taken: 700}}
+	fakeTunnels = []adminapi.Tunnel{{
+		Interface: "wg0", Name: "dc1-dc2", Peer: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", Remote: "node-b",
+		IntervalS: 120, OnMissingKey: "fail_closed", Drives: true, Epoch: 14_580_001,
+		LastRotation: t0.Add(2*time.Minute - 3*time.Second), LastHandshake: t0.Add(2*time.Minute - 2500*time.Millisecond),
+		Rotations: 12, Stream: adminapi.TunnelStream{Held: 5, Served: 12, Released: 7},
+	}, {
+		// Failed closed at start: no key has come.
+		Interface: "wg0", Name: "dc1-dc3", Peer: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", Remote: "node-c",
+		IntervalS: 120, OnMissingKey: "fail_closed", Epoch: 14_580_001, Failures: 1, FailedClosed: true,
+		LastError: "tunnel dc1-dc3 peer HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw= epoch 14580001: no key for the epoch: " +
+			"stream dc1-dc3: key 14580001 from node node-c not ready: context deadline exceeded",
+	}, {
+		// Recovered from a failure; the handshake time is ahead of this
+		// machine's clock.
+		Interface: "wg1", Name: "lab", Peer: "short", Remote: "node-d",
+		IntervalS: 1, OnMissingKey: "keep_current", Epoch: 1_748_779_319,
+		LastRotation: t0.Add(2*time.Minute - time.Second), LastHandshake: t0.Add(2*time.Minute + 2*time.Second),
+		Rotations: 300, Failures: 2, LastError: "tunnel lab peer short epoch 1748779200: writing the PSKs:\n  device busy",
+		Stream: adminapi.TunnelStream{Held: 11, Served: 300, Released: 290, Refused: 1},
+	}}
 )
 
 func (*fakeBackend) Status(context.Context) (adminapi.Status, error)    { return fakeStatus, nil }
@@ -63,6 +83,7 @@ func (*fakeBackend) Routes(context.Context) ([]adminapi.Route, error)   { return
 func (*fakeBackend) Adverts(context.Context) ([]adminapi.Advert, error) { return fakeAdverts, nil }
 func (*fakeBackend) Pools(context.Context) ([]adminapi.Pool, error)     { return fakePools, nil }
 func (*fakeBackend) Flows(context.Context) ([]adminapi.Flow, error)     { return nil, nil }
+func (*fakeBackend) Tunnels(context.Context) ([]adminapi.Tunnel, error) { return fakeTunnels, nil }
 
 func (f *fakeBackend) SetLinkState(_ context.Context, peer, state string) error {
 	if peer != "node-b" && peer != "node-c" {
@@ -145,6 +166,7 @@ func TestShow(t *testing.T) {
 		{"adverts", []string{"ORIGIN", "node-b  42   1.5s", "3.0 MiB", "200 B", "2.0%"}},
 		{"pools", []string{"REMOTE", "node-d", "300", "4096", "7%", "below the low watermark"}},
 		{"flows", []string{"no flows"}},
+		{"tunnels", []string{"INTERFACE", "LAST HANDSHAKE", "xTIBA5rb…", "3s ago", "FAILED CLOSED"}},
 	}
 	for _, c := range cases {
 		out := mustRun(t, append([]string{c.cmd}, n.flags()...)...)
@@ -158,21 +180,45 @@ func TestShow(t *testing.T) {
 }
 
 // checkAligned checks that a table's header names start where the
-// cells under them start.
+// cells under them start, counting characters ("…" is one).
 func checkAligned(t *testing.T, cmd, out string) {
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	if len(lines) < 2 || strings.ToUpper(lines[0]) != lines[0] {
 		return // not a table
 	}
-	for _, l := range lines[1:] {
+	for _, line := range lines[1:] {
+		l := []rune(line)
 		for i := 1; i < len(lines[0]); i++ {
 			// A header name starting after two spaces starts a column; the
 			// cell above and below it starts there too (or is empty).
 			if lines[0][i] != ' ' && strings.HasSuffix(lines[0][:i], "  ") && i < len(l) && l[i-1] != ' ' {
-				t.Errorf("qrelayctl %s: column at %d not aligned:\n%s\n%s", cmd, i, lines[0], l)
+				t.Errorf("qrelayctl %s: column at %d not aligned:\n%s\n%s", cmd, i, lines[0], line)
 				return
 			}
 		}
+	}
+}
+
+// TestShowTunnels pins the tunnels table line by line.
+func TestShowTunnels(t *testing.T) {
+	clearEnv(t)
+	setNow(t, t0.Add(2*time.Minute))
+	n := newTestNode(t)
+	out := mustRun(t, append([]string{"tunnels"}, n.flags()...)...)
+	want := []string{
+		"INTERFACE  TUNNEL   PEER       REMOTE  DRIVES  EPOCH       INTERVAL  LAST ROTATION  LAST HANDSHAKE  ROTATIONS  FAILURES  STATE",
+		"wg0        dc1-dc2  xTIBA5rb…  node-b  yes     14580001    2m0s      3s ago         2.5s ago        12         0         ok",
+		"wg0        dc1-dc3  HIgo9xNz…  node-c  no      14580001    2m0s      never          never           0          1         FAILED CLOSED: epoch 14580001: no key for the epoch: stream dc1-dc3: key 14…",
+		"wg1        lab      short      node-d  no      1748779319  1s        1s ago         in 2s           300        2         last error: epoch 1748779200: writing the PSKs: device busy",
+	}
+	if got := strings.Split(strings.TrimSuffix(out, "\n"), "\n"); !reflect.DeepEqual(got, want) {
+		t.Errorf("qrelayctl tunnels printed\n%s\nwant\n%s", out, strings.Join(want, "\n"))
+	}
+	checkAligned(t, "tunnels", out)
+
+	var b strings.Builder
+	if err := showTunnels(&b, nil); err != nil || b.String() != "no tunnels\n" {
+		t.Errorf("showTunnels(no tunnels) printed %q, %v; want \"no tunnels\"", b.String(), err)
 	}
 }
 
@@ -189,6 +235,7 @@ func TestShowJSON(t *testing.T) {
 		{"adverts", new([]adminapi.Advert), &fakeAdverts},
 		{"pools", new([]adminapi.Pool), &fakePools},
 		{"flows", new([]adminapi.Flow), &[]adminapi.Flow{}},
+		{"tunnels", new([]adminapi.Tunnel), &fakeTunnels},
 	}
 	for _, c := range cases {
 		out := mustRun(t, append([]string{c.cmd, "--json"}, n.flags()...)...)
@@ -306,7 +353,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"status", "links", "routes", "adverts", "pools", "flows", "drain", "enable", "state", "relay", "pki"} {
+	for _, cmd := range []string{"status", "links", "routes", "adverts", "pools", "flows", "tunnels", "drain", "enable", "state", "relay", "pki"} {
 		code, out, errOut := run(t, cmd, "-h")
 		if code != 0 || !strings.HasPrefix(out, "usage: qrelayctl "+cmd) || errOut != "" {
 			t.Errorf("qrelayctl %s -h: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)

@@ -11,6 +11,7 @@
 //	GET  /v1/adverts             []Advert (the link-state database)
 //	GET  /v1/pools               []Pool
 //	GET  /v1/flows               []Flow
+//	GET  /v1/tunnels             []Tunnel (a Backend that is a Tunneler)
 //	POST /v1/links/{peer}/state  {"state": "out_of_service"} → 204
 //	POST /v1/relay               RelayRequest → RelayResult (a Backend that is a Relayer)
 //	GET  /v1/pools/{remote}/digest  PoolDigest (a Backend that is a Relayer)
@@ -213,6 +214,51 @@ type Flow struct {
 	ID      uint64 `json:"id"`
 	NextSeq uint64 `json:"next_seq"`
 	Pending int    `json:"pending"` // keys sent, not yet acknowledged
+}
+
+// Tunnel is one WireGuard tunnel whose preshared key the node rotates from
+// a key stream it shares with the node at the other end: GET /v1/tunnels
+// (a Backend that is a Tunneler).
+type Tunnel struct {
+	Interface    string  `json:"interface"` // the local WireGuard interface
+	Name         string  `json:"name"`      // the tunnel's and its key stream's, the same at both nodes
+	Peer         string  `json:"peer"`      // the peer's WireGuard public key, base64
+	Remote       string  `json:"remote"`    // the node serving the other end
+	IntervalS    float64 `json:"interval_s"`
+	OnMissingKey string  `json:"on_missing_key"` // "fail_closed" or "keep_current"
+	// Drives is true on the side that starts a handshake after each
+	// install (one side of a tunnel: the stream's owner).
+	Drives bool `json:"drives"`
+	// Epoch is that of the PSK installed last (a stream key, or a random
+	// one if FailedClosed); epoch n starts n × interval after the Unix
+	// epoch.
+	Epoch         uint64    `json:"epoch"`
+	LastRotation  time.Time `json:"last_rotation,omitzero"`  // when a stream key was last installed
+	LastHandshake time.Time `json:"last_handshake,omitzero"` // as last read from the interface
+	Rotations     uint64    `json:"rotations"`               // stream keys installed since the node started
+	Failures      uint64    `json:"failures"`                // epochs without their key, failed writes
+	LastError     string    `json:"last_error,omitempty"`    // the last failure, even if rotations succeeded since
+	// FailedClosed is true while the PSK installed is a random one: no new
+	// session until a key comes.
+	FailedClosed bool         `json:"failed_closed"`
+	Stream       TunnelStream `json:"stream"`
+}
+
+// TunnelStream counts the work of a tunnel's key stream since the node
+// started; Held is the keys it holds now.
+type TunnelStream struct {
+	Held     int    `json:"held"`     // keys held for indices not yet released
+	Served   uint64 `json:"served"`   // keys handed to the rotator
+	Released uint64 `json:"released"` // keys zeroised once no longer needed
+	Refused  uint64 `json:"refused"`  // indices the other node refused, or this one could not take
+}
+
+// Tunneler is what a node that rotates WireGuard preshared keys implements
+// on top of Backend; a Backend that is not one answers GET /v1/tunnels
+// with a 404.
+type Tunneler interface {
+	// Tunnels reports the node's tunnels, by interface and name.
+	Tunnels(ctx context.Context) ([]Tunnel, error)
 }
 
 // StateRequest is the body of POST /v1/links/{peer}/state.

@@ -36,6 +36,7 @@ type fakeBackend struct {
 	adverts []Advert
 	pools   []Pool
 	flows   []Flow
+	tunnels []Tunnel
 	fail    map[string]error
 
 	mu  sync.Mutex
@@ -54,6 +55,14 @@ func (f *fakeBackend) Adverts(context.Context) ([]Advert, error) {
 }
 func (f *fakeBackend) Pools(context.Context) ([]Pool, error) { return f.pools, f.fail["Pools"] }
 func (f *fakeBackend) Flows(context.Context) ([]Flow, error) { return f.flows, f.fail["Flows"] }
+func (f *fakeBackend) Tunnels(context.Context) ([]Tunnel, error) {
+	return f.tunnels, f.fail["Tunnels"]
+}
+
+var _ Tunneler = (*fakeBackend)(nil)
+
+// plainBackend is a Backend and nothing more: no Tunneler, no Relayer.
+type plainBackend struct{ Backend }
 
 func (f *fakeBackend) SetLinkState(ctx context.Context, peer, state string) error {
 	if peer != "node-b" {
@@ -96,7 +105,19 @@ func newFakeBackend() *fakeBackend {
 		adverts: []Advert{{Origin: "node-b", Seq: 42, AgeS: 1.5, Links: []AdvertLink{{Peer: "node-a", Up: true, Usable: true, Cost: 1.25, TxStock: 100, RxStock: 200, QBER: 0.02, State: StateInService}}}},
 		pools:   []Pool{{Remote: "node-d", Stock: 900, Capacity: 4096, Low: 512, High: 2048, Added: 1000, Taken: 100}},
 		flows:   []Flow{{Dst: "node-d", ID: 7, NextSeq: 1000, Pending: 3}},
-		fail:    map[string]error{},
+		tunnels: []Tunnel{{
+			Interface: "wg0", Name: "dc1-dc2", Peer: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", Remote: "node-b",
+			IntervalS: 120, OnMissingKey: "keep_current", Drives: true, Epoch: 14_580_000,
+			LastRotation: t0.Add(-30 * time.Second), LastHandshake: t0.Add(-29500 * time.Millisecond),
+			Rotations: 12, Failures: 1, LastError: "tunnel dc1-dc2 peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= epoch 14579990: no key",
+			Stream: TunnelStream{Held: 5, Served: 13, Released: 8},
+		}, {
+			// Never rotated: its stream's keys have not come.
+			Interface: "wg1", Name: "dc1-dc3", Peer: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", Remote: "node-c",
+			IntervalS: 1.5, OnMissingKey: "fail_closed", Epoch: 1_166_400_000, Failures: 3, FailedClosed: true,
+			LastError: "no key", Stream: TunnelStream{Refused: 2},
+		}},
+		fail: map[string]error{},
 	}
 }
 
@@ -210,6 +231,89 @@ func TestGetRoutes(t *testing.T) {
 	check("Pools", pools, f.back.pools, err)
 	flows, err := c.Flows(ctx)
 	check("Flows", flows, f.back.flows, err)
+	tunnels, err := c.Tunnels(ctx)
+	check("Tunnels", tunnels, f.back.tunnels, err)
+}
+
+// TestTunnels: GET /v1/tunnels shows a Tunneler's tunnels with the wire
+// names scripts rely on; a Backend that is no Tunneler answers 404.
+func TestTunnels(t *testing.T) {
+	f := newFixture(t)
+	code, hd, body := f.raw(t, http.MethodGet, "/v1/tunnels", "")
+	if code != http.StatusOK || hd.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /v1/tunnels: %d %q: %s", code, hd.Get("Content-Type"), body)
+	}
+	var raw []map[string]any
+	if err := json.Unmarshal(body, &raw); err != nil || len(raw) != 2 {
+		t.Fatalf("GET /v1/tunnels = %s (%v); want a JSON array of 2 tunnels", body, err)
+	}
+	want := map[string]any{
+		"interface": "wg0", "name": "dc1-dc2", "peer": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "remote": "node-b",
+		"interval_s": 120.0, "on_missing_key": "keep_current", "drives": true, "epoch": 14580000.0,
+		"last_rotation": "2025-06-01T11:59:30Z", "last_handshake": "2025-06-01T11:59:30.5Z",
+		"rotations": 12.0, "failures": 1.0, "last_error": f.back.tunnels[0].LastError, "failed_closed": false,
+		"stream": map[string]any{"held": 5.0, "served": 13.0, "released": 8.0, "refused": 0.0},
+	}
+	if !reflect.DeepEqual(raw[0], want) {
+		t.Errorf("GET /v1/tunnels: first tunnel\n%v\nwant exactly\n%v", raw[0], want)
+	}
+	// A tunnel never rotated, and with no handshake seen, has no times.
+	for _, k := range []string{"last_rotation", "last_handshake"} {
+		if v, ok := raw[1][k]; ok {
+			t.Errorf("GET /v1/tunnels: a tunnel never rotated has %s %v; want it left out", k, v)
+		}
+	}
+	if raw[1]["failed_closed"] != true || raw[1]["interval_s"] != 1.5 || raw[1]["drives"] != false {
+		t.Errorf("GET /v1/tunnels: second tunnel %v; want failed_closed true, interval_s 1.5, drives false", raw[1])
+	}
+
+	// The hint of an unknown route lists it.
+	_, _, body = f.raw(t, http.MethodGet, "/v1/tunnel", "")
+	var eb ErrorBody
+	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Details) != 1 || !strings.Contains(eb.Details[0], "/v1/flows, /v1/tunnels;") {
+		t.Errorf("GET /v1/tunnel = %s (%v); want a 404 whose details list GET /v1/tunnels", body, err)
+	}
+
+	// No tunnels is [], not null.
+	f.back.tunnels = nil
+	if _, _, body := f.raw(t, http.MethodGet, "/v1/tunnels", ""); string(body) != "[]\n" {
+		t.Errorf("GET /v1/tunnels with no tunnels = %q; want []", body)
+	}
+	// The backend failing is a 500 with its message.
+	f.back.fail["Tunnels"] = errors.New("wireguard: interface wg0: netlink: permission denied")
+	_, err := f.client(t, pki.Operator, "admin").Tunnels(context.Background())
+	if e := (*Error)(nil); !errors.As(err, &e) || e.StatusCode != http.StatusInternalServerError || !strings.Contains(e.Message, "interface wg0: netlink: permission denied") {
+		t.Errorf("Tunnels from a failing backend: %v; want a 500 with its message", err)
+	}
+	if code, hd, _ := f.raw(t, http.MethodPost, "/v1/tunnels", "{}"); code != http.StatusMethodNotAllowed || hd.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /v1/tunnels: %d, Allow %q; want 405, Allow GET, HEAD", code, hd.Get("Allow"))
+	}
+
+	// A Backend that does not rotate WireGuard PSKs.
+	ca := f.ca
+	srv := serve(t, NewHandler(plainBackend{newFakeBackend()}, slog.New(slog.DiscardHandler)), issue(t, ca, pki.Node, "node-a", "127.0.0.1"), ca.Pool())
+	c := NewClient(srv.URL, issue(t, ca, pki.Operator, "admin"), ca.Pool())
+	tunnels, err := c.Tunnels(context.Background())
+	if !errors.Is(err, ErrNotFound) || tunnels != nil ||
+		!strings.Contains(err.Error(), "node "+srv.URL+": GET /v1/tunnels: 404 Not Found: this node serves no WireGuard tunnels") {
+		t.Errorf("Tunnels from a Backend that is no Tunneler = %v, %v; want a 404 saying the node serves no tunnels", tunnels, err)
+	}
+	// It still checks the method first, and the rest of the API works.
+	if _, err := c.Flows(context.Background()); err != nil {
+		t.Errorf("Flows from a Backend that is no Tunneler: %v", err)
+	}
+	req, err := http.NewRequest(http.MethodDelete, srv.URL+"/v1/tunnels", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("DELETE /v1/tunnels on a Backend that is no Tunneler: %d, Allow %q; want 405", resp.StatusCode, resp.Header.Get("Allow"))
+	}
 }
 
 // TestJSONNames pins the wire names scripts rely on.
@@ -264,6 +368,7 @@ func TestErrors(t *testing.T) {
 		allow              string
 	}{
 		{"unknown route", "GET", "/v1/keys", "", 404, "no route /v1/keys", ""},
+		{"a tunnel by name", "GET", "/v1/tunnels/dc1-dc2", "", 404, "no route /v1/tunnels/dc1-dc2", ""},
 		{"trailing slash", "GET", "/v1/links/", "", 404, "no route /v1/links/", ""},
 		{"POST to a read-only route", "POST", "/v1/status", "{}", 405, "method POST not allowed on /v1/status", "GET, HEAD"},
 		{"DELETE a route list", "DELETE", "/v1/links", "", 405, "use GET, HEAD", "GET, HEAD"},
@@ -344,6 +449,9 @@ func TestAuthorisation(t *testing.T) {
 			!strings.Contains(e.Message, "an operator certificate is required") || !strings.Contains(e.Message, string(k)+":node-b") ||
 			len(e.Details) == 0 || !strings.Contains(e.Details[0], "qrelayctl pki") {
 			t.Errorf("%s certificate: %v; want a 403 saying an operator certificate is required and how to make one", k, err)
+		}
+		if _, err := f.client(t, k, "node-b").Tunnels(ctx); !errors.As(err, &e) || e.StatusCode != http.StatusForbidden {
+			t.Errorf("%s certificate: Tunnels: %v; want a 403", k, err)
 		}
 		if err := f.client(t, k, "node-b").SetLinkState(ctx, "node-b", StateOutOfService); err == nil {
 			t.Errorf("%s certificate set a link state", k)

@@ -113,6 +113,14 @@ func (c *Client) Flows(ctx context.Context) ([]Flow, error) {
 	return v, err
 }
 
+// Tunnels is GET /v1/tunnels; a node that does not rotate WireGuard
+// preshared keys answers with a 404 (errors.Is(err, ErrNotFound)).
+func (c *Client) Tunnels(ctx context.Context) ([]Tunnel, error) {
+	var v []Tunnel
+	err := c.do(ctx, http.MethodGet, "/v1/tunnels", nil, &v)
+	return v, err
+}
+
 // SetLinkState is POST /v1/links/{peer}/state: it sets the component state
 // of the link to peer (one of States).
 func (c *Client) SetLinkState(ctx context.Context, peer, state string) error {

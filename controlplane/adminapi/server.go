@@ -55,12 +55,17 @@ func NewHandler(b Backend, logger *slog.Logger) http.Handler {
 	h.mux.Handle("/v1/adverts", h.get(list(b.Adverts)))
 	h.mux.Handle("/v1/pools", h.get(list(b.Pools)))
 	h.mux.Handle("/v1/flows", h.get(list(b.Flows)))
+	if tn, ok := b.(Tunneler); ok {
+		h.mux.Handle("/v1/tunnels", h.get(list(tn.Tunnels)))
+	} else {
+		h.mux.HandleFunc("/v1/tunnels", h.noTunnels)
+	}
 	h.mux.HandleFunc("/v1/links/{peer}/state", h.setLinkState)
 	h.mux.HandleFunc("/v1/relay", h.relay)
 	h.mux.HandleFunc("/v1/pools/{remote}/digest", h.poolDigest)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, fmt.Sprintf("no route %s", r.URL.Path),
-			"routes: GET /v1/status, /v1/links, /v1/routes, /v1/adverts, /v1/pools, /v1/flows; POST /v1/links/{peer}/state, POST /v1/relay, GET /v1/pools/{remote}/digest")
+			"routes: GET /v1/status, /v1/links, /v1/routes, /v1/adverts, /v1/pools, /v1/flows, /v1/tunnels; POST /v1/links/{peer}/state, POST /v1/relay, GET /v1/pools/{remote}/digest")
 	})
 	return h
 }
@@ -122,6 +127,15 @@ func list[T any](f func(context.Context) ([]T, error)) func(context.Context) (an
 		}
 		return v, err
 	}
+}
+
+// noTunnels answers GET /v1/tunnels for a Backend that is not a Tunneler.
+func (h *handler) noTunnels(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.methodNotAllowed(w, r, "GET, HEAD")
+		return
+	}
+	h.fail(w, r, http.StatusNotFound, "this node serves no WireGuard tunnels: it does not rotate WireGuard preshared keys")
 }
 
 // get serves a read-only route from f.
