@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/wgkey/wgtest"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 )
 
@@ -23,17 +24,7 @@ func TestFailClosed(t *testing.T) {
 	// no handshake, no echo answered; the next epoch with a key heals it.
 	t.Run("FailClosed", func(t *testing.T) {
 		t.Parallel()
-		seed := "fail closed " + time.Now().String()
-		e := EpochAt(time.Now(), interval) + 3
-		p := newRotatorPair(t, interval, newSource(seed, e), newSource(seed), FailClosed)
-		echo := p.Echo(t, 10*time.Millisecond)
-		run(t, p.ra)
-		run(t, p.rb)
-
-		// Epoch e-1 is in use: the tunnel works before the failure.
-		if why := waitFor(EpochStart(e, interval), func() (bool, string) { return p.inUse(streamKey(seed, e-1)) }); why != "" {
-			t.Fatalf("epoch %d, before the failure: %s", e-1, why)
-		}
+		p, seed, e, echo := missingEpoch(t, "fail closed", interval, FailClosed)
 		// A fails closed at the boundary of e.
 		var st TunnelStatus
 		if why := waitFor(EpochStart(e, interval).Add(interval/2), func() (bool, string) {
@@ -108,16 +99,7 @@ func TestFailClosed(t *testing.T) {
 	// the session it had carries on.
 	t.Run("KeepCurrent", func(t *testing.T) {
 		t.Parallel()
-		seed := "keep current " + time.Now().String()
-		e := EpochAt(time.Now(), interval) + 3
-		p := newRotatorPair(t, interval, newSource(seed, e), newSource(seed), KeepCurrent)
-		echo := p.Echo(t, 10*time.Millisecond)
-		run(t, p.ra)
-		run(t, p.rb)
-
-		if why := waitFor(EpochStart(e, interval), func() (bool, string) { return p.inUse(streamKey(seed, e-1)) }); why != "" {
-			t.Fatalf("epoch %d, before the failure: %s", e-1, why)
-		}
+		p, seed, e, echo := missingEpoch(t, "keep current", interval, KeepCurrent)
 		var st TunnelStatus
 		if why := waitFor(EpochStart(e, interval).Add(interval/2), func() (bool, string) {
 			st = status(p.ra)
@@ -150,6 +132,23 @@ func TestFailClosed(t *testing.T) {
 			t.Fatalf("epoch %d did not heal: %s", e+1, why)
 		}
 	})
+}
+
+// missingEpoch starts a rotating pair whose A side lacks the key of epoch
+// e, a few epochs ahead, with an echo running, and returns once epoch e-1
+// is in use (the tunnel works before the failure).
+func missingEpoch(t *testing.T, name string, interval time.Duration, policy Policy) (*rotatorPair, string, uint64, *wgtest.EchoStats) {
+	t.Helper()
+	seed := name + " " + time.Now().String()
+	e := EpochAt(time.Now(), interval) + 3
+	p := newRotatorPair(t, interval, newSource(seed, e), newSource(seed), policy)
+	echo := p.Echo(t, 10*time.Millisecond)
+	run(t, p.ra)
+	run(t, p.rb)
+	if why := waitFor(EpochStart(e, interval), func() (bool, string) { return p.inUse(streamKey(seed, e-1)) }); why != "" {
+		t.Fatalf("epoch %d, before the failure: %s", e-1, why)
+	}
+	return p, seed, e, echo
 }
 
 // oneWay sends a datagram every 10 ms from one netstack to port 9 of to at

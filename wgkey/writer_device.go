@@ -38,32 +38,28 @@ func (w *deviceWriter) SetPSKs(updates []Update) error {
 }
 
 func (w *deviceWriter) Handshake(peers []wgtypes.Key) error {
-	var missing []string
-	for _, k := range peers {
-		p := w.dev.LookupPeer(device.NoisePublicKey(k))
-		if p == nil {
-			missing = append(missing, k.String())
-			continue
-		}
-		// Expiring stops the current session sending (it still receives,
-		// so packets in flight are not lost) and resets the handshake
-		// rate limit; the keepalive is then queued and, finding no usable
-		// session, starts a handshake. SendHandshakeInitiation alone would
-		// be a no-op within 5 s (REKEY_TIMEOUT) of the last handshake and
-		// would let the old session carry on.
+	// Expiring stops the current session sending (it still receives, so
+	// packets in flight are not lost) and resets the handshake rate limit;
+	// the keepalive is then queued and, finding no usable session, starts
+	// a handshake. SendHandshakeInitiation alone would be a no-op within
+	// 5 s (REKEY_TIMEOUT) of the last handshake and would let the old
+	// session carry on.
+	return w.eachPeer(peers, "drive", func(p *device.Peer) {
 		p.ExpireCurrentKeypairs()
 		p.SendKeepalive()
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("wgkey: drive: peers not on the device: %s", strings.Join(missing, ", "))
-	}
-	return nil
+	})
 }
 
 // CloseSessions zeroes the peers' sessions and handshake state and drops
 // the packets waiting for a handshake, so that nothing more is sent or
 // received under the keys of the previous PSK.
 func (w *deviceWriter) CloseSessions(peers []wgtypes.Key) error {
+	return w.eachPeer(peers, "closing sessions", (*device.Peer).ZeroAndFlushAll)
+}
+
+// eachPeer applies f to each of peers on the device and names those it
+// does not have.
+func (w *deviceWriter) eachPeer(peers []wgtypes.Key, op string, f func(*device.Peer)) error {
 	var missing []string
 	for _, k := range peers {
 		p := w.dev.LookupPeer(device.NoisePublicKey(k))
@@ -71,10 +67,10 @@ func (w *deviceWriter) CloseSessions(peers []wgtypes.Key) error {
 			missing = append(missing, k.String())
 			continue
 		}
-		p.ZeroAndFlushAll()
+		f(p)
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("wgkey: closing sessions: peers not on the device: %s", strings.Join(missing, ", "))
+		return fmt.Errorf("wgkey: %s: peers not on the device: %s", op, strings.Join(missing, ", "))
 	}
 	return nil
 }
