@@ -33,10 +33,20 @@ import (
 //
 //	version u8 (1) | count u16 | count × (request ID u64 | status u8 (0 ok) |
 //	                 message length u16 | message)
+//
+// ASSIGN_CANCEL (kind kindAssignCancel): the master's node gave up on an
+// assignment (no acknowledgement in time) and discarded its keys; the
+// slave's node discards its copies too, assigned or not, so that they do
+// not fill its pool until their TTL. Nobody can have fetched them: the
+// master's node never handed their IDs to an SAE. Best effort (a lost
+// cancel leaves the keys to the TTL); unknown IDs are skipped.
+//
+//	version u8 (1) | count u16 | count × key ID (16 bytes)
 const (
-	kindAssign    uint16 = 32
-	kindAssignAck uint16 = 33
-	assignVersion        = 1
+	kindAssign       uint16 = 32
+	kindAssignAck    uint16 = 33
+	kindAssignCancel uint16 = 36
+	assignVersion           = 1
 	// maxAssignMsg bounds one ASSIGN message; more waits for the next.
 	maxAssignMsg = 48 << 10
 )
@@ -174,6 +184,29 @@ func parseAssignments(b []byte) ([]*assignment, error) {
 	return out, r.end("ASSIGN")
 }
 
+func appendCancel(b []byte, ids []ringstore.KeyID) []byte {
+	b = append(b, assignVersion)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ids)))
+	for _, id := range ids {
+		b = append(b, id[:]...)
+	}
+	return b
+}
+
+func parseCancel(b []byte) ([]ringstore.KeyID, error) {
+	r := &wireReader{b: b}
+	n := r.header("ASSIGN_CANCEL")
+	if r.err == nil && n > ringstore.MaxBatch {
+		r.err = fmt.Errorf("ASSIGN_CANCEL count %d: at most %d", n, ringstore.MaxBatch)
+	}
+	raw := r.bytes(16*n, "key IDs")
+	var ids []ringstore.KeyID
+	for i := 0; i < n && r.err == nil; i++ {
+		ids = append(ids, ringstore.KeyID(raw[16*i:16*i+16]))
+	}
+	return ids, r.end("ASSIGN_CANCEL")
+}
+
 func appendAcks(b []byte, acks []assignAck) []byte {
 	b = append(b, assignVersion)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(acks)))
@@ -289,6 +322,8 @@ func (as *assigner) handle(m routedMsg) {
 			}
 		}
 		as.mu.Unlock()
+	case kindAssignCancel:
+		as.applyCancel(m.src, m.payload)
 	case kindStream, kindStreamAck:
 		as.n.handleStream(m.src, m.kind, m.payload)
 	default:
@@ -325,6 +360,49 @@ func (as *assigner) apply(src string, payload []byte) {
 	if err := n.eng.SendRouted(src, kindAssignAck, appendAcks(nil, acks)); err != nil {
 		n.log.Warn("assignment acknowledgement not sent; the master's node will time out and discard the keys", "dst", src, "err", err)
 	}
+}
+
+// cancel tells node dst that the keys ids, assigned to it or on their
+// way, were discarded here (see ASSIGN_CANCEL).
+func (as *assigner) cancel(dst string, ids []ringstore.KeyID) {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), ringstore.MaxBatch)]
+		ids = ids[len(chunk):]
+		if err := as.n.eng.SendRouted(dst, kindAssignCancel, appendCancel(nil, chunk)); err != nil {
+			as.n.log.Warn("assignment cancel not sent; node dst keeps the keys until their TTL", "dst", dst, "keys", len(chunk), "err", err)
+		}
+	}
+}
+
+// applyCancel discards the keys node src cancelled from src's in pool:
+// those still unfetched, unassigned or assigned to a master src serves.
+func (as *assigner) applyCancel(src string, payload []byte) {
+	n := as.n
+	ids, err := parseCancel(payload)
+	if err != nil {
+		n.log.Warn("malformed assignment cancel dropped", "src", src, "err", err)
+		return
+	}
+	p, err := n.sink.pool(src, roleIn)
+	if err != nil {
+		n.log.Warn("assignment cancel not applied", "src", src, "err", err)
+		return
+	}
+	dropped := 0
+	for _, id := range ids {
+		keys, err := p.TakeByIDsIf([]ringstore.KeyID{id}, func(_ ringstore.KeyID, a ringstore.Assignment) error {
+			if node, ok := n.saeNode(a.Master); a.Master != "" && (!ok || node != src) {
+				return fmt.Errorf("key %s is assigned to master SAE %q, not one of node %s", id, a.Master, src)
+			}
+			return nil
+		})
+		if err != nil {
+			continue // fetched, expired, never arrived, or not src's to cancel
+		}
+		clear(keys[0].Bytes)
+		dropped++
+	}
+	n.log.Info("keys of a cancelled assignment discarded", "src", src, "keys", dropped, "cancelled", len(ids))
 }
 
 // check refuses an assignment that node src may not make: its master SAE

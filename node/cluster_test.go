@@ -45,8 +45,9 @@ type clusterOpts struct {
 	// etsi014 serves the ETSI 014 API on every node, each with one SAE
 	// sae-<id> and knowing every other node's.
 	etsi014   bool
-	poolSlots int // pools.slots (default 262144)
-	poolHigh  int // pools.high (default: slots)
+	etsiExtra string // YAML flow-mapping fields added to api.etsi014
+	poolSlots int    // pools.slots (default 262144)
+	poolHigh  int    // pools.high (default: slots)
 	// direct joins the nodes without the UDP proxies (no Cut): for
 	// benchmarks, where a proxy's copying would be charged to the nodes.
 	direct bool
@@ -129,7 +130,7 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 			// The default completion timeout: background refills under
 			// the race detector are ten times slower than otherwise.
 			y = strings.Replace(y, "completion_timeout: 3s", "completion_timeout: 10s", 1)
-			y += "api: {etsi014: {listen: \"127.0.0.1:0\"}}\nsaes:\n"
+			y += "api: {etsi014: {listen: \"127.0.0.1:0\"" + o.etsiExtra + "}}\nsaes:\n"
 			for _, other := range ids {
 				extra := ""
 				if other == id && o.saeLimit != "" {

@@ -134,6 +134,7 @@ func (k keyService) assignNow(ctx context.Context, p *ringstore.Pool, remote str
 		for _, key := range keys {
 			clear(key.Bytes)
 		}
+		n.assigner.cancel(remote, ids)
 		n.metrics.assignFailed(remote)
 		return nil, supply.Unavailable(fmt.Sprintf("node %s did not confirm who may fetch the keys (%v); they were discarded: retry", remote, err))
 	}

@@ -3,12 +3,15 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/controlplane/adminapi"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
+	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -134,4 +137,47 @@ func TestSouthAndNorth(t *testing.T) {
 	if pair.A.Requests(fakekme.EncKeys) == 0 || pair.B.Requests(fakekme.DecKeys) == 0 {
 		t.Fatal("the link's pad did not come from the QKD devices' KMEs")
 	}
+}
+
+// TestAssignTimeoutLeavesNoKeysBehind: when the slave's node does not
+// acknowledge an assignment in time, the master's node discards the keys
+// and cancels the assignment, so the slave's node does not keep them
+// either (they would fill its pool until their TTL, and with it stop the
+// relay that refills both ends). An assignment timeout of 1 ms makes
+// nearly every assignment, of enc_keys and of reservations, time out.
+func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
+	c := newTestCluster(t, []string{"a", "c"}, [][2]string{{"a", "c"}}, clusterOpts{etsi014: true, etsiExtra: ", assign_timeout: 1ms"})
+	c.waitPath("a", "c", "a", "c")
+	out, err := c.nodes["a"].sink.pool("c", roleOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's pool for c filled", 30*time.Second, func() bool { return out.Stats().Stock >= 1024 })
+	cl := bbNewClient(t, c, "a", []tls.Certificate{bbCert(t, c, pki.SAE, "sae-a")}, false)
+	refused := 0
+	for range 50 {
+		r, err := cl.do(context.Background(), "POST", "sae-c/enc_keys", `{"number":64}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code == 503 {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no assignment timed out: the test proves nothing")
+	}
+	// Both ends hold the same keys once the cancels have arrived.
+	ctx := context.Background()
+	var da, dc adminapi.PoolDigest
+	waitFor(t, "a's and c's pools to hold the same keys", 20*time.Second, func() bool {
+		if da, err = (backend{c.nodes["a"]}).PoolDigest(ctx, "c"); err != nil {
+			t.Fatal(err)
+		}
+		if dc, err = (backend{c.nodes["c"]}).PoolDigest(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		return da.Keys == dc.Keys && da.Digest == dc.Digest
+	})
+	t.Logf("%d of 50 enc_keys refused as their assignments timed out; both ends hold the same %d keys", refused, da.Keys)
 }

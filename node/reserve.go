@@ -126,12 +126,14 @@ func (n *Node) keepReserved(r *reservation) {
 			err = n.assigner.assign(ctx, r.remote, r.master, []string{r.slave}, ids)
 			cancel()
 			if err != nil {
-				// Reserved here, maybe not there: nobody may have them.
+				// Reserved here, maybe assigned there: nobody may have
+				// them, at either end.
 				if keys, terr := p.TakeByIDs(ids); terr == nil {
 					for _, k := range keys {
 						clear(k.Bytes)
 					}
 				}
+				n.assigner.cancel(r.remote, ids)
 				n.metrics.assignFailed(r.remote)
 				n.log.Warn("key reservation not confirmed by the slave's node; its keys were discarded", "remote", r.remote, "keys", len(ids), "err", err)
 				break

@@ -7,13 +7,13 @@ import (
 
 // FuzzParseRouted feeds arbitrary payloads to the parsers of the routed
 // control messages a node accepts from other nodes (ASSIGN, ASSIGN_ACK,
-// STREAM, STREAM_ACK): none may panic, and whatever one accepts encodes
+// STREAM, STREAM_ACK, ASSIGN_CANCEL): none may panic, and whatever one accepts encodes
 // back to the same bytes, so no two payloads mean the same thing. The seed
 // corpus is in testdata/fuzz/FuzzParseRouted.
 func FuzzParseRouted(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
 		var again []byte
-		switch kind % 4 {
+		switch kind % 5 {
 		case 0:
 			as, err := parseAssignments(b)
 			if err != nil {
@@ -48,9 +48,15 @@ func FuzzParseRouted(f *testing.F) {
 				}
 			}
 			again = appendStreamAcks(nil, name, acks)
+		case 4:
+			ids, err := parseCancel(b)
+			if err != nil {
+				return
+			}
+			again = appendCancel(nil, ids)
 		}
 		if !bytes.Equal(again, b) {
-			t.Fatalf("kind %d: accepted %x, encodes back as %x", kind%4, b, again)
+			t.Fatalf("kind %d: accepted %x, encodes back as %x", kind%5, b, again)
 		}
 	})
 }

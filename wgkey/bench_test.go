@@ -47,7 +47,7 @@ func BenchmarkRotate1000(b *testing.B) {
 	})
 	b.Run("wgctrl-uapi", func(b *testing.B) {
 		name := fmt.Sprintf("wgkb%d", os.Getpid()%100000)
-		serveUAPI(b, name, dev)
+		wgtest.ServeUAPI(b, name, dev)
 		c, err := wgctrl.New()
 		if err != nil {
 			b.Fatal(err)

@@ -109,6 +109,13 @@ func freePort(t *testing.T, network string) string {
 // starts every node.
 func newCluster(t *testing.T, ids []string, edges [][2]string) *cluster {
 	t.Helper()
+	return newClusterWith(t, ids, edges, nil)
+}
+
+// newClusterWith is newCluster with extra(id) appended to node id's
+// config, if extra is not nil.
+func newClusterWith(t *testing.T, ids []string, edges [][2]string, extra func(id string) string) *cluster {
+	t.Helper()
 	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*proc{}, proxies: map[string]*udpproxy.Proxy{}}
 	var err error
 	if c.ca, err = pki.NewCA("qrelay test CA", time.Hour); err != nil {
@@ -150,6 +157,9 @@ func newCluster(t *testing.T, ids []string, edges [][2]string) *cluster {
 		p := c.nodes[id]
 		admin := freePort(t, "tcp")
 		cfg := fmt.Sprintf(nodeYAML, id, id, id, p.kmAddr, admin, strings.Join(links[id], ""))
+		if extra != nil {
+			cfg += extra(id)
+		}
 		p.cfgPath = write("node-"+id+".yaml", []byte(cfg))
 		p.api = adminapi.NewClient("https://"+admin, c.opCert, c.ca.Pool())
 	}

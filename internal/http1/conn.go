@@ -27,8 +27,10 @@ type conn struct {
 
 func (c *conn) close() {
 	c.closed.Do(func() {
-		c.cancel()
+		// The socket first: a handler that returns because its context
+		// ended must find nothing left to write to.
 		c.raw.Close()
+		c.cancel()
 	})
 }
 
@@ -201,7 +203,9 @@ func (l *loop) serveRequest(req *http.Request) bool {
 
 	w := &l.resp
 	w.reset(req)
-	if !l.callHandler(w, req) {
+	if !l.callHandler(w, req) || l.ctx.Err() != nil {
+		// A panic, or the server closed the connection meanwhile.
+		w.discard()
 		return false
 	}
 	// Keep the connection only if the body was read to its end, or what

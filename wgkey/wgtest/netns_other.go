@@ -1,6 +1,6 @@
 //go:build !linux
 
-package wgkey
+package wgtest
 
 import (
 	"testing"
@@ -8,6 +8,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 )
 
-func serveUAPI(tb testing.TB, name string, dev *device.Device) {
+// ServeUAPI is served on Linux only here.
+func ServeUAPI(tb testing.TB, name string, dev *device.Device) {
 	tb.Skip("UAPI sockets are served on Linux only here")
 }
