@@ -55,10 +55,13 @@ type wgctrlWriter struct {
 // private key expires the current session of every peer of the interface,
 // so the next packet to each starts a handshake. The costs: every peer on
 // the interface rehandshakes, not only the ones asked for, each with a
-// round trip and 25 ms of delay; and the toggle sends nothing itself, so a
-// peer to which nothing is sent rehandshakes only when traffic or a
-// persistent keepalive next goes to it. Handshakes arriving during the
-// toggle fail and are retried. The key is put back even if setting the
+// round trip and 25 ms of delay. The toggle sends nothing itself, so a
+// third ConfigureDevice kicks each driven peer: it sets the peer's
+// persistent keepalive from 0 to on and back to what it was (two entries
+// for the peer in one call), and both the kernel and wireguard-go send a
+// keepalive when it turns on, which, finding no session, starts the
+// handshake at once even on an idle tunnel. Handshakes arriving during
+// the toggle fail and are retried. The key is put back even if setting the
 // temporary one failed, and Handshake refuses to start if it cannot read
 // the key. Nothing else may change the private key meanwhile.
 func NewWgctrlWriter(c *wgctrl.Client, iface string) Writer {
@@ -133,10 +136,39 @@ func (w *wgctrlWriter) Handshake(peers []wgtypes.Key) error {
 			w.iface, errors.Join(restoreErr, setErr))
 	case setErr != nil:
 		return fmt.Errorf("wgkey: drive on %s: setting a temporary private key: %w", w.iface, setErr)
-	case len(missing) > 0:
+	}
+	if err := w.c.ConfigureDevice(w.iface, kickConfig(d, peers)); err != nil {
+		return fmt.Errorf("wgkey: drive on %s: sending keepalives to start the handshakes: %w", w.iface, err)
+	}
+	if len(missing) > 0 {
 		return fmt.Errorf("wgkey: drive on %s: peers not on the interface: %s", w.iface, strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// kickConfig turns the persistent keepalive of each of peers on d on (from
+// 0) and back to what it was, so that each sends a keepalive at once.
+func kickConfig(d *wgtypes.Device, peers []wgtypes.Key) wgtypes.Config {
+	want := make(map[wgtypes.Key]bool, len(peers))
+	for _, k := range peers {
+		want[k] = true
+	}
+	var cfg wgtypes.Config
+	for _, p := range d.Peers {
+		if !want[p.PublicKey] {
+			continue
+		}
+		// From 0 to on sends the keepalive; the last entry leaves the
+		// interval as it was.
+		seq := []time.Duration{time.Second, 0}
+		if orig := p.PersistentKeepaliveInterval; orig > 0 {
+			seq = []time.Duration{0, orig}
+		}
+		for _, v := range seq {
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: p.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &v})
+		}
+	}
+	return cfg
 }
 
 func (w *wgctrlWriter) Peers() ([]PeerState, error) {

@@ -5,16 +5,18 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // fakeWgctrl is an interface as wgctrl sees it, recording every call.
 type fakeWgctrl struct {
-	priv  wgtypes.Key
-	peers []wgtypes.Peer
-	calls []string
-	fail  map[string]error // by call, as recorded
+	priv       wgtypes.Key
+	peers      []wgtypes.Peer
+	calls      []string
+	fail       map[string]error // by call, as recorded
+	keepalives int              // persistent keepalives turned on (each sends one)
 }
 
 func (f *fakeWgctrl) Device(name string) (*wgtypes.Device, error) {
@@ -44,6 +46,14 @@ func (f *fakeWgctrl) ConfigureDevice(name string, cfg wgtypes.Config) error {
 		for i := range f.peers {
 			if f.peers[i].PublicKey == pc.PublicKey && pc.PresharedKey != nil {
 				f.peers[i].PresharedKey = *pc.PresharedKey
+			}
+			if f.peers[i].PublicKey == pc.PublicKey && pc.PersistentKeepaliveInterval != nil {
+				// As the kernel and wireguard-go do: a keepalive goes out
+				// when the interval turns on.
+				if f.peers[i].PersistentKeepaliveInterval == 0 && *pc.PersistentKeepaliveInterval > 0 {
+					f.keepalives++
+				}
+				f.peers[i].PersistentKeepaliveInterval = *pc.PersistentKeepaliveInterval
 			}
 		}
 	}
@@ -94,7 +104,8 @@ func TestWgctrlConfigOneCall(t *testing.T) {
 
 // TestWgctrlHandshakeTogglesPrivateKey checks that Handshake is one read
 // and two writes, the second restoring the private key, even when the
-// first fails.
+// first fails, then a kick that makes each driven peer send a keepalive
+// and leaves its persistent keepalive as it was.
 func TestWgctrlHandshakeTogglesPrivateKey(t *testing.T) {
 	f, w := newFakeWgctrl(t, 2)
 	orig := f.priv
@@ -104,10 +115,21 @@ func TestWgctrlHandshakeTogglesPrivateKey(t *testing.T) {
 	if err := w.Handshake(peers); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.calls) != 3 || f.calls[0] != "Device wg7" || !strings.HasPrefix(f.calls[1], "Configure wg7 private_key=") ||
-		f.calls[1] == "Configure wg7 private_key="+short || f.calls[2] != "Configure wg7 private_key="+short || f.priv != orig {
-		t.Errorf("calls %q; want a read, a temporary key and the key restored", f.calls)
+	if len(f.calls) != 4 || f.calls[0] != "Device wg7" || !strings.HasPrefix(f.calls[1], "Configure wg7 private_key=") ||
+		f.calls[1] == "Configure wg7 private_key="+short || f.calls[2] != "Configure wg7 private_key="+short || f.priv != orig ||
+		f.calls[3] != "Configure wg7 2 peers" {
+		t.Errorf("calls %q; want a read, a temporary key, the key restored and a kick of one peer", f.calls)
 	}
+	if f.keepalives != 1 || f.peers[0].PersistentKeepaliveInterval != 0 {
+		t.Errorf("kick: %d keepalives, persistent keepalive left at %v; want 1, and 0 as before", f.keepalives, f.peers[0].PersistentKeepaliveInterval)
+	}
+	// A peer with a persistent keepalive keeps its interval.
+	f.calls, f.keepalives = nil, 0
+	f.peers[0].PersistentKeepaliveInterval = 25 * time.Second
+	if err := w.Handshake(peers); err != nil || f.keepalives != 1 || f.peers[0].PersistentKeepaliveInterval != 25*time.Second {
+		t.Errorf("kick with keepalive 25s: err %v, %d keepalives, left at %v", err, f.keepalives, f.peers[0].PersistentKeepaliveInterval)
+	}
+	f.peers[0].PersistentKeepaliveInterval = 0
 
 	// Setting the temporary key fails: the key is restored all the same.
 	f.calls = nil
@@ -145,7 +167,7 @@ func TestWgctrlHandshakeTogglesPrivateKey(t *testing.T) {
 		t.Errorf("unknown peer: err %v, calls %q", err, f.calls)
 	}
 	f.calls = nil
-	if err := w.Handshake([]wgtypes.Key{peers[0], stranger}); err == nil || !strings.Contains(err.Error(), stranger.String()) || len(f.calls) != 3 {
+	if err := w.Handshake([]wgtypes.Key{peers[0], stranger}); err == nil || !strings.Contains(err.Error(), stranger.String()) || len(f.calls) != 4 {
 		t.Errorf("one unknown peer: err %v, calls %q", err, f.calls)
 	}
 	if f.priv != orig {
