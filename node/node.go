@@ -87,8 +87,9 @@ type Node struct {
 
 	// inflight counts operator-started relays, so that shutdown lets them
 	// finish.
-	inflight sync.WaitGroup
-	closing  chan struct{}
+	inflight   sync.WaitGroup
+	inflightMu sync.Mutex // orders inflight.Add before Shutdown's Wait
+	closing    chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -223,12 +224,18 @@ func (n *Node) ID() string { return n.cfg.Node.ID }
 // of the path or a warm-up of the pools, and reports what it achieved.
 // Shutdown waits for relays in flight.
 func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Result, error) {
+	// The check and the Add under one lock that Shutdown takes to close
+	// n.closing: a WaitGroup must not be added to once its Wait may have
+	// begun.
+	n.inflightMu.Lock()
 	select {
 	case <-n.closing:
+		n.inflightMu.Unlock()
 		return relay.Result{}, errors.New("node is shutting down")
 	default:
 	}
 	n.inflight.Add(1)
+	n.inflightMu.Unlock()
 	defer n.inflight.Done()
 	t0 := time.Now()
 	res, err := n.eng.Relay(ctx, dst, keys, size)
@@ -247,7 +254,9 @@ func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Res
 // error met; calling it again returns the same.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.closeOnce.Do(func() {
+		n.inflightMu.Lock()
 		close(n.closing)
+		n.inflightMu.Unlock()
 		for _, s := range n.servers {
 			s.Shutdown(ctx)
 		}

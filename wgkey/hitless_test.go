@@ -44,19 +44,21 @@ func TestHitlessRotation(t *testing.T) {
 	sa, sb := status(p.ra), status(p.rb)
 	t.Logf("hitless rotation: %d rotations at %v, each new PSK proven in use on both sides; echo every %v: %s",
 		rotations, interval, every, res)
-	t.Logf("status A: rotations %d, failures %d, unconfirmed %d; B: rotations %d, failures %d",
-		sa.Rotations, sa.Failures, sa.Unconfirmed, sb.Rotations, sb.Failures)
+	t.Logf("status A: rotations %d, failures %d, unconfirmed %d, drives repeated %d; B: rotations %d, failures %d",
+		sa.Rotations, sa.Failures, sa.Unconfirmed, sa.Redrives, sb.Rotations, sb.Failures)
 	if res.AnsweredPercent() < 99.9 {
 		t.Errorf("echo: %.3f %% answered, want ≥ 99.9 %%", res.AnsweredPercent())
 	}
 	if res.MaxGap > 250*time.Millisecond {
 		t.Errorf("echo: largest gap %v, want ≤ 250ms", res.MaxGap)
 	}
-	// rotations boundaries plus the install at start.
+	// One rotation per epoch checked, and the install at start, which
+	// on a loaded machine may be that of the first epoch checked (the
+	// rotator started late in the epoch before).
 	for _, s := range []TunnelStatus{sa, sb} {
-		if s.Rotations < rotations+1 || s.Failures != 0 || s.FailedClosed {
+		if s.Rotations < rotations || s.Failures != 0 || s.FailedClosed {
 			t.Errorf("%s: %d rotations, %d failures (%s), failed closed %v; want ≥ %d rotations and no failure",
-				s.Name, s.Rotations, s.Failures, s.LastError, s.FailedClosed, rotations+1)
+				s.Name, s.Rotations, s.Failures, s.LastError, s.FailedClosed, rotations)
 		}
 	}
 	if sa.Unconfirmed != 0 {

@@ -96,6 +96,21 @@ type tunnel struct {
 type group struct {
 	interval, margin, retry, fetch time.Duration
 	tunnels                        []*tunnel
+
+	// hsLatency is the smoothed time from a drive to its handshake seen
+	// (ns), which sets how long confirm waits before driving again.
+	hsLatency atomic.Int64
+}
+
+// observeHandshake folds the time a driven handshake took into
+// hsLatency (an exponentially weighted average, 1/4 new).
+func (g *group) observeHandshake(d time.Duration) {
+	old := g.hsLatency.Load()
+	if old == 0 {
+		g.hsLatency.Store(int64(d))
+		return
+	}
+	g.hsLatency.Store(old + (int64(d)-old)/4)
 }
 
 // NewRotator checks the tunnels and options and fills in defaults. Names

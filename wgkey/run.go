@@ -208,14 +208,28 @@ func (r *Rotator) drive(g *group, n uint64, ts []*tunnel) {
 	}
 }
 
-// confirm reads the interface Retry after each drive and drives again the
-// expected tunnels that have not yet handshaken since they should have, up to
+// confirm watches the interface after a drive and drives again the
+// expected tunnels that have not handshaken since they should have, up to
 // redrives times. It also refreshes every tunnel's LastHandshake and checks
 // that its peer is on the interface.
+//
+// A re-drive throws away a handshake in flight (expiring clears it), so it
+// must not come before a handshake could complete: the first wait is the
+// larger of Retry and four times the handshake time measured lately (a
+// loaded machine, a long path), and each next wait doubles. The interface
+// is read every pollEvery meanwhile, to see a handshake soon and measure it.
 func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt time.Time, expect []awaited) {
 	end := EpochStart(n+1, g.interval)
-	for try := 0; ; try++ {
-		if !sleepUntil(ctx, r.now, r.now().Add(g.retry)) {
+	wait := max(g.retry, 4*time.Duration(g.hsLatency.Load()))
+	drivenAt := r.now()
+	deadline := drivenAt.Add(wait)
+	poll := max(g.retry/5, time.Millisecond)
+	for try, first := 0, true; ; first = false {
+		next := r.now().Add(poll)
+		if deadline.Before(next) {
+			next = deadline
+		}
+		if !sleepUntil(ctx, r.now, next) {
 			return
 		}
 		var states []PeerState
@@ -228,7 +242,7 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 		for _, s := range states {
 			last[s.Peer] = s.LastHandshake
 		}
-		if try == 0 {
+		if first {
 			for _, t := range g.tunnels {
 				hs, ok := last[t.Peer]
 				if !ok {
@@ -244,6 +258,9 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 			hs := last[t.Peer]
 			if hs.After(a.since) {
 				r.update(t, func(st *TunnelStatus) { st.LastHandshake = hs })
+				if t.Drive && try == 0 {
+					g.observeHandshake(r.now().Sub(drivenAt))
+				}
 				continue
 			}
 			waiting = append(waiting, a)
@@ -252,7 +269,10 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 		if len(expect) == 0 {
 			return
 		}
-		if try == redrives || !r.now().Add(g.retry).Before(end) {
+		if r.now().Before(deadline) {
+			continue
+		}
+		if try == redrives || !r.now().Add(2*wait).Before(end) {
 			for _, a := range expect {
 				t := a.t
 				waited := time.Since(installedAt).Round(time.Millisecond)
@@ -270,6 +290,9 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 			r.update(a.t, func(st *TunnelStatus) { st.Redrives++ })
 		}
 		r.drive(g, n, redrive)
+		try++
+		wait *= 2
+		deadline = r.now().Add(wait)
 	}
 }
 
