@@ -108,7 +108,7 @@ func TestWireGuardHitlessRotationFromNodes(t *testing.T) {
 			if why == "" || time.Now().After(end) {
 				break
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(25 * time.Millisecond) // each look reads both devices and both nodes
 		}
 		if why != "" {
 			t.Errorf("epoch %d: %s", n, why)

@@ -158,7 +158,9 @@ func waitFor(deadline time.Time, cond func() (ok bool, why string)) string {
 		if time.Now().After(deadline) {
 			return why
 		}
-		time.Sleep(10 * time.Millisecond)
+		// Each look reads both devices (IpcGet): costly under the race
+		// detector, and the machine is shared with the other packages.
+		time.Sleep(25 * time.Millisecond)
 	}
 }
 

@@ -272,7 +272,7 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 		if r.now().Before(deadline) {
 			continue
 		}
-		if try == redrives || !r.now().Add(2*wait).Before(end) {
+		if try == redrives || !r.now().Add(g.retry).Before(end) {
 			for _, a := range expect {
 				t := a.t
 				waited := time.Since(installedAt).Round(time.Millisecond)

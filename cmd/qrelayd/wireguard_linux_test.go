@@ -110,7 +110,7 @@ func TestWireGuardThroughWgctrl(t *testing.T) {
 			if ok, why = inUse(n); ok || time.Now().After(end) {
 				break
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(25 * time.Millisecond) // each look asks both nodes and both devices
 		}
 		if why != "" {
 			t.Fatalf("epoch %d: %s", n, why)
