@@ -46,8 +46,12 @@ type clusterOpts struct {
 	// sae-<id> and knowing every other node's.
 	etsi014   bool
 	etsiExtra string // YAML flow-mapping fields added to api.etsi014
-	poolSlots int    // pools.slots (default 262144)
-	poolHigh  int    // pools.high (default: slots)
+	// refills says the nodes refill pools by relay in the background
+	// (ETSI 014 in extra, key streams), which etsi014 implies: relays get
+	// the default completion timeout rather than the tests' short one.
+	refills   bool
+	poolSlots int // pools.slots (default 262144)
+	poolHigh  int // pools.high (default: slots)
 	// direct joins the nodes without the UDP proxies (no Cut): for
 	// benchmarks, where a proxy's copying would be charged to the nodes.
 	direct bool
@@ -126,10 +130,12 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 		if o.nodeExtra != nil {
 			y += o.nodeExtra(id)
 		}
-		if o.etsi014 {
+		if o.etsi014 || o.refills {
 			// The default completion timeout: background refills under
 			// the race detector are ten times slower than otherwise.
 			y = strings.Replace(y, "completion_timeout: 3s", "completion_timeout: 10s", 1)
+		}
+		if o.etsi014 {
 			y += "api: {etsi014: {listen: \"127.0.0.1:0\"" + o.etsiExtra + "}}\nsaes:\n"
 			for _, other := range ids {
 				extra := ""

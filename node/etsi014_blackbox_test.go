@@ -38,7 +38,7 @@ func bbCluster(t *testing.T) *testCluster {
 		extra += fmt.Sprintf("  - {id: sae-%s, node: %s}\n", id, id)
 	}
 	extra += "  - {id: sae-c2, node: c}\n"
-	c := newTestCluster(t, ids, [][2]string{{"a", "b"}, {"b", "c"}}, clusterOpts{extra: extra})
+	c := newTestCluster(t, ids, [][2]string{{"a", "b"}, {"b", "c"}}, clusterOpts{extra: extra, refills: true})
 	c.waitPath("a", "c", "a", "b", "c")
 	c.waitPath("c", "a", "c", "b", "a")
 	return c

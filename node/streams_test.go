@@ -31,7 +31,7 @@ func tunnelYAML(name, a, b string, interval string) func(id string) string {
 // TestKeyStreamSameKeysAtBothEnds asks both ends of a stream for the same
 // indices at once, as two WireGuard peers do at an epoch boundary.
 func TestKeyStreamSameKeysAtBothEnds(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{nodeExtra: tunnelYAML("t1", "a", "b", "1h")})
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, nodeExtra: tunnelYAML("t1", "a", "b", "1h")})
 	c.waitPath("a", "b", "a", "b")
 	sa, sb := c.nodes["a"].Stream("t1"), c.nodes["b"].Stream("t1")
 	if sa == nil || sb == nil || !sa.owner || sb.owner {
@@ -93,7 +93,7 @@ func TestKeyStreamSameKeysAtBothEnds(t *testing.T) {
 // TestKeyStreamMismatchSpendsNoKeys: a stream only one node lists is
 // refused by the other without the owner spending keys on each retry.
 func TestKeyStreamMismatchSpendsNoKeys(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{nodeExtra: func(id string) string {
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, nodeExtra: func(id string) string {
 		if id == "a" {
 			return tunnelYAML("t1", "a", "b", "1h")(id)
 		}

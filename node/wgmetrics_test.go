@@ -108,6 +108,7 @@ func TestTunnelMetricsAndAPI(t *testing.T) {
 	wb := newMetricsTestWriter(false, peerOfB)
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{
 		extra:     "api: {metrics: {listen: \"127.0.0.1:0\"}}\n",
+		refills:   true,
 		wireguard: map[string]map[string]wgkey.Writer{"a": {"wg-a": wa}, "b": {"wg-b": wb}},
 		nodeExtra: func(id string) string {
 			if id == "a" {

@@ -25,6 +25,7 @@ func wgCluster(t *testing.T, interval string, policy string) (*testCluster, *wgt
 	}
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{
 		nodeExtra: extra,
+		refills:   true,
 		wireguard: map[string]map[string]wgkey.Writer{
 			"a": {"wg-a": wgkey.NewDeviceWriter(pair.A.Dev)},
 			"b": {"wg-b": wgkey.NewDeviceWriter(pair.B.Dev)},
