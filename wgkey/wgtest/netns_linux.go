@@ -4,7 +4,6 @@ package wgtest
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
@@ -75,31 +73,10 @@ func NewNetnsPeer(tb testing.TB, iface, ns, addr string) *NetnsPeer {
 	ipCmd(tb, "-n", ns, "link", "set", iface, "up")
 	ipCmd(tb, "-n", ns, "link", "set", "lo", "up")
 
-	logf := func(format string, args ...any) { tb.Logf("wireguard %s: "+format, append([]any{iface}, args...)...) }
-	s.Dev = device.NewDevice(tdev, conn.NewDefaultBind(), &device.Logger{Verbosef: device.DiscardLogf, Errorf: logf})
-	tb.Cleanup(s.Dev.Close)
-	if s.Private, err = wgtypes.GeneratePrivateKey(); err != nil {
-		tb.Fatal(err)
-	}
-	s.Public = s.Private.PublicKey()
 	// The outer UDP socket opens in this process's namespace, on loopback.
-	if err := s.Dev.IpcSet("private_key=" + hex.EncodeToString(s.Private[:]) + "\nlisten_port=0\n"); err != nil {
-		tb.Fatal(err)
-	}
-	// Moved to another namespace, the device does not see its link come
-	// up: bring it up here.
-	if err := s.Dev.Up(); err != nil {
-		tb.Fatal(err)
-	}
-	get, err := s.Dev.IpcGet()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, l := range strings.Split(get, "\n") {
-		if v, ok := strings.CutPrefix(l, "listen_port="); ok {
-			fmt.Sscan(v, &s.Port)
-		}
-	}
+	var priv wgtypes.Key
+	s.Dev, priv, s.Port = startDevice(tb, iface, tdev)
+	s.Private, s.Public = priv, priv.PublicKey()
 	ServeUAPI(tb, iface, s.Dev)
 	return s
 }
@@ -107,11 +84,7 @@ func NewNetnsPeer(tb testing.TB, iface, ns, addr string) *NetnsPeer {
 // Connect makes p a peer of s, with the PSK psk.
 func (s *NetnsPeer) Connect(tb testing.TB, p *NetnsPeer, psk wgtypes.Key) {
 	tb.Helper()
-	cfg := fmt.Sprintf("public_key=%s\npreshared_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s/32\n",
-		hex.EncodeToString(p.Public[:]), hex.EncodeToString(psk[:]), p.Port, p.Addr)
-	if err := s.Dev.IpcSet(cfg); err != nil {
-		tb.Fatal(err)
-	}
+	connect(tb, s.Dev, p.Public, psk, p.Port, p.Addr)
 }
 
 // NetnsEcho runs an echo from a's namespace to a server in b's, across

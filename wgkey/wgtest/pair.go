@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -51,11 +52,7 @@ func NewPair(tb testing.TB) *Pair {
 		tb.Fatal(err)
 	}
 	for _, c := range [][2]*Peer{{a, b}, {b, a}} {
-		cfg := fmt.Sprintf("public_key=%s\npreshared_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s/32\n",
-			hexKey(c[1].Public), hexKey(psk), c[1].Port, c[1].Addr)
-		if err := c[0].Dev.IpcSet(cfg); err != nil {
-			tb.Fatalf("wgtest: configuring %s: %v", c[0].Name, err)
-		}
+		connect(tb, c[0].Dev, c[1].Public, psk, c[1].Port, c[1].Addr)
 	}
 	return &Pair{A: a, B: b}
 }
@@ -66,35 +63,56 @@ func newPeer(tb testing.TB, name string, addr netip.Addr) *Peer {
 	if err != nil {
 		tb.Fatalf("wgtest: netstack TUN for %s: %v", name, err)
 	}
+	dev, priv, port := startDevice(tb, name, tdev)
+	return &Peer{Name: name, Dev: dev, Net: tnet, Private: priv, Public: priv.PublicKey(), Addr: addr, Port: port}
+}
+
+// startDevice starts a wireguard-go device on tdev with a new private key
+// and its outer UDP socket on a port the kernel picks, in the calling
+// process's namespace; it closes when the test ends.
+func startDevice(tb testing.TB, name string, tdev tun.Device) (*device.Device, wgtypes.Key, int) {
+	tb.Helper()
 	priv, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	logf := func(format string, args ...any) { tb.Logf("wireguard %s: "+format, append([]any{name}, args...)...) }
-	log := &device.Logger{Verbosef: device.DiscardLogf, Errorf: logf}
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), log)
+	dev := device.NewDevice(tdev, conn.NewDefaultBind(), &device.Logger{Verbosef: device.DiscardLogf, Errorf: logf})
 	tb.Cleanup(dev.Close) // also closes the TUN
 	// listen_port=0: the kernel picks a free port, read back below.
 	if err := dev.IpcSet("private_key=" + hexKey(priv) + "\nlisten_port=0\n"); err != nil {
 		tb.Fatalf("wgtest: configuring %s: %v", name, err)
 	}
+	// Up explicitly: a device whose TUN was moved to another namespace
+	// does not see its link come up.
 	if err := dev.Up(); err != nil {
 		tb.Fatalf("wgtest: starting %s: %v", name, err)
 	}
-	p := &Peer{Name: name, Dev: dev, Net: tnet, Private: priv, Public: priv.PublicKey(), Addr: addr}
 	get, err := dev.IpcGet()
 	if err != nil {
 		tb.Fatal(err)
 	}
+	port := 0
 	for _, l := range strings.Split(get, "\n") {
 		if v, ok := strings.CutPrefix(l, "listen_port="); ok {
-			p.Port, _ = strconv.Atoi(v)
+			port, _ = strconv.Atoi(v)
 		}
 	}
-	if p.Port == 0 {
+	if port == 0 {
 		tb.Fatalf("wgtest: %s has no listen port", name)
 	}
-	return p
+	return dev, priv, port
+}
+
+// connect makes the peer with public key pub, reached at 127.0.0.1:port
+// and holding addr in the tunnel, a peer of dev with the PSK psk.
+func connect(tb testing.TB, dev *device.Device, pub, psk wgtypes.Key, port int, addr netip.Addr) {
+	tb.Helper()
+	cfg := fmt.Sprintf("public_key=%s\npreshared_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s/32\n",
+		hexKey(pub), hexKey(psk), port, addr)
+	if err := dev.IpcSet(cfg); err != nil {
+		tb.Fatalf("wgtest: configuring a peer: %v", err)
+	}
 }
 
 // PeerInfo is what IpcGet says about one peer of a device.
