@@ -388,19 +388,18 @@ func (as *assigner) applyCancel(src string, payload []byte) {
 		n.log.Warn("assignment cancel not applied", "src", src, "err", err)
 		return
 	}
-	dropped := 0
-	for _, id := range ids {
-		keys, err := p.TakeByIDsIf([]ringstore.KeyID{id}, func(_ ringstore.KeyID, a ringstore.Assignment) error {
-			if node, ok := n.saeNode(a.Master); a.Master != "" && (!ok || node != src) {
-				return fmt.Errorf("key %s is assigned to master SAE %q, not one of node %s", id, a.Master, src)
-			}
-			return nil
-		})
-		if err != nil {
-			continue // fetched, expired, never arrived, or not src's to cancel
+	// One removal (one metadata transaction in durable mode) for the
+	// whole message: this worker also applies ASSIGNs, which must not
+	// wait behind a sync per key.
+	dropped, err := p.Discard(ids, func(id ringstore.KeyID, a ringstore.Assignment) error {
+		if node, ok := n.saeNode(a.Master); a.Master != "" && (!ok || node != src) {
+			return fmt.Errorf("key %s is assigned to master SAE %q, not one of node %s", id, a.Master, src)
 		}
-		clear(keys[0].Bytes)
-		dropped++
+		return nil
+	})
+	if err != nil {
+		n.log.Warn("assignment cancel not applied", "src", src, "err", err)
+		return
 	}
 	n.log.Info("keys of a cancelled assignment discarded", "src", src, "keys", dropped, "cancelled", len(ids))
 }

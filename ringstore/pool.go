@@ -674,6 +674,53 @@ func (p *Pool) TakeByIDsIf(ids []KeyID, allow func(id KeyID, a Assignment) error
 	return keys, err
 }
 
+// Discard zeroises and removes those of the keys ids that are in the pool
+// and that allow (if not nil) accepts, skipping the others, in one
+// metadata transaction, and returns how many it removed. It is for keys
+// the other end gave up on (a cancelled assignment), where some may be
+// gone already; nobody gets their bytes.
+func (p *Pool) Discard(ids []KeyID, allow func(id KeyID, a Assignment) error) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	p.mu.Lock()
+	defer p.unlock()
+	if err := p.usableLocked(); err != nil {
+		return 0, err
+	}
+	if len(ids) > MaxBatch {
+		return 0, fmt.Errorf("pool %q: Discard of %d keys: at most %d per call", p.cfg.Name, len(ids), MaxBatch)
+	}
+	picked := p.picked[:0]
+	epoch := p.newEpochLocked()
+	for _, id := range ids {
+		s, ok := p.lookupLocked(id)
+		if !ok || p.mark[s] == epoch {
+			continue
+		}
+		p.mark[s] = epoch
+		if allow != nil {
+			var a Assignment
+			if asg := p.slots[s].asg; asg != nil {
+				a = *asg
+			}
+			if allow(id, a) != nil {
+				continue
+			}
+		}
+		picked = append(picked, s)
+	}
+	p.picked = picked
+	if len(picked) == 0 {
+		return 0, nil
+	}
+	keys, err := p.removeLocked(picked, nil, "Discard")
+	for _, k := range keys {
+		clear(k.Bytes)
+	}
+	return len(keys), err
+}
+
 // Expire zeroises and removes the keys whose TTL has passed, in batches of
 // up to MaxBatch keys (one metadata transaction each), and returns how
 // many. Keys leave in FIFO order: Expire stops at the first key still live,

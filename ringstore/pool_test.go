@@ -1461,3 +1461,53 @@ func BenchmarkPool(b *testing.B) {
 		}
 	}
 }
+
+// TestPoolDiscard removes the keys present and allowed, skips the rest
+// (unknown, repeated, refused), in both modes, and the removal outlives a
+// reopen of a durable pool.
+func TestPoolDiscard(t *testing.T) {
+	for _, mode := range poolModes {
+		t.Run(mode, func(t *testing.T) {
+			env := newPoolEnv(t, mode)
+			cfg := env.config("nodeB", 16)
+			p := env.open(t, cfg)
+			keys := poolNewKeys(1, 0, 6, DefaultSlotSize)
+			if err := p.Put(keys); err != nil {
+				t.Fatal(err)
+			}
+			a := Assignment{Master: "saeA", Slaves: []string{"saeB"}}
+			if err := p.Assign([]KeyID{keys[1].ID, keys[2].ID}, a); err != nil {
+				t.Fatal(err)
+			}
+			refused := errors.New("not yours")
+			n, err := p.Discard([]KeyID{keys[0].ID, keys[0].ID, poolID(9, 9), keys[1].ID, keys[3].ID, keys[2].ID}, func(id KeyID, got Assignment) error {
+				if id == keys[2].ID {
+					return refused
+				}
+				return nil
+			})
+			if err != nil || n != 3 {
+				t.Fatalf("Discard: %d, %v; want keys 0, 1 and 3 removed", n, err)
+			}
+			checkPoolInvariants(t, p)
+			if st := p.Stats(); st.Stock != 3 {
+				t.Fatalf("stock %d after discarding 3 of 6", st.Stock)
+			}
+			if _, err := p.TakeByIDs([]KeyID{keys[0].ID}); !errors.Is(err, ErrUnknownKey) {
+				t.Fatalf("a discarded key is still there: %v", err)
+			}
+			if !env.durable {
+				return
+			}
+			p.Close()
+			q := env.open(t, cfg)
+			if st := q.Stats(); st.Stock != 3 {
+				t.Fatalf("after reopening: stock %d, want 3", st.Stock)
+			}
+			got, err := q.TakeByIDs([]KeyID{keys[2].ID, keys[4].ID, keys[5].ID})
+			if err != nil || len(got) != 3 {
+				t.Fatalf("after reopening, the keys kept: %v", err)
+			}
+		})
+	}
+}
