@@ -207,10 +207,19 @@ func (r *Rotator) update(t *tunnel, f func(st *TunnelStatus)) {
 
 // fail counts a failure of t in epoch n and logs it at Error level.
 func (r *Rotator) fail(t *tunnel, n uint64, msg string, err error) {
+	r.failWith(t, n, msg, err, nil)
+}
+
+// failWith is fail that also applies also (if not nil) to t's status in
+// the same update.
+func (r *Rotator) failWith(t *tunnel, n uint64, msg string, err error, also func(st *TunnelStatus)) {
 	e := fmt.Sprintf("tunnel %s peer %s epoch %d: %s: %v", t.Name, t.peer, n, msg, err)
 	r.update(t, func(st *TunnelStatus) {
 		st.Failures++
 		st.LastError = e
+		if also != nil {
+			also(st)
+		}
 	})
 	r.log.Error("wgkey: "+msg, "tunnel", t.Name, "peer", t.peer, "epoch", n, "policy", t.Policy.String(), "err", err)
 }

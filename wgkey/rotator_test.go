@@ -215,3 +215,65 @@ func TestRotatorOneCallPerBoundary(t *testing.T) {
 		t.Errorf("status of b: %+v", st[1])
 	}
 }
+
+// probeWriter is a fakeWriter that calls probe during each SetPSKs, before
+// the call returns: the moment a reader sees a device already changing.
+type probeWriter struct {
+	fakeWriter
+	probe func(u []Update)
+}
+
+func (w *probeWriter) SetPSKs(u []Update) error {
+	w.probe(u)
+	return w.fakeWriter.SetPSKs(u)
+}
+
+// TestStatusFailedClosedInOneStep: a tunnel's failure and its failing
+// closed show in Status together, never the failure counted while the
+// status still says the tunnel is fine. Operators and tests reading
+// Status while the random PSK goes in must not see a half-made state.
+func TestStatusFailedClosedInOneStep(t *testing.T) {
+	peer := peerKey(t)
+	n0 := EpochAt(time.Now(), time.Second)
+	// Epochs after the first two fail, so the failing boundary comes
+	// within two seconds whenever the test starts.
+	src := newSource("a", n0+2, n0+3, n0+4)
+	var (
+		mu      sync.Mutex
+		r       *Rotator
+		seen    []TunnelStatus // Status during each install of a random key
+		randoms int
+	)
+	w := &probeWriter{probe: func(u []Update) {
+		if len(u) != 1 || u[0].PSK == streamKey("a", EpochAt(time.Now(), time.Second)) || u[0].PSK == streamKey("a", EpochAt(time.Now(), time.Second)-1) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		randoms++
+		seen = append(seen, r.Status()[0])
+	}}
+	var err error
+	r, err = NewRotator(w, []Tunnel{{Name: "a", Peer: peer, Interval: time.Second, Drive: true, Source: src}}, Options{Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, r)
+	if why := waitFor(time.Now().Add(5*time.Second), func() (bool, string) {
+		st := status(r)
+		return st.FailedClosed, fmt.Sprintf("status %+v", st)
+	}); why != "" {
+		t.Fatalf("the tunnel did not fail closed: %s", why)
+	}
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if randoms == 0 {
+		t.Fatal("no random PSK was installed")
+	}
+	for i, st := range seen {
+		if st.Failures > 0 && !st.FailedClosed {
+			t.Errorf("install %d of a random PSK: Status shows %d failures (%q) but not failed closed", i, st.Failures, st.LastError)
+		}
+	}
+}

@@ -85,6 +85,7 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 	updates := make([]Update, 0, len(g.tunnels))
 	defer clear(updates)
 	outcomes := make([]outcome, len(g.tunnels))
+	missing := make([]error, len(g.tunnels)) // why a failedClosed tunnel has no key
 	for i, t := range g.tunnels {
 		k, err := keys.take(i)
 		switch {
@@ -100,7 +101,7 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 			rand.Read(random[:]) // never fails (crypto/rand, Go ≥ 1.24)
 			updates = append(updates, Update{Peer: t.Peer, PSK: random})
 			clear(random[:])
-			r.fail(t, n, "no key for the epoch: installed a random PSK, the tunnel is down until a key comes", err)
+			missing[i] = err // counted with the state change below, once the random PSK is in
 		}
 	}
 	keys.discard()
@@ -119,11 +120,17 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 		switch {
 		case outcomes[i] == kept:
 			continue
+		case writeErr != nil && outcomes[i] == failedClosed:
+			r.fail(t, n, "no key for the epoch, and installing a random PSK failed", errors.Join(missing[i], writeErr))
+			continue
 		case writeErr != nil:
 			r.fail(t, n, "installing the PSK", writeErr)
 			continue
 		case outcomes[i] == failedClosed:
-			r.update(t, func(st *TunnelStatus) { st.Epoch, st.FailedClosed = n, true })
+			// One update, so that a reader never sees the failure counted
+			// and the random PSK in place but the tunnel not failed closed.
+			r.failWith(t, n, "no key for the epoch: installed a random PSK, the tunnel is down until a key comes", missing[i],
+				func(st *TunnelStatus) { st.Epoch, st.FailedClosed = n, true })
 			closed = append(closed, t)
 			continue
 		}
