@@ -77,7 +77,11 @@ func fetch(ctx context.Context, c *etsi014client.Client, n int) ([]ringstore.Blo
 // between enc_keys and dec_keys: the assignment was recorded durably
 // before enc_keys answered, so the slave still gets its keys.
 func TestETSI014SlaveRestart(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, durable: true})
+	// Pools of 16,384 slots: the test takes 2,048 keys, and the default
+	// (131,072 kept in stock) makes each node fill and, after the restart,
+	// refill 64 times more keys than that through badger. Under -race on a
+	// loaded CI machine that work alone outlasted the 30 s below.
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, durable: true, poolSlots: 16384})
 	c.waitPath("a", "b", "a", "b")
 	master := c.sae("a", "sae-a", "sae-b", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
