@@ -60,7 +60,7 @@ type TunnelStatus struct {
 	Rotations    uint64 // stream keys installed, the first one at start included
 	Failures     uint64 // epochs without their key, and failed writes
 	LastError    string // the last failure, naming tunnel, peer and epoch; "" if none
-	FailedClosed bool   // the PSK installed is a random one: the tunnel is down until a key comes
+	FailedClosed bool   // a random PSK is installed and the session closed (or, where the writer cannot close it, driven): the tunnel is down until a key comes
 
 	// Unconfirmed counts epochs in which this side drove (or, at start,
 	// waited for the other side's drive) but saw no new handshake after

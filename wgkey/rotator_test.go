@@ -216,11 +216,13 @@ func TestRotatorOneCallPerBoundary(t *testing.T) {
 	}
 }
 
-// probeWriter is a fakeWriter that calls probe during each SetPSKs, before
-// the call returns: the moment a reader sees a device already changing.
+// probeWriter is a fakeWriter that can close sessions, and calls probe
+// during each SetPSKs and closeProbe during each CloseSessions, before the
+// call returns: the moments a reader sees a device already changing.
 type probeWriter struct {
 	fakeWriter
-	probe func(u []Update)
+	probe      func(u []Update)
+	closeProbe func()
 }
 
 func (w *probeWriter) SetPSKs(u []Update) error {
@@ -228,10 +230,17 @@ func (w *probeWriter) SetPSKs(u []Update) error {
 	return w.fakeWriter.SetPSKs(u)
 }
 
+func (w *probeWriter) CloseSessions(peers []wgtypes.Key) error {
+	w.closeProbe()
+	return nil
+}
+
 // TestStatusFailedClosedInOneStep: a tunnel's failure and its failing
 // closed show in Status together, never the failure counted while the
-// status still says the tunnel is fine. Operators and tests reading
-// Status while the random PSK goes in must not see a half-made state.
+// status still says the tunnel is fine; and Status says failed closed
+// only once the session is closed, not while traffic may still pass.
+// Operators and tests reading Status while the random PSK goes in must not
+// see a half-made state.
 func TestStatusFailedClosedInOneStep(t *testing.T) {
 	peer := peerKey(t)
 	n0 := EpochAt(time.Now(), time.Second)
@@ -253,6 +262,15 @@ func TestStatusFailedClosedInOneStep(t *testing.T) {
 		randoms++
 		seen = append(seen, r.Status()[0])
 	}}
+	var atFirstClose *TunnelStatus // Status while the first session is being closed
+	w.closeProbe = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if atFirstClose == nil {
+			st := r.Status()[0]
+			atFirstClose = &st
+		}
+	}
 	var err error
 	r, err = NewRotator(w, []Tunnel{{Name: "a", Peer: peer, Interval: time.Second, Drive: true, Source: src}}, Options{Log: testLog(t)})
 	if err != nil {
@@ -275,5 +293,11 @@ func TestStatusFailedClosedInOneStep(t *testing.T) {
 		if st.Failures > 0 && !st.FailedClosed {
 			t.Errorf("install %d of a random PSK: Status shows %d failures (%q) but not failed closed", i, st.Failures, st.LastError)
 		}
+	}
+	switch {
+	case atFirstClose == nil:
+		t.Error("the failed-closed tunnel's session was never closed")
+	case atFirstClose.FailedClosed:
+		t.Error("Status said failed closed before the session was closed")
 	}
 }

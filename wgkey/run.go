@@ -116,6 +116,7 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 	// drive: the tunnels to drive Margin after the boundary; expect: those
 	// whose handshake must then complete; closed: those failing closed.
 	var drive, expect, closed []*tunnel
+	var closedWhy []error // why each of closed has no key
 	for i, t := range g.tunnels {
 		switch {
 		case outcomes[i] == kept:
@@ -127,11 +128,8 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 			r.fail(t, n, "installing the PSK", writeErr)
 			continue
 		case outcomes[i] == failedClosed:
-			// One update, so that a reader never sees the failure counted
-			// and the random PSK in place but the tunnel not failed closed.
-			r.failWith(t, n, "no key for the epoch: installed a random PSK, the tunnel is down until a key comes", missing[i],
-				func(st *TunnelStatus) { st.Epoch, st.FailedClosed = n, true })
 			closed = append(closed, t)
+			closedWhy = append(closedWhy, missing[i])
 			continue
 		}
 		r.update(t, func(st *TunnelStatus) {
@@ -153,6 +151,14 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 		}
 	}
 	drive = append(drive, r.closeSessions(n, closed)...)
+	// Only now, with the random PSK in and the sessions closed (or, where
+	// the writer cannot close them, about to be driven), does the status
+	// say the tunnel failed closed; and in one update with the failure, so
+	// that no reader sees the failure counted but the tunnel still open.
+	for i, t := range closed {
+		r.failWith(t, n, "no key for the epoch: installed a random PSK, the tunnel is down until a key comes", closedWhy[i],
+			func(st *TunnelStatus) { st.Epoch, st.FailedClosed = n, true })
+	}
 	r.log.Debug("wgkey: installed PSKs", "epoch", n, "interval", g.interval, "tunnels", len(g.tunnels), "written", len(updates), "err", writeErr)
 
 	// Drive once the other side has installed too: Margin after the
