@@ -210,15 +210,15 @@ func (r *Rotator) fail(t *tunnel, n uint64, msg string, err error) {
 	r.failWith(t, n, msg, err, nil)
 }
 
-// failWith is fail that also applies also (if not nil) to t's status in
-// the same update.
-func (r *Rotator) failWith(t *tunnel, n uint64, msg string, err error, also func(st *TunnelStatus)) {
+// failWith is fail that also applies change (if not nil) to t's status,
+// in the same update as the failure.
+func (r *Rotator) failWith(t *tunnel, n uint64, msg string, err error, change func(st *TunnelStatus)) {
 	e := fmt.Sprintf("tunnel %s peer %s epoch %d: %s: %v", t.Name, t.peer, n, msg, err)
 	r.update(t, func(st *TunnelStatus) {
 		st.Failures++
 		st.LastError = e
-		if also != nil {
-			also(st)
+		if change != nil {
+			change(st)
 		}
 	})
 	r.log.Error("wgkey: "+msg, "tunnel", t.Name, "peer", t.peer, "epoch", n, "policy", t.Policy.String(), "err", err)

@@ -85,7 +85,7 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 	updates := make([]Update, 0, len(g.tunnels))
 	defer clear(updates)
 	outcomes := make([]outcome, len(g.tunnels))
-	missing := make([]error, len(g.tunnels)) // why a failedClosed tunnel has no key
+	missing := make([]error, len(g.tunnels)) // why a tunnel failing closed has no key
 	for i, t := range g.tunnels {
 		k, err := keys.take(i)
 		switch {
@@ -116,7 +116,6 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 	// drive: the tunnels to drive Margin after the boundary; expect: those
 	// whose handshake must then complete; closed: those failing closed.
 	var drive, expect, closed []*tunnel
-	var closedWhy []error // why each of closed has no key
 	for i, t := range g.tunnels {
 		switch {
 		case outcomes[i] == kept:
@@ -129,7 +128,6 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 			continue
 		case outcomes[i] == failedClosed:
 			closed = append(closed, t)
-			closedWhy = append(closedWhy, missing[i])
 			continue
 		}
 		r.update(t, func(st *TunnelStatus) {
@@ -155,9 +153,11 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 	// the writer cannot close them, about to be driven), does the status
 	// say the tunnel failed closed; and in one update with the failure, so
 	// that no reader sees the failure counted but the tunnel still open.
-	for i, t := range closed {
-		r.failWith(t, n, "no key for the epoch: installed a random PSK, the tunnel is down until a key comes", closedWhy[i],
-			func(st *TunnelStatus) { st.Epoch, st.FailedClosed = n, true })
+	for i, t := range g.tunnels {
+		if outcomes[i] == failedClosed && writeErr == nil {
+			r.failWith(t, n, "no key for the epoch: installed a random PSK, the tunnel is down until a key comes", missing[i],
+				func(st *TunnelStatus) { st.Epoch, st.FailedClosed = n, true })
+		}
 	}
 	r.log.Debug("wgkey: installed PSKs", "epoch", n, "interval", g.interval, "tunnels", len(g.tunnels), "written", len(updates), "err", writeErr)
 
