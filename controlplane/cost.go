@@ -53,6 +53,12 @@ const (
 	qberReadmit = 0.9
 )
 
+// ReadmitStock is the pad stock at which a link excluded for low stock
+// (below minStock) is admitted again. Work that may wait, such as filling
+// key pools in the background, should leave a link at least this much, or
+// it keeps the link out of every route.
+func ReadmitStock(minStock uint64) uint64 { return satAdd(minStock, minStock/hystDiv) }
+
 // linkEval is the router's verdict on one local link.
 type linkEval struct {
 	usable   bool
@@ -71,7 +77,7 @@ func evaluate(l *LocalLink, prev *linkEval) linkEval {
 	maxQ := l.maxQBER()
 	var e linkEval
 
-	readmitStock := satAdd(l.MinStock, l.MinStock/hystDiv)
+	readmitStock := ReadmitStock(l.MinStock)
 	if prev != nil && prev.stockLow {
 		e.stockLow = stock < readmitStock
 	} else {

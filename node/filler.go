@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/qrelay/qrelay/controlplane"
 )
 
 // fillBatch is the most keys one refill relay asks for: large enough to
@@ -135,6 +137,9 @@ func (n *Node) fill(f *filler) {
 		for !failed.Load() && n.ctx.Err() == nil {
 			st := p.Stats()
 			want := min(n.cfg.Pools.High-st.Stock-int(inFlight.Load()), st.Capacity-st.Stock-int(inFlight.Load()), fillBatch)
+			if spare, ok := n.spareKeys(f.remote, size); ok {
+				want = min(want, spare-int(inFlight.Load()))
+			}
 			if want <= 0 {
 				break
 			}
@@ -160,6 +165,35 @@ func (n *Node) fill(f *filler) {
 			}
 		}
 	}
+}
+
+// spareKeys is how many keys of size bytes a background refill to remote
+// may relay now: as many as the outgoing pad of the first hop holds above
+// its reserve. Refills can wait; a slow QKD link whose every byte of pad
+// went into pools would stay below min_stock, so excluded from every
+// route, for as long as the pools want keys. The reserve is the level at
+// which routing admits the link (min_stock and its hysteresis) and as much
+// again as the hysteresis, for the pad a relay spends beyond its keys (the
+// frames' MAC keys): a reserve of the bare admission level left the link
+// hovering 32 bytes short of it. ok is false when there is no local link
+// to the first hop to judge (the relay then fails on its own).
+func (n *Node) spareKeys(remote string, size int) (spare int, ok bool) {
+	hop := remote
+	if n.router != nil {
+		if nh, found := n.router.NextHop(remote); found {
+			hop = nh
+		}
+	}
+	l := n.byPeer[hop]
+	if l == nil {
+		return 0, false
+	}
+	admit := controlplane.ReadmitStock(uint64(l.cfg.MinStock))
+	stock, reserve := l.tx.Stats().Stock, admit+(admit-uint64(l.cfg.MinStock))
+	if stock <= reserve {
+		return 0, true
+	}
+	return int(min((stock-reserve)/uint64(size), math.MaxInt32)), true
 }
 
 // refill relays want keys to f's remote, and says whether it worked.

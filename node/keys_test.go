@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -184,4 +185,38 @@ func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
 		return da.Keys == dc.Keys && da.Digest == dc.Digest
 	})
 	t.Logf("%d of 50 enc_keys refused as their assignments timed out; both ends hold the same %d keys", refused, da.Keys)
+}
+
+// TestRefillsLeaveRoutingReserve: on a QKD link slower than the pools
+// want keys, background refills spend only the pad above the level at
+// which routing admits the link, so the link stays usable and in the
+// route while the pools fill. Spending all of it would hold the link
+// below min_stock, out of every route, for as long as the pools want keys.
+func TestRefillsLeaveRoutingReserve(t *testing.T) {
+	// The link's pad comes from a QKD device pair's KMEs over ETSI 014,
+	// 16 KiB a request, a few requests a second: far slower than the
+	// pools want keys (4 MiB each).
+	_, sources := kmeSources(t)
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, source: sources})
+	c.waitPath("a", "b", "a", "b")
+	c.waitPath("b", "a", "b", "a")
+	out, err := c.nodes["a"].sink.pool("b", roleOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pools fill all the while (pad-bound), and the link keeps its
+	// reserve and its route.
+	start := out.Stats().Stock
+	waitFor(t, "a's pool for b gaining 1,024 keys", 20*time.Second, func() bool {
+		if p := c.path("a", "b"); !slices.Equal(p, []string{"a", "b"}) {
+			t.Fatalf("while the pools fill, the route a→b is %v: the link left routing", p)
+		}
+		if tx := c.nodes["a"].byPeer["b"].tx.Stats().Stock; tx < 64<<10 {
+			t.Fatalf("while the pools fill, a's pad towards b is %d B, below min_stock 64 KiB", tx)
+		}
+		return out.Stats().Stock >= start+1024
+	})
+	if st := out.Stats(); st.Stock >= 262144/2 {
+		t.Fatalf("a's pool for b is full (%d keys): the pools were not waiting for pad, so the test showed nothing", st.Stock)
+	}
 }
