@@ -206,9 +206,9 @@ func (s *KeyStream) notifyLocked() {
 func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte, error) {
 	for retry := false; ; retry = true {
 		s.mu.Lock()
-		if index < s.floor {
+		if floor := s.floor; index < floor {
 			s.mu.Unlock()
-			return [StreamKeySize]byte{}, fmt.Errorf("stream %s: index %d was released (the stream is at %d)", s.name, index, s.floor)
+			return [StreamKeySize]byte{}, fmt.Errorf("stream %s: index %d was released (the stream is at %d)", s.name, index, floor)
 		}
 		k := s.keys[index]
 		ready := k != nil && (k.acked || !s.owner)
