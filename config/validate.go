@@ -190,8 +190,11 @@ func (c *Config) validateLinks(ck *checker, files *fileChecker, self string, sel
 		if !capOK {
 			ck.add(p+".pad_capacity", "%s is not a power of two and a multiple of 1MiB; use 1MiB, 2MiB, 4MiB, ..., like \"64MiB\"", quote(l.PadCapacity.String()))
 		}
-		if capOK && l.MinStock >= l.PadCapacity {
-			ck.add(p+".min_stock", "%s must be less than pad_capacity (%s): it is the stock below which routing avoids the link", quote(l.MinStock.String()), l.PadCapacity)
+		// Routing admits a link again at 1.125 × min_stock, and background
+		// pool refills leave 1.25 × min_stock on it (node/filler.go): a
+		// ring that cannot hold more than that would never fill a pool.
+		if capOK && l.MinStock+l.MinStock/4 >= l.PadCapacity {
+			ck.add(p+".min_stock", "%s must be less than 80%% of pad_capacity (%s): routing avoids the link below it, and background key-pool refills leave 1.25 times it on the link", quote(l.MinStock.String()), l.PadCapacity)
 		}
 		if l.MinStock < 0 {
 			ck.add(p+".min_stock", "%d is negative", l.MinStock)
