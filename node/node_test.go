@@ -280,9 +280,12 @@ func TestRerouteOnLowStock(t *testing.T) {
 		source: func(me, peer string) string {
 			rate := "200Mbit/s"
 			if seed[me+"-"+peer] == 1 {
-				// a–b: 2 MB/s. The route takes it once its cost falls to that of
-				// the two-hop path, at 2 MiB each way: about 2 s.
-				rate = "16Mbit/s"
+				// a–b: 1 MB/s. The route takes it once its cost falls to that of
+				// the two-hop path, at 2 MiB each way: about 4 s. Slow, so
+				// that relays drain it faster than it fills even under -race
+				// on a loaded machine: at 2 MB/s, CI once filled b's pool
+				// (8 MiB) before the stock fell.
+				rate = "8Mbit/s"
 			}
 			return fmt.Sprintf(`{simulator: {seed: "%064x", rate: %s, block_size: 4KiB}}`, seed[me+"-"+peer], rate)
 		}})
