@@ -248,10 +248,9 @@ func TestStatusFailedClosedInOneStep(t *testing.T) {
 	// within two seconds whenever the test starts.
 	src := newSource("a", n0+2, n0+3, n0+4)
 	var (
-		mu      sync.Mutex
-		r       *Rotator
-		seen    []TunnelStatus // Status during each install of a random key
-		randoms int
+		mu   sync.Mutex
+		r    *Rotator
+		seen []TunnelStatus // Status during each install of a random key
 	)
 	w := &probeWriter{probe: func(u []Update) {
 		if len(u) != 1 || u[0].PSK == streamKey("a", EpochAt(time.Now(), time.Second)) || u[0].PSK == streamKey("a", EpochAt(time.Now(), time.Second)-1) {
@@ -259,7 +258,6 @@ func TestStatusFailedClosedInOneStep(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		randoms++
 		seen = append(seen, r.Status()[0])
 	}}
 	var atFirstClose *TunnelStatus // Status while the first session is being closed
@@ -286,7 +284,7 @@ func TestStatusFailedClosedInOneStep(t *testing.T) {
 	stop()
 	mu.Lock()
 	defer mu.Unlock()
-	if randoms == 0 {
+	if len(seen) == 0 {
 		t.Fatal("no random PSK was installed")
 	}
 	for i, st := range seen {
