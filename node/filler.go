@@ -117,6 +117,12 @@ func (n *Node) fill(f *filler) {
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	// refilling holds from the moment the pool falls below its low
+	// watermark until it reaches its high one, across pauses for pad: a
+	// refill the link's pad cut short between the watermarks goes on as
+	// pad arrives, rather than waiting for the pool to drain below the
+	// low watermark again.
+	refilling := false
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -125,23 +131,35 @@ func (n *Node) fill(f *filler) {
 		case <-tick.C:
 		}
 		f.updateRate(time.Now())
-		if p.Stats().Stock >= n.lowWatermark(f.remote) {
+		if !refilling && p.Stats().Stock >= n.lowWatermark(f.remote) {
 			continue
 		}
-		// Below the low watermark: refill up to the high one, with a few
-		// relays at once, since one relay call waits a round trip per
-		// frame and a busy API drains a pool faster than that.
+		// Refill up to the high watermark, with a few relays at once,
+		// since one relay call waits a round trip per frame and a busy
+		// API drains a pool faster than that.
+		refilling = true
 		var wg sync.WaitGroup
 		var inFlight atomic.Int64
 		var failed atomic.Bool
 		for !failed.Load() && n.ctx.Err() == nil {
 			st := p.Stats()
 			want := min(n.cfg.Pools.High-st.Stock-int(inFlight.Load()), st.Capacity-st.Stock-int(inFlight.Load()), fillBatch)
+			if want <= 0 && inFlight.Load() == 0 {
+				refilling = false // at the high watermark (or full)
+				break
+			}
 			if spare, ok := n.spareKeys(f.remote, size); ok {
 				want = min(want, spare-int(inFlight.Load()))
 			}
 			if want <= 0 {
-				break
+				if inFlight.Load() > 0 {
+					// Relays in flight may leave the pool short of
+					// the high watermark (or spend the pad); measure
+					// again once they end.
+					wg.Wait()
+					continue
+				}
+				break // waiting for pad; refilling stays set
 			}
 			if inFlight.Load() >= fillParallel*fillBatch {
 				// Wait for one to finish before measuring again.

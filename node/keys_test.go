@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -218,5 +219,28 @@ func TestRefillsLeaveRoutingReserve(t *testing.T) {
 	})
 	if st := out.Stats(); st.Stock >= 262144/2 {
 		t.Fatalf("a's pool for b is full (%d keys): the pools were not waiting for pad, so the test showed nothing", st.Stock)
+	}
+}
+
+func TestPadBoundRefillReachesHighWatermark(t *testing.T) {
+	// A link whose pad arrives more slowly than the pool wants keys: the
+	// refill that starts below the low watermark pauses for pad again and
+	// again, and must go on to the high watermark rather than stop at the
+	// first pause above the low one (where, with no SAE taking keys, it
+	// would stay for ever).
+	slow := func(me, peer string) string {
+		return fmt.Sprintf(`{simulator: {seed: "%064x", rate: 4Mbit/s, block_size: 4KiB}}`, 7)
+	}
+	const high = 8192 // 256 KiB of 32-byte keys: about half a second of pad
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, poolSlots: 2 * high, poolHigh: high, source: slow})
+	out, err := c.nodes["a"].sink.pool("b", roleOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's pool for b reaching its high watermark", 30*time.Second, func() bool {
+		return out.Stats().Stock >= high
+	})
+	if st := out.Stats(); st.Stock > high {
+		t.Fatalf("a's pool for b holds %d keys, past its high watermark %d", st.Stock, high)
 	}
 }
