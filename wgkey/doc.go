@@ -22,16 +22,21 @@
 //     the current session carries the traffic on.
 //  3. One side drives (Tunnel.Drive, set on exactly one side of a tunnel):
 //     Options.Margin after the boundary, when both sides have installed,
-//     it stops its current session sending, so that its next packet starts
-//     a handshake at once (Writer.Handshake). A handshake completes only if
-//     both sides hold the same PSK, so a completed handshake proves the new
-//     PSK is in use. The driving side's packets wait for it, queued (up to
-//     wireguard-go's staging limit, 128 packets), not lost: the cost is one
-//     round trip of delay. The other side's still go out on the old
-//     session, which goes on receiving until the new one takes over.
+//     it starts a handshake. A handshake completes only if both sides hold
+//     the same PSK, so a completed handshake proves the new PSK is in use.
+//     With an embedded device (an Initiator) the handshake runs beside the
+//     current session, which carries traffic both ways until the new one
+//     takes over: the initiator switches when the response arrives, the
+//     responder on the first packet under the new session, and packets
+//     still in flight under the old one are received. Traffic does not
+//     wait at all. Other Writers stop the current session sending, so that
+//     the next packet starts the handshake: the driving side's packets
+//     wait for it, queued (up to wireguard-go's staging limit, 128
+//     packets), not lost, for one round trip.
 //  4. If no new handshake is seen Options.Retry after driving, the driving
-//     side drives again, a few times, and else counts the epoch as
-//     unconfirmed (TunnelStatus.Unconfirmed).
+//     side drives again, a few times, by stopping the current session
+//     sending (WireGuard's own path, with its retransmissions), and else
+//     counts the epoch as unconfirmed (TunnelStatus.Unconfirmed).
 //
 // Without step 3 each side would pick up the new PSK only at WireGuard's own
 // rekey (REKEY_AFTER_TIME, 120 s), so an epoch could pass with its PSK never
@@ -58,8 +63,9 @@
 //
 //   - Clock skew between the two nodes must be below Options.Margin (200 ms
 //     by default): a drive before the other side has installed fails the
-//     handshake, and the tunnel stalls until a retry after the other side
-//     has installed; beyond the retries, until WireGuard's own (5 s).
+//     handshake, and the repeated drives stop the session, so the tunnel
+//     stalls until a retry after the other side has installed; beyond the
+//     retries, until WireGuard's own (5 s).
 //   - NewWgctrlWriter can drive only by changing the interface's private
 //     key and back, which expires the sessions of every peer on the
 //     interface, not only the driven ones, and holds their traffic 25 ms

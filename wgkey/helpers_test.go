@@ -69,7 +69,8 @@ type recWriter struct {
 	mu        sync.Mutex
 	installed map[Key]time.Time
 	sets      [][]Update
-	drives    [][]wgtypes.Key
+	drives    [][]wgtypes.Key // by Handshake or Initiate
+	initiates int
 	closes    int
 }
 
@@ -96,6 +97,20 @@ func (w *recWriter) Handshake(peers []wgtypes.Key) error {
 	w.drives = append(w.drives, append([]wgtypes.Key(nil), peers...))
 	w.mu.Unlock()
 	return w.Writer.Handshake(peers)
+}
+
+// Initiate forwards to the Writer recorded, if it can, and counts as a
+// drive.
+func (w *recWriter) Initiate(peers []wgtypes.Key) error {
+	in, ok := w.Writer.(Initiator)
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	w.mu.Lock()
+	w.drives = append(w.drives, append([]wgtypes.Key(nil), peers...))
+	w.initiates++
+	w.mu.Unlock()
+	return in.Initiate(peers)
 }
 
 // CloseSessions forwards to the Writer recorded, if it can.

@@ -64,6 +64,14 @@ func TestHitlessRotation(t *testing.T) {
 				s.Name, s.Rotations, s.Failures, s.LastError, s.FailedClosed, rotations)
 		}
 	}
+	// Each rotation's drive started the handshake beside the session
+	// (Initiate), not by stopping it.
+	p.wa.mu.Lock()
+	initiates := p.wa.initiates
+	p.wa.mu.Unlock()
+	if initiates < rotations {
+		t.Errorf("A initiated %d handshakes beside the session, want one per rotation (%d)", initiates, rotations)
+	}
 	if sa.Unconfirmed != 0 {
 		t.Errorf("A drove %d epochs without seeing a handshake: %s", sa.Unconfirmed, sa.LastError)
 	}

@@ -52,6 +52,17 @@ type Writer interface {
 	Peers() ([]PeerState, error)
 }
 
+// Initiator is a Writer that can start a handshake without interrupting
+// the current session: the session goes on carrying traffic both ways
+// until the handshake completes and the new one takes over, so a rotation
+// costs the tunnel no delay at all. Nothing is retransmitted: if no
+// handshake follows (a lost packet, a peer under load asking for a
+// cookie), the Rotator drives again with Handshake. A wrapper that cannot
+// initiate may return errors.ErrUnsupported: the Rotator then drives.
+type Initiator interface {
+	Initiate(peers []wgtypes.Key) error
+}
+
 // SessionCloser is a Writer that can also end its current sessions with
 // peers outright, receiving included. A tunnel failing closed uses it when
 // its Writer has it, so that nothing more passes under the previous PSK in

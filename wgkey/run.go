@@ -148,7 +148,7 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 			expect = append(expect, t)
 		}
 	}
-	drive = append(drive, r.closeSessions(n, closed)...)
+	stop := r.closeSessions(n, closed)
 	// Only now, with the random PSK in and the sessions closed (or, where
 	// the writer cannot close them, about to be driven), does the status
 	// say the tunnel failed closed; and in one update with the failure, so
@@ -172,7 +172,7 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 		return
 	}
 	drivenAt := time.Now()
-	r.drive(g, n, drive)
+	r.drive(g, n, drive, stop)
 	// A driven tunnel needs a handshake after the drive: one completed
 	// between install and drive may have been undone by it.
 	awaiting := make([]awaited, len(expect))
@@ -209,8 +209,26 @@ func (r *Rotator) closeSessions(n uint64, ts []*tunnel) (drive []*tunnel) {
 	return ts
 }
 
-// drive makes the next packet to each tunnel's peer start a handshake.
-func (r *Rotator) drive(g *group, n uint64, ts []*tunnel) {
+// drive starts a handshake with the peers of the tunnels given, in one of
+// two ways. Those in beside start it beside their current session, which
+// goes on carrying traffic, where the Writer is an Initiator: a rotation's
+// first drive should not hold traffic. Those in halting, and those of
+// beside that cannot, stop their current session sending, so that the
+// next packet starts the handshake, which holds traffic for a round trip:
+// a tunnel failing closed must stop sending, and a drive repeated because
+// no handshake came takes WireGuard's own path, with its retransmissions
+// and cookies. The halting ones are driven in one Writer call.
+func (r *Rotator) drive(g *group, n uint64, beside, halting []*tunnel) {
+	if in, ok := r.w.(Initiator); ok && len(beside) > 0 {
+		err := r.writer(func(Writer) error { return in.Initiate(peerKeys(beside)) })
+		switch {
+		case err == nil:
+			beside = nil
+		case !errors.Is(err, errors.ErrUnsupported):
+			r.log.Warn("wgkey: initiating handshakes beside the current sessions failed; driving them instead", "epoch", n, "tunnels", len(beside), "err", err)
+		}
+	}
+	ts := append(beside[:len(beside):len(beside)], halting...)
 	if len(ts) == 0 {
 		return
 	}
@@ -302,7 +320,7 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 			redrive[i] = a.t
 			r.update(a.t, func(st *TunnelStatus) { st.Redrives++ })
 		}
-		r.drive(g, n, redrive)
+		r.drive(g, n, nil, redrive)
 		try++
 		wait *= 2
 		deadline = r.now().Add(wait)

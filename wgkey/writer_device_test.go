@@ -153,3 +153,119 @@ func TestDeviceWriter(t *testing.T) {
 		t.Errorf("Handshake with an unknown peer: %v, want an error naming it", err)
 	}
 }
+
+// TestInitiateKeepsTheSession checks that Initiate starts a handshake
+// without stopping the current session: traffic goes on through it while
+// the handshake is under way, and even when the handshake fails (here,
+// the two sides hold different PSKs); and that a handshake it starts with
+// equal PSKs completes and carries the traffic from then on. A drive that
+// stops the session (Handshake) fails the first part: A's packets would
+// wait for a handshake that never completes.
+func TestInitiateKeepsTheSession(t *testing.T) {
+	p := wgtest.NewPair(t)
+	w := NewDeviceWriter(p.A.Dev)
+	in := w.(Initiator)
+	srv, err := p.B.Net.ListenUDPAddrPort(netip.AddrPortFrom(p.B.Addr, wgtest.EchoPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, addr, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(buf[:n], addr)
+		}
+	}()
+	cli, err := p.A.Net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(p.B.Addr, wgtest.EchoPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	seq := byte(0)
+	// echo sends one datagram through the tunnel and waits for its answer
+	// (the first one also waits for the first handshake).
+	echo := func(what string) {
+		t.Helper()
+		seq++
+		cli.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := cli.Write([]byte{seq}); err != nil {
+			t.Fatalf("%s: sending: %v", what, err)
+		}
+		buf := make([]byte, 64)
+		for {
+			n, err := cli.Read(buf)
+			if err != nil {
+				t.Fatalf("%s: echo %d not answered: %v", what, seq, err)
+			}
+			if n == 1 && buf[0] == seq {
+				return
+			}
+		}
+	}
+	lastHandshake := func() time.Time {
+		t.Helper()
+		info, err := p.A.Info(p.B.Public)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.LastHandshake
+	}
+
+	echo("before any drive")
+	first := lastHandshake()
+	if first.IsZero() {
+		t.Fatal("no handshake after the first echo")
+	}
+	orig, err := p.B.Info(p.A.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A handshake that cannot complete: A's PSK differs from B's.
+	var wrong Key
+	wrong[0] = 1
+	if err := w.SetPSKs([]Update{{Peer: p.B.Public, PSK: wrong}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Initiate([]wgtypes.Key{p.B.Public}); err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	// Echo on for 50 ms at least: the responder ignores an initiation
+	// within 20 ms of the one before (HandshakeInitationRate) or with a
+	// timestamp in the same 16.7 ms (TAI64N whitened), which the next
+	// Initiate below would be.
+	initiated := time.Now()
+	for i := 0; i < 20 || time.Since(initiated) < 50*time.Millisecond; i++ {
+		echo("while a handshake with another PSK is under way")
+	}
+	if hs := lastHandshake(); !hs.Equal(first) {
+		t.Fatalf("a handshake completed (at %s) though A and B hold different PSKs", hs.Format("15:04:05.000"))
+	}
+
+	// The PSKs equal again: the handshake Initiate starts completes, and
+	// the tunnel goes on.
+	if err := w.SetPSKs([]Update{{Peer: p.B.Public, PSK: Key(orig.PSK)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Initiate([]wgtypes.Key{p.B.Public}); err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for lastHandshake().Equal(first) {
+		if time.Now().After(deadline) {
+			t.Fatal("the handshake Initiate started with equal PSKs did not complete within 3s")
+		}
+		echo("while the handshake completes")
+	}
+	for range 5 {
+		echo("after the handshake")
+	}
+
+	if err := in.Initiate([]wgtypes.Key{p.B.Public, peerKey(t)}); err == nil || !strings.Contains(err.Error(), "not on the device") {
+		t.Errorf("Initiate with an unknown peer: %v, want an error naming it", err)
+	}
+}
