@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/qrelay/qrelay/config"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
+	"github.com/qrelay/qrelay/internal/freeport"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
@@ -68,16 +68,6 @@ type clusterOpts struct {
 	source func(me, peer string) string
 }
 
-func freeUDP(tb testing.TB) string {
-	tb.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
 func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpts) *testCluster {
 	tb.Helper()
 	c := &testCluster{tb: tb, nodes: map[string]*Node{}, cfgs: map[string]*config.Config{}, proxies: map[string]*udpproxy.Proxy{}, dir: tb.TempDir()}
@@ -100,7 +90,7 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 		}
 		write("node-"+id+".pem", crt.CertPEM)
 		write("node-"+id+".key", crt.KeyPEM)
-		km[id] = freeUDP(tb)
+		km[id] = freeport.Loopback(tb, "udp")
 	}
 	links := map[string][]string{}
 	for i, e := range edges {

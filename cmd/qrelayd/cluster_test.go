@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/internal/freeport"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
@@ -86,25 +86,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T, network string) string {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // newCluster writes certificates and configs for nodes joined by edges and
 // starts every node.
 func newCluster(t *testing.T, ids []string, edges [][2]string) *cluster {
@@ -141,7 +122,7 @@ func newClusterWith(t *testing.T, ids []string, edges [][2]string, extra func(id
 		}
 		write("node-"+id+".pem", crt.CertPEM)
 		write("node-"+id+".key", crt.KeyPEM)
-		c.nodes[id] = &proc{id: id, kmAddr: freePort(t, "udp")}
+		c.nodes[id] = &proc{id: id, kmAddr: freeport.Loopback(t, "udp")}
 	}
 	// The lower ID dials, through the link's proxy.
 	links := map[string][]string{}
@@ -155,7 +136,7 @@ func newClusterWith(t *testing.T, ids []string, edges [][2]string, extra func(id
 	}
 	for _, id := range ids {
 		p := c.nodes[id]
-		admin := freePort(t, "tcp")
+		admin := freeport.Loopback(t, "tcp")
 		cfg := fmt.Sprintf(nodeYAML, id, id, id, p.kmAddr, admin, strings.Join(links[id], ""))
 		if extra != nil {
 			cfg += extra(id)
