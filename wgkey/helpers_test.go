@@ -70,6 +70,7 @@ type recWriter struct {
 	installed map[Key]time.Time
 	sets      [][]Update
 	drives    [][]wgtypes.Key // by Handshake or Initiate
+	lastDrive time.Time
 	initiates int
 	closes    int
 }
@@ -95,6 +96,7 @@ func (w *recWriter) SetPSKs(u []Update) error {
 func (w *recWriter) Handshake(peers []wgtypes.Key) error {
 	w.mu.Lock()
 	w.drives = append(w.drives, append([]wgtypes.Key(nil), peers...))
+	w.lastDrive = time.Now()
 	w.mu.Unlock()
 	return w.Writer.Handshake(peers)
 }
@@ -108,6 +110,7 @@ func (w *recWriter) Initiate(peers []wgtypes.Key) error {
 	}
 	w.mu.Lock()
 	w.drives = append(w.drives, append([]wgtypes.Key(nil), peers...))
+	w.lastDrive = time.Now()
 	w.initiates++
 	w.mu.Unlock()
 	return in.Initiate(peers)
@@ -203,16 +206,23 @@ type rotatorPair struct {
 }
 
 func newRotatorPair(t *testing.T, interval time.Duration, srcA, srcB KeySource, polA Policy) *rotatorPair {
+	return newRotatorPairWith(t, interval, srcA, srcB, polA, Options{})
+}
+
+// newRotatorPairWith is newRotatorPair with both Rotators given o (and the
+// test's log if o has none).
+func newRotatorPairWith(t *testing.T, interval time.Duration, srcA, srcB KeySource, polA Policy, o Options) *rotatorPair {
+	if o.Log == nil {
+		o.Log = testLog(t)
+	}
 	p := &rotatorPair{Pair: wgtest.NewPair(t)}
 	p.wa, p.wb = record(NewDeviceWriter(p.A.Dev)), record(NewDeviceWriter(p.B.Dev))
 	var err error
-	p.ra, err = NewRotator(p.wa, []Tunnel{{Name: "to-b", Peer: p.B.Public, Interval: interval, Policy: polA, Drive: true, Source: srcA}},
-		Options{Log: testLog(t)})
+	p.ra, err = NewRotator(p.wa, []Tunnel{{Name: "to-b", Peer: p.B.Public, Interval: interval, Policy: polA, Drive: true, Source: srcA}}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.rb, err = NewRotator(p.wb, []Tunnel{{Name: "to-a", Peer: p.A.Public, Interval: interval, Source: srcB}},
-		Options{Log: testLog(t)})
+	p.rb, err = NewRotator(p.wb, []Tunnel{{Name: "to-a", Peer: p.A.Public, Interval: interval, Source: srcB}}, o)
 	if err != nil {
 		t.Fatal(err)
 	}

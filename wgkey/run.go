@@ -177,7 +177,7 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 	// between install and drive may have been undone by it.
 	awaiting := make([]awaited, len(expect))
 	for i, t := range expect {
-		awaiting[i] = awaited{t, installedAt}
+		awaiting[i] = awaited{t: t, since: installedAt}
 		if t.Drive {
 			awaiting[i].since = drivenAt
 		}
@@ -241,24 +241,48 @@ func (r *Rotator) drive(g *group, n uint64, beside, halting []*tunnel) {
 
 // confirm watches the interface after a drive and drives again the
 // expected tunnels that have not handshaken since they should have, up to
-// redrives times. It also refreshes every tunnel's LastHandshake and checks
-// that its peer is on the interface.
+// redrives times each. It also refreshes every tunnel's LastHandshake and
+// checks that its peer is on the interface. It returns Retry before the
+// next boundary at the latest (or Retry after the drive, if that is
+// later), so that the next install is never late because of it.
 //
-// A re-drive throws away a handshake in flight (expiring clears it), so it
-// must not come before a handshake could complete: the first wait is the
-// larger of Retry and four times the handshake time measured lately (a
-// loaded machine, a long path), and each next wait doubles. The interface
-// is read every pollEvery meanwhile, to see a handshake soon and measure it.
+// A re-drive throws away a handshake in flight (stopping the session
+// clears it), so it must not come before a handshake could complete: the
+// first wait is the larger of Retry and four times the handshake time
+// measured lately (a loaded machine, a long path), and each next wait
+// doubles. The interface is read every pollEvery meanwhile, to see a
+// handshake soon and measure it.
+//
+// A tunnel this side does not drive (awaited at start) is driven only if
+// no handshake came after the driving side's drive and all its re-drives
+// could have been tried, and at least a quarter of an epoch: two sides
+// driving at once cross their initiations and both fail, and on a loaded
+// machine their doubling waits would keep them crossing.
 func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt time.Time, expect []awaited) {
-	end := EpochStart(n+1, g.interval)
-	wait := max(g.retry, 4*time.Duration(g.hsLatency.Load()))
 	drivenAt := r.now()
-	deadline := drivenAt.Add(wait)
+	giveUp := EpochStart(n+1, g.interval).Add(-g.retry)
+	if early := drivenAt.Add(g.retry); giveUp.Before(early) {
+		giveUp = early
+	}
+	wait := max(g.retry, 4*time.Duration(g.hsLatency.Load()))
+	patience := max(wait*(1<<(redrives+1)-1), g.interval/4)
+	for i := range expect {
+		a := &expect[i]
+		a.wait, a.next = wait, drivenAt.Add(wait)
+		if !a.t.Drive {
+			a.next = drivenAt.Add(patience)
+		}
+	}
 	poll := max(g.retry/5, time.Millisecond)
-	for try, first := 0, true; ; first = false {
+	for first := true; ; first = false {
 		next := r.now().Add(poll)
-		if deadline.Before(next) {
-			next = deadline
+		for _, a := range expect {
+			if a.next.Before(next) {
+				next = a.next
+			}
+		}
+		if giveUp.Before(next) {
+			next = giveUp
 		}
 		if !sleepUntil(ctx, r.now, next) {
 			return
@@ -283,52 +307,50 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 				r.update(t, func(st *TunnelStatus) { st.LastHandshake = hs })
 			}
 		}
+		now := r.now()
+		var redrive []*tunnel
 		waiting := expect[:0:0]
 		for _, a := range expect {
 			t := a.t
-			hs := last[t.Peer]
-			if hs.After(a.since) {
+			switch hs := last[t.Peer]; {
+			case hs.After(a.since):
 				r.update(t, func(st *TunnelStatus) { st.LastHandshake = hs })
-				if t.Drive && try == 0 {
-					g.observeHandshake(r.now().Sub(drivenAt))
+				if t.Drive && a.tries == 0 {
+					g.observeHandshake(now.Sub(drivenAt))
 				}
-				continue
-			}
-			waiting = append(waiting, a)
-		}
-		expect = waiting
-		if len(expect) == 0 {
-			return
-		}
-		if r.now().Before(deadline) {
-			continue
-		}
-		if try == redrives || !r.now().Add(g.retry).Before(end) {
-			for _, a := range expect {
-				t := a.t
+			case !now.Before(giveUp), !now.Before(a.next) && a.tries == redrives:
 				waited := time.Since(installedAt).Round(time.Millisecond)
 				r.update(t, func(st *TunnelStatus) {
 					st.Unconfirmed++
 					st.LastError = fmt.Sprintf("tunnel %s peer %s epoch %d: no handshake %v after installing the PSK: the other side has another PSK, or is not reachable", t.Name, t.peer, n, waited)
 				})
 				r.log.Warn("wgkey: no handshake with the new PSK", "tunnel", t.Name, "peer", t.peer, "epoch", n, "waited", waited)
+			case !now.Before(a.next):
+				redrive = append(redrive, t)
+				r.update(t, func(st *TunnelStatus) { st.Redrives++ })
+				a.tries++
+				a.wait *= 2
+				a.next = now.Add(a.wait)
+				waiting = append(waiting, a)
+			default:
+				waiting = append(waiting, a)
 			}
+		}
+		expect = waiting
+		r.drive(g, n, nil, redrive)
+		if len(expect) == 0 {
 			return
 		}
-		redrive := make([]*tunnel, len(expect))
-		for i, a := range expect {
-			redrive[i] = a.t
-			r.update(a.t, func(st *TunnelStatus) { st.Redrives++ })
-		}
-		r.drive(g, n, nil, redrive)
-		try++
-		wait *= 2
-		deadline = r.now().Add(wait)
 	}
 }
 
-// awaited is a tunnel whose handshake must complete after since.
+// awaited is a tunnel whose handshake must complete after since, and when
+// confirm drives it next if none has.
 type awaited struct {
 	t     *tunnel
 	since time.Time
+
+	next  time.Time     // drive again at
+	wait  time.Duration // the wait that led to next; doubles at each drive
+	tries int           // drives repeated so far
 }
