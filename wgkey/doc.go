@@ -34,9 +34,10 @@
 //     wait for it, queued (up to wireguard-go's staging limit, 128
 //     packets), not lost, for one round trip.
 //  4. If no new handshake is seen Options.Retry after driving, the driving
-//     side drives again, a few times, by stopping the current session
-//     sending (WireGuard's own path, with its retransmissions), and else
-//     counts the epoch as unconfirmed (TunnelStatus.Unconfirmed).
+//     side drives again, the same way, a few times, and else counts the
+//     epoch as unconfirmed (TunnelStatus.Unconfirmed). With an embedded
+//     device the current session carries traffic all the while, until
+//     WireGuard's own limits end it (REJECT_AFTER_TIME, 180 s).
 //
 // Without step 3 each side would pick up the new PSK only at WireGuard's own
 // rekey (REKEY_AFTER_TIME, 120 s), so an epoch could pass with its PSK never
@@ -63,9 +64,10 @@
 //
 //   - Clock skew between the two nodes must be below Options.Margin (200 ms
 //     by default): a drive before the other side has installed fails the
-//     handshake, and the repeated drives stop the session, so the tunnel
-//     stalls until a retry after the other side has installed; beyond the
-//     retries, until WireGuard's own (5 s).
+//     handshake, and the epoch's PSK is in use only from a retry after the
+//     other side has installed. With wgctrl, whose drives stop the
+//     session, the tunnel stalls until then; beyond the retries, until
+//     WireGuard's own (5 s).
 //   - NewWgctrlWriter can drive only by changing the interface's private
 //     key and back, which expires the sessions of every peer on the
 //     interface, not only the driven ones, and holds their traffic 25 ms

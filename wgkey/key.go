@@ -56,9 +56,9 @@ type Writer interface {
 // the current session: the session goes on carrying traffic both ways
 // until the handshake completes and the new one takes over, so a rotation
 // costs the tunnel no delay at all. Nothing is retransmitted: if no
-// handshake follows (a lost packet, a peer under load asking for a
-// cookie), the Rotator drives again with Handshake. A wrapper that cannot
-// initiate may return errors.ErrUnsupported: the Rotator then drives.
+// handshake follows, the Rotator initiates again. A wrapper that cannot
+// initiate may return errors.ErrUnsupported: the Rotator then uses
+// Handshake.
 type Initiator interface {
 	Initiate(peers []wgtypes.Key) error
 }

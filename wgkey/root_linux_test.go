@@ -58,15 +58,24 @@ func TestRootNetnsWgctrl(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopA, stopB := run(t, ra), run(t, rb)
-
-	echo := wgtest.NetnsEcho(t, a, b, 10*time.Millisecond)
-
 	infos := func() (ia, ib wgtest.PeerInfo, err error) {
 		if ia, err = wgtest.WgctrlInfo(c, a.Iface, b.Public); err == nil {
 			ib, err = wgtest.WgctrlInfo(c, b.Iface, a.Public)
 		}
 		return
 	}
+
+	// The echo measures the rotations, so it starts once the tunnel is up
+	// under a key of the stream. Before, the tunnel has no session yet and
+	// its first packet races the two sides' first installs: a handshake
+	// under different PSKs, then wgctrl's drives, which stop the session
+	// (under load, 250 ms without an answer).
+	if why := waitFor(time.Now().Add(3*interval), func() (bool, string) {
+		return inUse(wa, wb, streamKey(seed, EpochAt(time.Now(), interval)), infos)
+	}); why != "" {
+		t.Fatalf("the tunnel did not come up under a key of the stream: %s", why)
+	}
+	echo := wgtest.NetnsEcho(t, a, b, 10*time.Millisecond)
 	first := EpochAt(time.Now(), interval) + 1
 	for n := first; n < first+rotations; n++ {
 		if why := waitFor(EpochStart(n+1, interval), func() (bool, string) { return inUse(wa, wb, streamKey(seed, n), infos) }); why != "" {

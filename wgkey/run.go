@@ -210,22 +210,25 @@ func (r *Rotator) closeSessions(n uint64, ts []*tunnel) (drive []*tunnel) {
 }
 
 // drive starts a handshake with the peers of the tunnels given, in one of
-// two ways. Those in beside start it beside their current session, which
-// goes on carrying traffic, where the Writer is an Initiator: a rotation's
-// first drive should not hold traffic. Those in halting, and those of
-// beside that cannot, stop their current session sending, so that the
-// next packet starts the handshake, which holds traffic for a round trip:
-// a tunnel failing closed must stop sending, and a drive repeated because
-// no handshake came takes WireGuard's own path, with its retransmissions
-// and cookies. The halting ones are driven in one Writer call.
+// two ways. Those in beside, the tunnels rotating, start it beside their
+// current session, which goes on carrying traffic, where the Writer is an
+// Initiator: a rotation never holds traffic, whether its handshake
+// completes or not (a lost packet, a peer not yet holding the PSK). Those
+// in halting, and those of beside where the Writer cannot initiate, stop
+// their current session sending, so that the next packet starts the
+// handshake, which holds that traffic for a round trip: a tunnel failing
+// closed must stop sending. The halting ones are driven in one Writer
+// call.
 func (r *Rotator) drive(g *group, n uint64, beside, halting []*tunnel) {
 	if in, ok := r.w.(Initiator); ok && len(beside) > 0 {
 		err := r.writer(func(Writer) error { return in.Initiate(peerKeys(beside)) })
-		switch {
-		case err == nil:
+		if !errors.Is(err, errors.ErrUnsupported) {
+			if err != nil {
+				for _, t := range beside {
+					r.fail(t, n, "initiating the handshake", err)
+				}
+			}
 			beside = nil
-		case !errors.Is(err, errors.ErrUnsupported):
-			r.log.Warn("wgkey: initiating handshakes beside the current sessions failed; driving them instead", "epoch", n, "tunnels", len(beside), "err", err)
 		}
 	}
 	ts := append(beside[:len(beside):len(beside)], halting...)
@@ -246,8 +249,8 @@ func (r *Rotator) drive(g *group, n uint64, beside, halting []*tunnel) {
 // next boundary at the latest (or Retry after the drive, if that is
 // later), so that the next install is never late because of it.
 //
-// A re-drive throws away a handshake in flight (stopping the session
-// clears it), so it must not come before a handshake could complete: the
+// A re-drive throws away a handshake in flight (a new initiation replaces
+// it), so it must not come before a handshake could complete: the
 // first wait is the larger of Retry and four times the handshake time
 // measured lately (a loaded machine, a long path), and each next wait
 // doubles. The interface is read every pollEvery meanwhile, to see a
@@ -337,7 +340,7 @@ func (r *Rotator) confirm(ctx context.Context, g *group, n uint64, installedAt t
 			}
 		}
 		expect = waiting
-		r.drive(g, n, nil, redrive)
+		r.drive(g, n, redrive, nil)
 		if len(expect) == 0 {
 			return
 		}

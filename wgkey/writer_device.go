@@ -66,11 +66,11 @@ func (w *deviceWriter) Handshake(peers []wgtypes.Key) error {
 // a keepalive on it, on which the peer switches too; packets still coming
 // under the old session are received, as it becomes the previous one.
 //
-// What SendHandshakeInitiation does besides is left to the device's own
-// timers: no retransmission is scheduled (the Rotator drives again), and
-// mac2 stays empty, so a peer under load answers with a cookie this
-// initiation cannot use (the Rotator's next drive, through the device's
-// own path, can).
+// What SendHandshakeInitiation does besides is left out: no retransmission
+// is scheduled (the Rotator initiates again), and mac2 stays empty, so a
+// peer under a handshake flood, which answers with a cookie instead, is
+// not reached until the flood ends (or the device's own rekey, with its
+// cookie, reaches it).
 func (w *deviceWriter) Initiate(peers []wgtypes.Key) error {
 	return w.eachPeer(peers, "initiating a handshake", func(p *device.Peer, k wgtypes.Key) error {
 		msg, err := w.dev.CreateMessageInitiation(p)

@@ -19,11 +19,12 @@ func TestWrongPSKFailsHandshake(t *testing.T) {
 	t.Parallel()
 	const interval = time.Second
 	p := newRotatorPair(t, interval, newSource("wrong A"), newSource("wrong B"), FailClosed)
-	echo := p.Echo(t, 10*time.Millisecond)
 	stopA, stopB := run(t, p.ra), run(t, p.rb)
 
-	// Once both have installed and A has driven, A's session can no longer
-	// send and no new handshake may complete.
+	// Once both have installed and A has driven, no handshake may
+	// complete, and so no session can carry the echo, which starts only
+	// then. (A session made before, under equal PSKs, would carry on: a
+	// rotation does not stop it.)
 	if why := waitFor(time.Now().Add(3*time.Second), func() (bool, string) {
 		return status(p.ra).Rotations > 0 && status(p.rb).Rotations > 0 && p.wa.driveCount() > 0, "no install and drive yet"
 	}); why != "" {
@@ -39,6 +40,7 @@ func TestWrongPSKFailsHandshake(t *testing.T) {
 		}
 		w.mu.Unlock()
 	}
+	echo := p.Echo(t, 10*time.Millisecond)
 	before := echo.Snapshot()
 	end := time.Now().Add(2 * time.Second) // through two boundaries, with the drives and retries of each
 	if bad := during(end, func() string {
