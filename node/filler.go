@@ -118,10 +118,10 @@ func (n *Node) fill(f *filler) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	// refilling holds from the moment the pool falls below its low
-	// watermark until it reaches its high one, across pauses for pad: a
-	// refill the link's pad cut short between the watermarks goes on as
-	// pad arrives, rather than waiting for the pool to drain below the
-	// low watermark again.
+	// watermark until a refill has brought it to its high one: a refill
+	// the link's pad (or a failed relay) cut short between the watermarks
+	// goes on at the next look, rather than waiting for the pool to drain
+	// below the low watermark again.
 	refilling := false
 	for {
 		select {
@@ -136,30 +136,25 @@ func (n *Node) fill(f *filler) {
 		}
 		// Refill up to the high watermark, with a few relays at once,
 		// since one relay call waits a round trip per frame and a busy
-		// API drains a pool faster than that.
-		refilling = true
+		// API drains a pool faster than that. The relays are asked for
+		// once per look: keys the SAEs take meanwhile are made up at the
+		// next low watermark, in full batches, not by relays of a few
+		// keys each as they go.
 		var wg sync.WaitGroup
 		var inFlight atomic.Int64
 		var failed atomic.Bool
+		short := false // the pad ran out before the high watermark
 		for !failed.Load() && n.ctx.Err() == nil {
 			st := p.Stats()
 			want := min(n.cfg.Pools.High-st.Stock-int(inFlight.Load()), st.Capacity-st.Stock-int(inFlight.Load()), fillBatch)
-			if want <= 0 && inFlight.Load() == 0 {
-				refilling = false // at the high watermark (or full)
-				break
-			}
-			if spare, ok := n.spareKeys(f.remote, size); ok {
-				want = min(want, spare-int(inFlight.Load()))
-			}
 			if want <= 0 {
-				if inFlight.Load() > 0 {
-					// Relays in flight may leave the pool short of
-					// the high watermark (or spend the pad); measure
-					// again once they end.
-					wg.Wait()
-					continue
+				break // the high watermark (or full) with what is in flight
+			}
+			if spare, ok := n.spareKeys(f.remote, size); ok && spare-int(inFlight.Load()) < want {
+				if want = spare - int(inFlight.Load()); want <= 0 {
+					short = true
+					break
 				}
-				break // waiting for pad; refilling stays set
 			}
 			if inFlight.Load() >= fillParallel*fillBatch {
 				// Wait for one to finish before measuring again.
@@ -175,6 +170,7 @@ func (n *Node) fill(f *filler) {
 			})
 		}
 		wg.Wait()
+		refilling = short || failed.Load()
 		if failed.Load() {
 			select {
 			case <-n.ctx.Done():
