@@ -174,7 +174,8 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 	drivenAt := time.Now()
 	r.drive(g, n, drive, stop)
 	// A driven tunnel needs a handshake after the drive: one completed
-	// between install and drive may have been undone by it.
+	// between install and drive may have been undone by it (a Writer that
+	// stops the session), or be one the drive's own would replace.
 	awaiting := make([]awaited, len(expect))
 	for i, t := range expect {
 		awaiting[i] = awaited{t: t, since: installedAt}
