@@ -170,16 +170,7 @@ func TestInitiateKeepsTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, addr, err := srv.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			srv.WriteTo(buf[:n], addr)
-		}
-	}()
+	go wgtest.ServeEcho(srv)
 	cli, err := p.A.Net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(p.B.Addr, wgtest.EchoPort))
 	if err != nil {
 		t.Fatal(err)

@@ -86,7 +86,7 @@ func (p *Pair) Echo(tb testing.TB, every time.Duration) *EchoStats {
 func StartEcho(tb testing.TB, client net.Conn, server net.PacketConn, every time.Duration) *EchoStats {
 	e := &EchoStats{client: client, server: server, started: time.Now(),
 		stop: make(chan struct{}), notify: make(chan struct{}, 1)}
-	go serveEcho(server)
+	go ServeEcho(server)
 	go e.receive()
 	e.sender.Add(1)
 	go e.send(every)
@@ -94,7 +94,9 @@ func StartEcho(tb testing.TB, client net.Conn, server net.PacketConn, every time
 	return e
 }
 
-func serveEcho(pc net.PacketConn) {
+// ServeEcho answers every datagram pc receives to its sender, until pc is
+// closed.
+func ServeEcho(pc net.PacketConn) {
 	buf := make([]byte, 2048)
 	for {
 		n, addr, err := pc.ReadFrom(buf)
