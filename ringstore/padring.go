@@ -155,8 +155,8 @@ type PadRing struct {
 	blocks          []BlockInfo // directory of blocks at or above the tail
 	pendingBlocks   []BlockInfo // appended, not yet in the metadata store
 	closed          atomic.Bool
-	openHead        uint64 // head and cursor at open: Stats derives this
-	openReserved    uint64 // process's Appended and ReservedBytes from them
+	openReserved    uint64 // the cursor at open, which Stats's ReservedBytes counts from
+	statAppended    atomic.Uint64
 	statZeroised    atomic.Uint64
 	statMarkWrites  atomic.Uint64
 	statRejected    atomic.Uint64
@@ -266,7 +266,8 @@ func (r *PadRing) Append(b Block) error {
 		r.pendingBlocks = append(r.pendingBlocks, info)
 	}
 	r.dirMu.Unlock()
-	r.head.Store(h + n)      // publishes the bytes to consumers
+	r.head.Store(h + n) // publishes the bytes to consumers
+	r.statAppended.Add(n)
 	if r.tailSegmentDone() { // only after a crash: see tailSegmentDone
 		r.advanceTail()
 	}
@@ -380,7 +381,7 @@ func (r *PadRing) Stats() PadStats {
 		Head:           h,
 		Reserved:       res,
 		Tail:           r.tail.Load(),
-		Appended:       h - r.openHead,
+		Appended:       r.statAppended.Load(),
 		ReservedBytes:  res - r.openReserved,
 		ZeroisedBytes:  r.statZeroised.Load(),
 		MarkWrites:     r.statMarkWrites.Load(),

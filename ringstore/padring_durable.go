@@ -234,7 +234,7 @@ func (r *PadRing) openDurable() error {
 	r.reserved.Store(st.mark)
 	r.mark.Store(st.mark)
 	r.tail.Store(newTail)
-	r.openHead, r.openReserved = head, st.mark
+	r.openReserved = st.mark
 	r.release(newTail, st.mark-newTail)
 	r.trimBlocks(newTail)
 	r.persistedHead, r.persistedTail = st.head, st.tail
