@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"math/bits"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,8 @@ type PadStats struct {
 	MarkWrites     uint64 // persisted reservation marks (fsyncs)
 	CrashWaste     uint64 // bytes skipped at start because a crash may have used them
 	AppendRejected uint64 // blocks refused because the ring was full
+	Burnt          uint64 // bytes of pad Resync burnt below from or dropped above to, by this process
+	Skipped        uint64 // positions Resync skipped, which never held pad, by this process
 }
 
 // PadRing is a ring buffer of one link direction's pad, a byte stream
@@ -123,6 +126,10 @@ type PadStats struct {
 // pad, tail the end of zeroised pad; tail <= reserved <= head and head-tail
 // <= Capacity. A byte at position p lives at p mod Capacity; the mapping is
 // mirrored, so a range of up to Capacity bytes is one slice.
+//
+// Resync (padring_resync.go) moves the cursors to what the two ends of the
+// link agreed on when it comes up; it may move the head back, dropping pad
+// above it, or skip positions that never hold pad.
 type PadRing struct {
 	cfg    PadRingConfig
 	mem    *keymem.Region
@@ -161,6 +168,14 @@ type PadRing struct {
 	statMarkWrites  atomic.Uint64
 	statRejected    atomic.Uint64
 	crashWaste      uint64
+
+	// Resync (padring_resync.go): resyncMu serialises it; resyncSeq is odd
+	// while it moves the cursors, so Stats reads them consistently.
+	resyncMu    sync.Mutex
+	resyncSeq   atomic.Uint64
+	statBurnt   atomic.Uint64 // burnt below from plus dropped above to
+	statSkipped atomic.Uint64
+	statMoved   atomic.Uint64 // cursor moved by Resync, not by Reserve: burnt stock plus skipped
 }
 
 func (c *PadRingConfig) check() error {
@@ -370,23 +385,42 @@ func (r *PadRing) tailSegmentDone() bool {
 
 // Stats reports the ring's cursors and counters.
 func (r *PadRing) Stats() PadStats {
+	for {
+		// A seqlock against Resync, which moves several cursors at once.
+		seq := r.resyncSeq.Load()
+		if seq&1 != 0 {
+			runtime.Gosched()
+			continue
+		}
+		s := r.stats()
+		if r.resyncSeq.Load() == seq {
+			return s
+		}
+	}
+}
+
+func (r *PadRing) stats() PadStats {
 	h, res := r.head.Load(), r.reserved.Load()&^closedBit
 	stock := uint64(0)
 	if h > res {
 		stock = h - res
 	}
 	return PadStats{
-		Capacity:       r.cfg.Capacity,
-		Stock:          stock,
-		Head:           h,
-		Reserved:       res,
-		Tail:           r.tail.Load(),
-		Appended:       r.statAppended.Load(),
-		ReservedBytes:  res - r.openReserved,
+		Capacity: r.cfg.Capacity,
+		Stock:    stock,
+		Head:     h,
+		Reserved: res,
+		Tail:     r.tail.Load(),
+		Appended: r.statAppended.Load(),
+		// Derived rather than counted, so Reserve stays one compare-and-swap:
+		// the cursor moves by Reserve, or by Resync (counted in statMoved).
+		ReservedBytes:  res - r.openReserved - r.statMoved.Load(),
 		ZeroisedBytes:  r.statZeroised.Load(),
 		MarkWrites:     r.statMarkWrites.Load(),
 		CrashWaste:     r.crashWaste,
 		AppendRejected: r.statRejected.Load(),
+		Burnt:          r.statBurnt.Load(),
+		Skipped:        r.statSkipped.Load(),
 	}
 }
 

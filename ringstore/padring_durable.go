@@ -32,6 +32,10 @@ import (
 //     segments are synced to the file first, then one transaction records
 //     head, tail and the new blocks. So every recorded block's bytes are on
 //     disk, and the recorded tail is never ahead of zeroes on disk.
+//   - A resync (persistResync, padring_resync.go), when a link comes up: the
+//     mark raised to the agreement's from, then one transaction recording
+//     the new head, tail and directory. Pad it drops is zeroised only after
+//     that transaction, so the old records never meet zeroed bytes.
 //
 // The mark may thus be ahead of the recorded head. A restart then moves the
 // head up to the mark: those positions may have been used, so the QKD side
