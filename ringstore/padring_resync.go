@@ -65,6 +65,7 @@ func (r *PadRing) Resync(from, to uint64) (burnt uint64, err error) {
 	}
 	p, err := r.planResync(from, to)
 	if err == nil && r.cfg.Meta != nil {
+		resyncStep("planned")
 		err = r.persistResync(&p)
 	}
 	if err == nil {
@@ -76,6 +77,7 @@ func (r *PadRing) Resync(from, to uint64) (burnt uint64, err error) {
 		return 0, err
 	}
 	if r.cfg.Meta != nil {
+		resyncStep("applied")
 		r.syncResyncZeroes(&p)
 	}
 	return p.burntStock + p.dropped, nil
@@ -202,6 +204,7 @@ func (r *PadRing) persistResync(p *resyncPlan) error {
 		if err := r.writeState(p.from, r.persistedHead, r.persistedTail, false, nil, 0); err != nil {
 			return err
 		}
+		resyncStep("marked")
 	}
 	recTail := p.tail
 	if p.rebase {
@@ -218,6 +221,8 @@ func (r *PadRing) persistResync(p *resyncPlan) error {
 			return fmt.Errorf("pad ring %s: resync: syncing zeroised pad: %w", r.cfg.Name, err)
 		}
 	}
+
+	resyncStep("synced")
 
 	// The records after the commit: the blocks of the new directory that
 	// end above the recorded tail (a recorded straddler is rewritten under
@@ -266,7 +271,18 @@ func (r *PadRing) persistResync(p *resyncPlan) error {
 		r.persistedBlocks = append(r.persistedBlocks, blockSpan{b.Pos, b.Pos + uint64(b.Size)})
 	}
 	p.pending = nil // all recorded
+	resyncStep("committed")
 	return nil
+}
+
+// testHookResync, if set, is called at each step of a durable Resync, so
+// that a crash test can kill the process there.
+var testHookResync func(step string)
+
+func resyncStep(step string) {
+	if testHookResync != nil {
+		testHookResync(step)
+	}
 }
 
 // applyResync moves the ring in memory. The caller holds the zeroing flag
