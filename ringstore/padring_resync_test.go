@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/qrelay/qrelay/internal/race"
 	"github.com/qrelay/qrelay/ringstore/internal/meta"
 )
 
@@ -438,5 +441,289 @@ func TestPadRingResyncReleaseRaces(t *testing.T) {
 		}
 		checkZeroOutside(t, r)
 		r.Close()
+	}
+}
+
+// ringModel is the obvious reference for a pad ring: cursors, a flag per
+// position (mod capacity) for released pad, and the directory with each
+// block's salt, so it knows every byte the ring should hold.
+type ringModel struct {
+	capacity, seg        uint64
+	head, reserved, tail uint64
+	noBelow              uint64 // nothing may be handed out below: the end of all handed out, every from
+	blocks               []BlockInfo
+	released             []bool
+	held                 []Range
+	appended, reservedB  uint64
+	burnt, skipped       int
+	rebases              int
+}
+
+func (m *ringModel) release(pos, n uint64) {
+	for p := pos; p < pos+n; p++ {
+		m.released[p%m.capacity] = true
+	}
+}
+
+// advance moves the tail over every whole released segment below the head.
+func (m *ringModel) advance() {
+	for m.tail+m.seg <= m.head && !slices.Contains(m.released[m.tail%m.capacity:m.tail%m.capacity+m.seg], false) {
+		clear(m.released[m.tail%m.capacity : m.tail%m.capacity+m.seg])
+		m.tail += m.seg
+	}
+	m.trim()
+}
+
+func (m *ringModel) trim() {
+	m.blocks = slices.DeleteFunc(m.blocks, func(b BlockInfo) bool { return b.Pos+uint64(b.Size) <= m.tail })
+}
+
+// resync is what Resync(from, to) should do: an error, if it should refuse
+// (busy when it wraps ErrResyncBusy), or the bytes burnt.
+func (m *ringModel) resync(from, to uint64) (uint64, error) {
+	switch {
+	case from < m.reserved || to < from || to > m.head && to != from:
+		return 0, errors.New("refused")
+	case to > m.head && to-m.tail > m.capacity && len(m.held) > 0:
+		return 0, ErrResyncBusy
+	}
+	burnt := min(from, m.head) - m.reserved
+	if to < m.head {
+		burnt += m.head - to
+		var kept []BlockInfo
+		for _, b := range m.blocks {
+			if b.Pos < to {
+				b.Size = int(min(uint64(b.Size), to-b.Pos))
+				kept = append(kept, b)
+			}
+		}
+		m.blocks = kept
+	}
+	if to > m.head {
+		m.skipped += int(to - m.head)
+	}
+	if to > m.head && to-m.tail > m.capacity {
+		clear(m.released)
+		m.rebases++
+		m.tail, m.blocks = to&^(m.seg-1), nil
+		m.release(m.tail, to-m.tail)
+	} else {
+		m.release(m.reserved, from-m.reserved)
+	}
+	m.head, m.reserved = to, from
+	m.noBelow = max(m.noBelow, from)
+	m.burnt += int(burnt)
+	m.advance()
+	return burnt, nil
+}
+
+// TestPadRingResyncModel runs random Appends, Reserves, Releases and
+// Resyncs (valid and not, in every kind of move), and in durable mode
+// clean restarts, against ringModel. After every step the ring's cursors,
+// counters and directory must be the model's; every range handed out must
+// hold the pad of the block the model says is there, start at or above
+// every from and above everything handed out before (no position twice);
+// and the ring's memory must be zero outside [tail, head), hold the
+// model's pad in [reserved, head), and so be zeroised where released.
+func TestPadRingResyncModel(t *testing.T) {
+	for _, m := range resyncModes[:2] {
+		t.Run(m.name, func(t *testing.T) {
+			steps := 20000
+			if m.durable {
+				steps = 4000
+			}
+			if testing.Short() || race.Enabled {
+				steps /= 3
+			}
+			runResyncModel(t, m.durable, steps)
+		})
+	}
+}
+
+func runResyncModel(t *testing.T, durable bool, steps int) {
+	const capacity, segment, batch = 1 << 16, 1 << 12, 1 << 15
+	var dir string
+	var db *meta.DB
+	open := func() *PadRing {
+		if !durable {
+			return memRing(t, capacity, segment)
+		}
+		r, err := durableRing(t, dir, db, capacity, segment, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	if durable {
+		dir = t.TempDir()
+		db = openMeta(t, dir)
+		t.Cleanup(func() { db.Close() })
+	}
+	r := open()
+	m := &ringModel{capacity: capacity, seg: segment, released: make([]bool, capacity)}
+	rnd := rand.New(rand.NewPCG(7, 11))
+	var ops [8]int
+	for step := range steps {
+		what := ""
+		switch k := rnd.IntN(100); {
+		case k < 30:
+			what = "append"
+			n := uint64(1 + rnd.IntN(12000))
+			blk := saltBlock(m.head, int(n), rnd.Uint64()>>1)
+			err := r.Append(blk)
+			if m.head+n-m.tail > capacity {
+				if !errors.Is(err, ErrRingFull) {
+					t.Fatalf("step %d: Append of %d at head %d, tail %d: %v, want ErrRingFull", step, n, m.head, m.tail, err)
+				}
+				break
+			}
+			if err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			m.blocks = append(m.blocks, BlockInfo{Pos: m.head, Size: int(n), ID: blk.ID})
+			m.head += n
+			m.appended += n
+			m.advance()
+			ops[0]++
+		case k < 60:
+			what = "reserve"
+			n := uint64(1 + rnd.IntN(6000))
+			rg, err := r.Reserve(int(n))
+			if m.reserved+n > m.head {
+				if !errors.Is(err, ErrPadShort) {
+					t.Fatalf("step %d: Reserve(%d) with %d in stock: %v, want ErrPadShort", step, n, m.head-m.reserved, err)
+				}
+				break
+			}
+			if err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			if rg.Pos != m.reserved || rg.Pos < m.noBelow {
+				t.Fatalf("step %d: range at %d, want %d; nothing may be handed out below %d", step, rg.Pos, m.reserved, m.noBelow)
+			}
+			checkAgainstBlocks(t, m.blocks, rg)
+			m.reserved += n
+			m.reservedB += n
+			m.noBelow = m.reserved
+			m.held = append(m.held, rg)
+			ops[1]++
+		case k < 85:
+			what = "release"
+			if len(m.held) == 0 {
+				break
+			}
+			i := rnd.IntN(len(m.held))
+			rg := m.held[i]
+			m.held = slices.Delete(m.held, i, i+1)
+			r.Release(rg)
+			m.release(rg.Pos, uint64(len(rg.Bytes)))
+			m.advance()
+			ops[2]++
+		case k < 99 || !durable:
+			what = "resync"
+			from, to := pickResync(rnd, m)
+			burnt, err := r.Resync(from, to)
+			want, wantErr := m.resync(from, to)
+			switch {
+			case wantErr == nil && err != nil:
+				t.Fatalf("step %d: Resync(%d, %d) at reserved %d, head %d, tail %d: %v", step, from, to, m.reserved, m.head, m.tail, err)
+			case wantErr != nil && err == nil:
+				t.Fatalf("step %d: Resync(%d, %d) at reserved %d, head %d, tail %d accepted, want %v", step, from, to, m.reserved, m.head, m.tail, wantErr)
+			case wantErr != nil && errors.Is(err, ErrResyncBusy) != errors.Is(wantErr, ErrResyncBusy):
+				t.Fatalf("step %d: Resync(%d, %d): %v, want %v", step, from, to, err, wantErr)
+			case errors.Is(err, ErrResyncBusy):
+				ops[6]++
+			case wantErr != nil:
+				ops[4]++
+			case burnt != want:
+				t.Fatalf("step %d: Resync(%d, %d) burnt %d, want %d", step, from, to, burnt, want)
+			default:
+				ops[3]++
+			}
+		default:
+			what = "restart"
+			// A clean stop: ranges still held are lost (used, never
+			// released); the ring resumes at its cursor, with the tail at
+			// the segment boundary below and the rest counted released.
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			r = open()
+			m.held = nil
+			clear(m.released)
+			m.tail = m.reserved &^ (segment - 1)
+			m.release(m.tail, m.reserved-m.tail)
+			m.trim()
+			m.appended, m.reservedB, m.burnt, m.skipped = 0, 0, 0, 0
+			ops[5]++
+		}
+		checkModel(t, r, m, fmt.Sprintf("step %d (%s)", step, what), what == "resync" || step%8 == 0)
+	}
+	t.Logf("%d appends, %d reservations, %d releases, %d resyncs done, %d refused and %d busy, %d rebases, %d restarts", ops[0], ops[1], ops[2], ops[3], ops[4], ops[6], m.rebases, ops[5])
+	if ops[3] < steps/20 || ops[4] < steps/50 || ops[6] < steps/200 || m.rebases < steps/200 {
+		t.Fatalf("too few resyncs to test anything: %v", ops)
+	}
+}
+
+// pickResync picks arguments for Resync: each kind of move, and each kind
+// of violation, near the ring's cursors.
+func pickResync(rnd *rand.Rand, m *ringModel) (from, to uint64) {
+	between := func(a, b uint64) uint64 { return a + rnd.Uint64N(b-a+1) } // [a, b]
+	switch rnd.IntN(9) {
+	case 0: // below the cursor
+		if m.reserved > 0 {
+			from = between(0, m.reserved-1)
+			return from, between(from, m.head)
+		}
+		fallthrough
+	case 1: // to below from
+		from = between(m.reserved+1, m.head+1)
+		return from, from - 1
+	case 2: // claims pad beyond the head
+		from = between(m.reserved, m.head)
+		return from, m.head + 1 + rnd.Uint64N(3*m.capacity)
+	case 3: // burn stock only
+		return between(m.reserved, m.head), m.head
+	case 4, 5: // truncate
+		from = between(m.reserved, m.head)
+		return from, between(from, m.head)
+	case 6: // skip within the ring
+		to = between(m.head+1, max(m.head+1, m.tail+m.capacity))
+		return to, to
+	default: // skip beyond it: a rebase, or busy
+		to = between(m.tail+m.capacity+1, m.tail+4*m.capacity)
+		return to, to
+	}
+}
+
+func checkModel(t *testing.T, r *PadRing, m *ringModel, step string, memory bool) {
+	t.Helper()
+	s := r.Stats()
+	want := PadStats{
+		Capacity: int(m.capacity), Stock: m.head - m.reserved, Head: m.head, Reserved: m.reserved, Tail: m.tail,
+		Appended: m.appended, ReservedBytes: m.reservedB, Burnt: uint64(m.burnt), Skipped: uint64(m.skipped),
+	}
+	got := s
+	got.ZeroisedBytes, got.MarkWrites, got.CrashWaste, got.AppendRejected = 0, 0, 0, 0
+	if got != want {
+		t.Fatalf("%s: stats\n%+v\nwant\n%+v", step, got, want)
+	}
+	blocks := r.Blocks()
+	if len(blocks) != len(m.blocks) {
+		t.Fatalf("%s: %d blocks %v, want %d %v", step, len(blocks), spansOf(blocks), len(m.blocks), spansOf(m.blocks))
+	}
+	for i, b := range blocks {
+		if w := m.blocks[i]; b.Pos != w.Pos || b.Size != w.Size || b.ID != w.ID {
+			t.Fatalf("%s: block %d is %q at %d (%d bytes), want %q at %d (%d bytes)", step, i, b.ID, b.Pos, b.Size, w.ID, w.Pos, w.Size)
+		}
+	}
+	if !memory {
+		return
+	}
+	checkZeroOutside(t, r)
+	if m.head > m.reserved { // stock is always in blocks: skipped positions are below the cursor
+		at := m.reserved & r.mask
+		checkAgainstBlocks(t, m.blocks, Range{Pos: m.reserved, Bytes: r.buf[at : at+m.head-m.reserved]})
 	}
 }
