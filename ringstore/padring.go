@@ -96,7 +96,7 @@ type Range struct {
 type PadStats struct {
 	Capacity       int
 	Stock          uint64 // appended, not yet reserved
-	Head           uint64 // bytes appended since the link started
+	Head           uint64 // end of the ring's pad, where the next block lands
 	Reserved       uint64 // reservation cursor
 	Tail           uint64 // everything below is zeroised
 	Appended       uint64 // bytes appended by this process

@@ -41,7 +41,9 @@ var ErrResyncBusy = errors.New("pad ring busy: reserved pad not yet released")
 // state in one metadata transaction before Resync returns (and raises its
 // reservation mark to from before that, so a crash at any moment never
 // hands out a position below from); after a crash the ring reopens either
-// in its state before Resync or in the new one.
+// in its state before Resync or in the new one. If writing the metadata
+// fails, Resync returns the error with the ring unchanged, except that its
+// mark may have been raised to from (which wastes pad, never reuses it).
 //
 // The caller must make sure that no Append and no Reserve runs during
 // Resync (a link resynchronises before any key-bearing frame flows).
