@@ -37,9 +37,15 @@
 // produces far less than one block per nanosecond, every index it hands
 // out is at most the clock reading at that moment; a restarted master
 // therefore starts above every index of its previous run and never repeats
-// a block, even though its keystream is deterministic. (A wall clock
-// stepped backwards across a restart defeats this; the simulator is for
-// labs.)
+// a block, even though its keystream is deterministic.
+//
+// In memory mode (Config.Meta nil) that is all: a wall clock stepped
+// backwards across a restart defeats it (the simulator is for labs). In
+// durable mode (Config.Meta set) the master also records, in one metadata
+// transaction before each Fetch returns, the highest index it has
+// returned, and New starts at the larger of the clock index and the
+// record + 1, logging a warning if the clock is behind the record: no
+// clock step makes it repeat a block, SIGKILL included.
 //
 // The same rule tells the slave when its device "has" a block: block i
 // exists once the slave's clock reads at least i ns since 1970 (for an
@@ -50,10 +56,35 @@
 //
 // The slave remembers which blocks it has delivered and refuses to deliver
 // one again ("already delivered"): the pad ring would otherwise reuse pad.
-// It tracks the delivered indices exactly (as runs of consecutive indices),
-// so blocks may be asked in any order and in several calls. If more than
-// 4096 separate runs accumulate (gaps that are never asked for), the two
-// oldest runs are merged: the indices between them are then refused too.
+// It tracks the delivered indices of this run exactly (as runs of
+// consecutive indices), so blocks may be asked in any order and in several
+// calls. If more than 4096 separate runs accumulate (gaps that are never
+// asked for), the two oldest runs are merged: the indices between them are
+// then refused too.
+//
+// In memory mode that record dies with the Sim: a restarted slave would
+// deliver a block again if asked, and relies on its master, which asks for
+// increasing indices, never asking for an old one again. In
+// durable mode the slave records, in one metadata transaction before each
+// Get returns its blocks, the highest index it has delivered, and after a
+// restart refuses every index at or below it ("delivered before this node
+// restarted"). One number suffices: within a run an honest master asks for
+// increasing indices, and a restarted master starts above all of them; the
+// cost is that a block the slave skipped before its restart is refused
+// too.
+//
+// # Durable records
+//
+// Each end keeps one entry in the node's metadata store: key
+// "qkd/sim/<link>/master" or "qkd/sim/<link>/slave", value a 22-byte
+// versioned record (magic "QSIM", version, role, block size, highest
+// index, CRC-32C of the record; record.go has the layout). It holds no key
+// bytes and nothing computed from them. A record that does not decode
+// refuses New, naming the key. A block is made only after its record is
+// written: if the write fails, Fetch or Get fails and no key bytes exist.
+// Both calls write at most one transaction, whatever the number of blocks.
+// If the block size changes across a restart, numbering continues past the
+// keystream the recorded blocks covered, so no two blocks share keystream.
 package qkdsim
 
 import (
@@ -94,6 +125,9 @@ const maxBlocksPerSecond = 1e8
 // maxRuns bounds the slave's record of delivered indices.
 const maxRuns = 4096
 
+// maxBlockSize bounds Config.BlockSize.
+const maxBlockSize = 1 << 26
+
 // ErrClosed is returned by a Sim after Close.
 var ErrClosed = errors.New("qkdsim: simulator closed")
 
@@ -125,6 +159,11 @@ type Config struct {
 	// Logger receives the simulator warning and link state changes
 	// (default slog.Default()). Key bytes are never logged.
 	Logger *slog.Logger
+	// Meta, if set, is the node's metadata store (durable mode): this end
+	// keeps its record of the blocks it handed out there, so that a
+	// restarted end never hands out a block again (see the package doc).
+	// Nil is memory mode: the record lives as long as the Sim.
+	Meta *ringstore.Meta
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// After returns a channel that receives once d has passed on the clock,
@@ -164,7 +203,14 @@ type Sim struct {
 	fetched uint64 // master: blocks returned by Fetch
 
 	delivered runs   // slave: indices returned by Get
+	before    uint64 // slave, durable: indices below were delivered before a restart
 	bytesOut  uint64 // Status.Delivered
+
+	// Durable mode: the record in cfg.Meta, written by persist.
+	update  func(func(*ringstore.MetaTx) error) error // cfg.Meta.Update; tests wrap it
+	pmu     sync.Mutex                                // serialises persist; taken without mu
+	recHigh uint64                                    // the highest index recorded, if recOK
+	recOK   bool
 }
 
 // New starts one end of a simulated link. It logs a warning that the link
@@ -194,6 +240,23 @@ func New(cfg Config) (*Sim, error) {
 	now := cfg.Now()
 	s.since = now
 	s.base = clockIndex(now)
+	if cfg.Meta != nil {
+		s.update = cfg.Meta.Update
+		next, found, err := s.load()
+		if err != nil {
+			clear(s.key[:])
+			return nil, err
+		}
+		switch {
+		case !found:
+		case cfg.Master && next > s.base:
+			s.log.Warn("simulated QKD link: the clock is behind the highest block handed out before this node restarted (was it stepped back?); numbering continues above the record",
+				"record", recordKey(cfg.Link, true), "clock_index", s.base, "next", next, "behind", time.Duration(min(next-s.base, math.MaxInt64)))
+			s.base = next
+		case !cfg.Master:
+			s.before = next
+		}
+	}
 	if !s.upLocked() {
 		s.downSince = now
 	}
@@ -209,13 +272,18 @@ func (c *Config) fill() error {
 	if len(c.Link) > 128 || strings.IndexFunc(c.Link, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
 		return fmt.Errorf("qkdsim: Link %q: want at most 128 characters without spaces or control characters", c.Link)
 	}
+	if c.Meta != nil {
+		if err := checkDurableLink(c.Link); err != nil {
+			return err
+		}
+	}
 	if c.Seed == ([32]byte{}) {
 		return fmt.Errorf("qkdsim: link %s: Seed is all zero: set the link's shared seed (the same 32 bytes at both ends)", c.Link)
 	}
 	if c.BlockSize == 0 {
 		c.BlockSize = DefaultBlockSize
 	}
-	if c.BlockSize < 8 || c.BlockSize%8 != 0 || c.BlockSize > 1<<26 {
+	if c.BlockSize < 8 || c.BlockSize%8 != 0 || c.BlockSize > maxBlockSize {
 		return fmt.Errorf("qkdsim: link %s: BlockSize %d: want a positive multiple of 8 up to 64 MiB (default %d)", c.Link, c.BlockSize, DefaultBlockSize)
 	}
 	if math.IsNaN(c.SecretRate) || c.SecretRate < 0 || math.IsInf(c.SecretRate, 0) {
@@ -439,6 +507,9 @@ func (s *Sim) Fetch(ctx context.Context, max int) ([]ringstore.Block, error) {
 			s.bytesOut += want * uint64(s.cfg.BlockSize)
 			blk := s.aes
 			s.mu.Unlock()
+			if err := s.persistOut(first+want-1, want); err != nil {
+				return nil, err
+			}
 			return s.blocks(blk, first, int(want), func(int) time.Time { return now }), nil
 		}
 		s.advanceLocked(now)
@@ -462,6 +533,9 @@ func (s *Sim) Fetch(ctx context.Context, max int) ([]ringstore.Block, error) {
 		newest, period := s.lastBlock, secs(s.blockBits/s.rateLocked())
 		blk := s.aes
 		s.mu.Unlock()
+		if err := s.persistOut(first+n-1, n); err != nil {
+			return nil, err
+		}
 		return s.blocks(blk, first, int(n), func(j int) time.Time {
 			return newest.Add(-time.Duration(pending-1-uint64(j)) * period)
 		}), nil
@@ -579,6 +653,10 @@ func (s *Sim) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) 
 			return nil, s.closedErr()
 		}
 		for k, i := range idx {
+			if i < s.before {
+				s.mu.Unlock()
+				return nil, fmt.Errorf("qkdsim: link %s: block %s was delivered before this node restarted: refused, a block used twice would reuse pad", s.cfg.Link, ids[k])
+			}
 			if s.delivered.contains(i) {
 				s.mu.Unlock()
 				return nil, fmt.Errorf("qkdsim: link %s: block %s already delivered: a block is handed out once, or its pad would be used twice", s.cfg.Link, ids[k])
@@ -624,6 +702,11 @@ func (s *Sim) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) 
 		s.mu.Unlock()
 		break
 	}
+	// The record is made before any block is: if it fails, no key bytes
+	// exist, and the indices stay delivered (refused) for this run.
+	if err := s.persistOut(last, uint64(len(idx))); err != nil {
+		return nil, err
+	}
 	size := s.cfg.BlockSize
 	buf := make([]byte, len(idx)*size)
 	out := make([]ringstore.Block, len(idx))
@@ -641,6 +724,19 @@ func (s *Sim) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) 
 		out[k] = ringstore.Block{ID: ids[k], Source: s.source, Time: now, Data: buf[k*size : (k+1)*size : (k+1)*size]}
 	}
 	return out, nil
+}
+
+// persistOut records high (durable mode) before n blocks up to it are
+// made and handed out; if that fails they are not, and Status stops
+// counting them.
+func (s *Sim) persistOut(high, n uint64) error {
+	err := s.persist(high)
+	if err != nil {
+		s.mu.Lock()
+		s.bytesOut -= n * uint64(s.cfg.BlockSize)
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // Status reports the simulated link. Kind is "simulator" and Simulated
