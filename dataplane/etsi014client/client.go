@@ -18,10 +18,24 @@
 // problem and do not. Answers are decoded strictly: at most 16 MiB, no
 // unknown fields or trailing data, key IDs must be UUIDs and unique, keys
 // exactly the size asked; a key ID among the last 65536 returned is
-// refused, since appending a key twice would reuse pad. Decoded keys that are not returned, and the
-// response bodies holding them, are zeroised; key bytes are never logged.
-// (Copies inside crypto/tls, net/http and encoding/json buffers are out of
-// reach, as in any Go program.)
+// refused, since appending a key twice would reuse pad. Decoded keys that
+// are not returned, and the response bodies holding them, are zeroised;
+// key bytes are never logged. (Copies inside crypto/tls, net/http and
+// encoding/json buffers are out of reach, as in any Go program.)
+//
+// # Memory and durable modes
+//
+// In memory mode (Config.Meta nil) the recent key IDs live as long as the
+// Client: a restarted node would accept a key ID again from a KME that
+// repeats one. In durable mode (Config.Meta set) they survive a restart,
+// SIGKILL included: each Fetch or Get writes, in one metadata transaction
+// before it returns its keys, the key IDs it adds (one record per call,
+// never one per key) and deletes the records whose IDs have all been
+// evicted; New reads them back in delivery order, so eviction continues
+// where it stopped. If the write fails the keys are zeroised and the call
+// fails. The records (recent.go has the layout) hold key IDs only, never
+// key bytes or anything computed from them; one that does not decode
+// refuses New with an error naming its key and wrapping ErrRecord.
 package etsi014client
 
 import (
@@ -91,6 +105,15 @@ type Config struct {
 	// Logger receives connection and state changes (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// Meta, if set, is the node's metadata store (durable mode): the
+	// recent key IDs the client refuses to deliver again are kept there,
+	// so that they survive a restart (see the package doc). Nil is memory
+	// mode: they live as long as the Client.
+	Meta *ringstore.Meta
+	// Name names the link in metadata keys; required with Meta, and the
+	// same in every run: up to 128 characters, no '/', spaces or control
+	// characters.
+	Name string
 }
 
 // KMEStatus is the standard's Status object.
@@ -152,8 +175,12 @@ type Client struct {
 	perRequest int
 	source     string
 
+	// dmu serialises deliver, which holds it across the metadata write.
+	dmu    sync.Mutex
+	recent recentIDs                                 // key IDs returned lately, to refuse a repeat; under dmu
+	update func(func(*ringstore.MetaTx) error) error // durable: cfg.Meta.Update; tests wrap it
+
 	mu        sync.Mutex
-	recent    recentIDs // key IDs returned lately, to refuse a repeat
 	kme       KMEStatus
 	closed    bool
 	up        bool
@@ -197,6 +224,14 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		statusURL: prefix + "/status",
 		encURL:    prefix + "/enc_keys",
 		decURL:    prefix + "/dec_keys",
+	}
+	if cfg.Meta != nil {
+		// The record is read before the KME is asked anything: a record
+		// that does not decode refuses the start whatever the KME says.
+		c.update = cfg.Meta.Update
+		if err := c.load(); err != nil {
+			return nil, err
+		}
 	}
 	st, err := c.Refresh(ctx)
 	if err != nil {
@@ -242,6 +277,14 @@ func (cfg *Config) check() (string, error) {
 	}
 	if cfg.GetRetry == 0 {
 		cfg.GetRetry = DefaultGetRetry
+	}
+	if cfg.Meta != nil {
+		if cfg.Name == "" {
+			return "", errors.New("etsi014client: Name is empty: with Meta set, name the link (its metadata keys carry the name)")
+		}
+		if len(cfg.Name) > 128 || strings.IndexFunc(cfg.Name, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '/' }) >= 0 {
+			return "", fmt.Errorf("etsi014client: Name %q: want at most 128 characters without '/', spaces or control characters (it is part of metadata keys)", cfg.Name)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -581,8 +624,8 @@ func (c *Client) Fetch(ctx context.Context, maxBytes int) ([]ringstore.Block, er
 	for i, k := range keys {
 		out[i] = ringstore.Block{ID: k.KeyID, Source: c.source, Time: now, Data: k.Key}
 	}
-	if err := c.deliver(out, now); err != nil {
-		return nil, c.bad(http.MethodPost, c.encURL, err)
+	if err := c.deliver(http.MethodPost, c.encURL, out, now); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -593,55 +636,39 @@ func (c *Client) bad(method, u string, err error) error {
 	return fmt.Errorf("etsi014client: %s %s: key container: %v: %w", method, u, err, ErrBadResponse)
 }
 
-// deliver records blocks about to be returned. It refuses (and zeroises)
-// them all if the KME has handed out one of their IDs before: appending a
-// key twice would reuse pad.
-func (c *Client) deliver(out []ringstore.Block, now time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// deliver records blocks about to be returned by the request method u.
+// It refuses (and zeroises) them all if the KME has handed out one of
+// their IDs before: appending a key twice would reuse pad. In durable mode
+// it records their IDs, and forgets the evicted ones, in one metadata
+// transaction first; if that fails the blocks are zeroised and not
+// returned.
+func (c *Client) deliver(method, u string, out []ringstore.Block, now time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
 	for _, b := range out {
 		if c.recent.has(b.ID) {
 			for _, b := range out {
 				clear(b.Data)
 			}
-			return fmt.Errorf("key %s was delivered before: refused, a key used twice would reuse pad", b.ID)
+			return c.bad(method, u, fmt.Errorf("key %s was delivered before: refused, a key used twice would reuse pad", b.ID))
 		}
 	}
-	for _, b := range out {
-		c.recent.add(b.ID)
+	ids := make([]string, len(out))
+	for i, b := range out {
+		ids[i] = strings.ToLower(b.ID)
 	}
+	if err := c.persist(ids); err != nil {
+		for _, b := range out {
+			clear(b.Data)
+		}
+		return fmt.Errorf("etsi014client: %s %s: %w; the %d keys it returned are dropped, not handed out", method, u, err, len(out))
+	}
+	c.recent.addBatch(ids)
+	c.mu.Lock()
 	c.delivered += uint64(len(out) * c.keyBytes)
 	c.lastBlock = now
+	c.mu.Unlock()
 	return nil
-}
-
-// recentIDs remembers the last recentMax key IDs (lower case).
-type recentIDs struct {
-	set  map[string]struct{}
-	ring []string
-	next int
-}
-
-const recentMax = 1 << 16
-
-func (r *recentIDs) has(id string) bool {
-	_, ok := r.set[strings.ToLower(id)]
-	return ok
-}
-
-func (r *recentIDs) add(id string) {
-	id = strings.ToLower(id)
-	if r.set == nil {
-		r.set = make(map[string]struct{})
-	}
-	if len(r.ring) < recentMax {
-		r.ring = append(r.ring, id)
-	} else {
-		delete(r.set, r.ring[r.next])
-		r.ring[r.next] = id
-		r.next = (r.next + 1) % recentMax
-	}
-	r.set[id] = struct{}{}
 }
 
 // Get asks the KME for the keys ids (slave end) and returns them in the
@@ -701,8 +728,8 @@ func (c *Client) Get(ctx context.Context, ids []string) ([]ringstore.Block, erro
 			return fail(c.bad(http.MethodPost, c.decURL, fmt.Errorf("keys missing from the answer: %s", strings.Join(missing, ", "))))
 		}
 	}
-	if err := c.deliver(out, now); err != nil {
-		return nil, c.bad(http.MethodPost, c.decURL, err)
+	if err := c.deliver(http.MethodPost, c.decURL, out, now); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

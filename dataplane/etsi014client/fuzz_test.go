@@ -1,6 +1,7 @@
 package etsi014client
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -57,4 +58,31 @@ func TestDecodeKeyContainerAccepts(t *testing.T) {
 			t.Fatalf("decode %s: %d keys, %v", body, len(keys), err)
 		}
 	}
+}
+
+// FuzzDecodeBatch feeds arbitrary values to the decoder of the durable
+// records of recent key IDs: it must never panic, and whatever it accepts
+// must be distinct lower-case UUIDs whose encoding is exactly the input.
+// The seed corpus is in testdata/fuzz/FuzzDecodeBatch.
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add(encodeBatch([]string{"3b0a6e0c-4d5b-4c1a-9f7e-2a1b3c4d5e6f"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids, err := decodeBatch(b)
+		if err != nil {
+			if ids != nil {
+				t.Fatalf("error %v with %d IDs", err, len(ids))
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, id := range ids {
+			if !validUUID(id) || strings.ToLower(id) != id || seen[id] {
+				t.Fatalf("accepted key ID %q (want distinct lower-case UUIDs)", id)
+			}
+			seen[id] = true
+		}
+		if again := encodeBatch(ids); !bytes.Equal(again, b) {
+			t.Fatalf("accepted %x as %q, which encodes as %x", b, ids, again)
+		}
+	})
 }
