@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -62,6 +63,16 @@ func (s *kmeSource) connect() {
 			return
 		}
 		if s.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, etsi014client.ErrRecord) {
+			// The link's record of delivered key IDs is unreadable:
+			// trying again cannot help, and the link must not take keys
+			// without it.
+			s.mu.Lock()
+			s.lastErr = fmt.Errorf("%w: %v", qkd.ErrDown, err)
+			s.mu.Unlock()
+			s.log.Error("QKD link's record of delivered key IDs is unreadable; the link stays out of use until it is repaired", "kme", s.cfg.BaseURL, "err", err)
 			return
 		}
 		s.mu.Lock()

@@ -103,6 +103,7 @@ func (n *Node) addLink(lc config.Link) (err error) {
 			SecretRate: float64(s.Rate),
 			BlockSize:  int(s.BlockSize),
 			QBER:       s.QBER,
+			Meta:       n.meta, // nil in memory mode
 			Logger:     n.log.With("peer", lc.Peer),
 		})
 		if err != nil {
@@ -137,6 +138,8 @@ func (n *Node) addLink(lc config.Link) (err error) {
 			KeySize:     e.KeySize,
 			PerRequest:  e.PerRequest,
 			Timeout:     e.Timeout,
+			Meta:        n.meta, // nil in memory mode
+			Name:        linkName(n.cfg.Node.ID, lc.Peer),
 			Logger:      n.log.With("peer", lc.Peer),
 		}, n.log.With("peer", lc.Peer))
 	}
