@@ -2,23 +2,26 @@ package frame
 
 import (
 	"encoding/binary"
+	"math"
 	"strconv"
 )
 
 // Offsets of the ASSIGN fields from the start of the frame.
 const (
 	assignOffSeq        = 8
-	assignOffDir        = 16
-	assignOffReserved   = 17
-	assignOffBlockCount = 18
-	assignOffBlocks     = 20
+	assignOffPadPos     = 16
+	assignOffDir        = 24
+	assignOffReserved   = 25
+	assignOffBlockCount = 26
+	assignOffBlocks     = 28
 )
 
 // Assign is an ASSIGN frame: the link master tells the slave which QKD
 // blocks it has assigned to one direction of the link, in the order they
-// are appended to that direction's pad stream.
+// are appended to that direction's pad stream, from position PadPos on.
 type Assign struct {
-	Seq    uint64 // assignment sequence number
+	Seq    uint64 // assignment sequence number: 1 for a connection's first ASSIGN, then +1
+	PadPos uint64 // position in the direction's pad of the first block's first byte
 	Dir    Dir
 	Blocks []AssignBlock // 1..MaxAssignBlocks blocks, in pad order
 }
@@ -36,6 +39,25 @@ func (a *Assign) FrameLen() int {
 		n += 1 + len(b.ID) + 4
 	}
 	return n
+}
+
+// PadLen returns the number of pad bytes the blocks add to the direction's
+// pad, the sum of their sizes: they take positions [PadPos, PadPos+PadLen()).
+func (a *Assign) PadLen() uint64 {
+	var n uint64
+	for _, b := range a.Blocks {
+		n += uint64(b.Size)
+	}
+	return n
+}
+
+// checkAssignEnd fails unless the blocks, size bytes in all, end before
+// 2^64 from position pos, so that the end of the pad is a position too.
+func checkAssignEnd(pos, size uint64) *Error {
+	if pos > math.MaxUint64-size {
+		return errorf(TypeAssign, "pad position", assignOffPadPos, "%d, want at most %d so that the blocks' %d bytes end before 2^64", pos, math.MaxUint64-size, size)
+	}
+	return nil
 }
 
 func blockField(i int, name string) string {
@@ -61,7 +83,7 @@ func (a *Assign) validate() *Error {
 		}
 		off += 4
 	}
-	return nil
+	return checkAssignEnd(a.PadPos, a.PadLen())
 }
 
 // AppendAssign appends the frame a to dst. If a cannot be encoded it returns
@@ -72,6 +94,7 @@ func AppendAssign(dst []byte, a *Assign) ([]byte, error) {
 	}
 	dst = appendPrefix(dst, TypeAssign, 0, a.FrameLen()-PrefixLen)
 	dst = binary.BigEndian.AppendUint64(dst, a.Seq)
+	dst = binary.BigEndian.AppendUint64(dst, a.PadPos)
 	dst = append(dst, byte(a.Dir), 0)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(a.Blocks)))
 	for _, b := range a.Blocks {
@@ -99,6 +122,7 @@ func parseAssign(b []byte) (Assign, *Error) {
 		return a, err
 	}
 	a.Seq = binary.BigEndian.Uint64(b[assignOffSeq:])
+	a.PadPos = binary.BigEndian.Uint64(b[assignOffPadPos:])
 	a.Dir = Dir(b[assignOffDir])
 	if !a.Dir.Valid() {
 		return a, errorf(t, "dir", assignOffDir, "%d, want 0 (%s) or 1 (%s)", uint8(a.Dir), DirMasterToSlave, DirSlaveToMaster)
@@ -114,6 +138,7 @@ func parseAssign(b []byte) (Assign, *Error) {
 		return a, errorf(t, "block count", assignOffBlockCount, "%d, but the %d bytes after it hold at most %d blocks", n, have, have/assignBlockMin)
 	}
 	// First pass: check every block against the bytes that are there.
+	var size uint64 // of the blocks so far
 	off := assignOffBlocks
 	for i := range n {
 		if off >= len(b) {
@@ -127,13 +152,18 @@ func parseAssign(b []byte) (Assign, *Error) {
 			return a, errorf(t, blockField(i, "ID length"), off, "%d, but only %d bytes are left for the ID and the size", idLen, len(b)-off-1)
 		}
 		off += 1 + idLen
-		if size := binary.BigEndian.Uint32(b[off:]); size < 1 || size > MaxBlockSize {
-			return a, errorf(t, blockField(i, "size"), off, "%d, want 1..%d", size, MaxBlockSize)
+		bs := binary.BigEndian.Uint32(b[off:])
+		if bs < 1 || bs > MaxBlockSize {
+			return a, errorf(t, blockField(i, "size"), off, "%d, want 1..%d", bs, MaxBlockSize)
 		}
+		size += uint64(bs)
 		off += 4
 	}
 	if off != len(b) {
 		return a, errorf(t, "length", 4, "%d, but the %d blocks end %d bytes before the frame does (trailing bytes)", len(b)-PrefixLen, n, len(b)-off)
+	}
+	if err := checkAssignEnd(a.PadPos, size); err != nil {
+		return a, err
 	}
 	// Second pass: decode. Each ID gets a string of its own so that keeping
 	// one does not keep the whole frame.

@@ -1,5 +1,5 @@
 // Package frame encodes and decodes the frames of the KM link between two
-// neighbouring key managers, version 1, as specified in docs/kmlink.md.
+// neighbouring key managers, version 2, as specified in docs/kmlink.md.
 //
 // Every frame is an 8-byte prefix (version, type, flags, length) followed
 // by a type-specific body; integers are big-endian. Append functions add one

@@ -5,7 +5,7 @@ import "strconv"
 // Specification constants (docs/kmlink.md).
 const (
 	// Version is the only frame version this package reads and writes.
-	Version = 1
+	Version = 2
 	// PrefixLen is the size of the prefix every frame begins with.
 	PrefixLen = 8
 	// TagLen is the size of the one-time Poly1305 tag that ends a RELAY frame.
@@ -36,11 +36,16 @@ const (
 const (
 	relayFixed      = 40 // flow .. reserved, then src, dst, payload, tag
 	completionFixed = 26 // status .. dst len, then src, dst, reason
-	assignFixed     = 12 // seq, dir, reserved, block count, then blocks
+	assignFixed     = 20 // seq, pad position, dir, reserved, block count, then blocks
 	assignBlockMin  = 1 + 1 + 4
 	assignAckFixed  = 12 // seq, status, reserved, reason len, then reason
 	discardFixed    = 22 // count .. dst len, then src, dst
 	controlFixed    = 2  // kind, then body
+
+	// SYNC and SYNC_AGREE: used and head, or from and to, of each
+	// direction, nothing else.
+	syncFixed      = positionsLen
+	syncAgreeFixed = positionsLen
 )
 
 // RelayFixedLen is the size of a RELAY header without its node IDs, prefix
@@ -58,7 +63,12 @@ const (
 	TypeAssignAck  Type = 4 // slave to master: an ASSIGN is applied, or why not
 	TypeDiscard    Type = 5 // source to destination: drop keys the source lost
 	TypeControl    Type = 6 // control plane message, opaque here
+	TypeSync       Type = 7 // slave to master, first on its control stream: its pad state
+	TypeSyncAgree  Type = 8 // master to slave, first on its control stream: the pad both ends keep
 )
+
+// lastType is the highest frame type of version 2: the types are 1 to lastType.
+const lastType = TypeSyncAgree
 
 // String returns the type's name as in docs/kmlink.md, such as "RELAY".
 func (t Type) String() string {
@@ -75,12 +85,16 @@ func (t Type) String() string {
 		return "DISCARD"
 	case TypeControl:
 		return "CONTROL"
+	case TypeSync:
+		return "SYNC"
+	case TypeSyncAgree:
+		return "SYNC_AGREE"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
 
-// Valid reports whether t is a type of version 1.
-func (t Type) Valid() bool { return t >= TypeRelay && t <= TypeControl }
+// Valid reports whether t is a type of version 2.
+func (t Type) Valid() bool { return t >= TypeRelay && t <= lastType }
 
 // FlagQKDKey is the RELAY flag saying that the end-to-end keys are the first
 // hop's QKD key (ITU-T Y.3803 key relay case 2) instead of random keys.
@@ -111,6 +125,10 @@ func bodyLimits(t Type) (minLen, maxLen int) {
 		return discardFixed + 2, discardFixed + ids
 	case TypeControl:
 		return controlFixed, MaxFrameLen - PrefixLen
+	case TypeSync:
+		return syncFixed, syncFixed
+	case TypeSyncAgree:
+		return syncAgreeFixed, syncAgreeFixed
 	}
 	return 0, 0
 }
@@ -153,7 +171,7 @@ func (s Status) String() string {
 	return "Status(" + strconv.Itoa(int(s)) + ")"
 }
 
-// Valid reports whether s is a status of version 1.
+// Valid reports whether s is a status of version 2.
 func (s Status) Valid() bool { return s >= StatusOK && s <= StatusInternal }
 
 // Dir is a direction of a KM link, named from the link master's side.
@@ -176,5 +194,5 @@ func (d Dir) String() string {
 	return "Dir(" + strconv.Itoa(int(d)) + ")"
 }
 
-// Valid reports whether d is a direction of version 1.
+// Valid reports whether d is a direction of version 2.
 func (d Dir) Valid() bool { return d <= DirSlaveToMaster }

@@ -38,12 +38,19 @@ func boundaryFrames(big bool) []namedFrame {
 		{"completion max", Completion{Status: StatusInternal, Count: MaxKeys, Flow: math.MaxUint64, FirstSeq: math.MaxUint64, Src: maxSrc, Dst: maxDst, Reason: maxReason}},
 		{"completion replay", Completion{Status: StatusReplay, Count: 5, Flow: 1, FirstSeq: 2, Src: "a.b", Dst: "c_d", Reason: "pad position 4096 already consumed"}},
 		{"assign min", Assign{Blocks: []AssignBlock{{ID: "x", Size: 1}}}},
+		{"assign at the end", Assign{Seq: 2, PadPos: math.MaxUint64 - 1, Dir: DirSlaveToMaster, Blocks: []AssignBlock{{ID: "x", Size: 1}}}},
 		{"assign binary ID", Assign{Seq: 1, Blocks: []AssignBlock{{ID: "\x00\xff\n", Size: 32}, {ID: "7b1e2c3d-0000-4000-8000-000000000001", Size: 4096}}}},
 		{"ack ok", AssignAck{OK: true}},
 		{"ack failed max", AssignAck{Seq: math.MaxUint64, Reason: maxReason}},
 		{"discard min", Discard{Count: 1, Src: "a", Dst: "b"}},
 		{"discard max", Discard{Count: MaxKeys, Flow: math.MaxUint64, FirstSeq: math.MaxUint64, Src: maxSrc, Dst: maxDst}},
 		{"control empty", Control{}},
+		{"sync zero", Sync{}},
+		{"sync equal", Sync{Used: [2]uint64{7, math.MaxUint64}, Head: [2]uint64{7, math.MaxUint64}}},
+		{"sync max", Sync{Used: [2]uint64{math.MaxUint64 - 1, 0}, Head: [2]uint64{math.MaxUint64, math.MaxUint64}}},
+		{"sync agree zero", SyncAgree{}},
+		{"sync agree equal", SyncAgree{From: [2]uint64{5_000_000, 9}, To: [2]uint64{5_000_000, 9}}},
+		{"sync agree max", SyncAgree{From: [2]uint64{0, math.MaxUint64 - 1}, To: [2]uint64{math.MaxUint64, math.MaxUint64}}},
 	}
 	if !big {
 		return small
@@ -62,7 +69,7 @@ func boundaryFrames(big bool) []namedFrame {
 		}},
 		{"relay one big key", Relay{Count: 1, KeySize: math.MaxUint16, HopLimit: 3, Src: "x", Dst: "y", Payload: seq(math.MaxUint16)}},
 		{"relay 2048x32", Relay{Flow: 9, FirstSeq: 1 << 40, PadPos: 1 << 50, Count: 2048, KeySize: 32, HopLimit: 16, Src: "node-1", Dst: "node-2", Payload: seq(2048 * 32)}},
-		{"assign max", Assign{Seq: math.MaxUint64, Dir: DirSlaveToMaster, Blocks: maxBlocks}},
+		{"assign max", Assign{Seq: math.MaxUint64, PadPos: math.MaxUint64 - MaxAssignBlocks*MaxBlockSize, Dir: DirSlaveToMaster, Blocks: maxBlocks}},
 		{"control max", Control{Kind: math.MaxUint16, Body: seq(MaxFrameLen - controlOffBody)}},
 	}...)
 }
@@ -165,6 +172,9 @@ func TestParseRejects(t *testing.T) {
 	put32 := func(off int, v uint32) func([]byte) []byte {
 		return func(b []byte) []byte { binary.BigEndian.PutUint32(b[off:], v); return b }
 	}
+	put64 := func(off int, v uint64) func([]byte) []byte {
+		return func(b []byte) []byte { binary.BigEndian.PutUint64(b[off:], v); return b }
+	}
 	set := func(off int, v byte) func([]byte) []byte {
 		return func(b []byte) []byte { b[off] = v; return b }
 	}
@@ -182,10 +192,14 @@ func TestParseRejects(t *testing.T) {
 	}{
 		// Prefix, on every type.
 		{"RELAY", func(b []byte) []byte { return b[:5] }, TypeRelay, "prefix", 5, "5 bytes, want 8"},
-		{"RELAY", set(0, 2), TypeRelay, "version", 0, "2, want 1 (this node supports frame version 1 only)"},
-		{"RELAY", set(0, 0), TypeRelay, "version", 0, "0, want 1"},
-		{"RELAY", set(1, 0), TypeRelay, "type", 1, "0, want 1..6"},
-		{"RELAY", set(1, 7), TypeRelay, "type", 1, "7, want 1..6"},
+		{"RELAY", set(0, 1), TypeRelay, "version", 0, "1, want 2 (this node supports frame version 2 only)"},
+		{"RELAY", set(0, 0), TypeRelay, "version", 0, "0, want 2"},
+		{"ASSIGN", set(0, 3), TypeAssign, "version", 0, "3, want 2"},
+		{"RELAY", set(1, 0), TypeRelay, "type", 1, "0, want 1..8"},
+		{"RELAY", set(1, 9), TypeRelay, "type", 1, "9, want 1..8"},
+		{"SYNC", set(1, 6), TypeSync, "type", 1, "CONTROL, want SYNC"},
+		{"SYNC", set(1, 8), TypeSync, "type", 1, "SYNC_AGREE, want SYNC"},
+		{"SYNC_AGREE", set(1, 7), TypeSyncAgree, "type", 1, "SYNC, want SYNC_AGREE"},
 		{"RELAY", set(1, 2), TypeRelay, "type", 1, "COMPLETION, want RELAY"},
 		{"CONTROL", set(1, 1), TypeControl, "type", 1, "RELAY, want CONTROL"},
 		{"RELAY", put16(2, 2), TypeRelay, "flags", 2, "0x0002, want only bits 0x0001"},
@@ -195,6 +209,8 @@ func TestParseRejects(t *testing.T) {
 		{"ASSIGN_ACK", put16(2, 0x100), TypeAssignAck, "flags", 2, "want 0"},
 		{"DISCARD", put16(2, 4), TypeDiscard, "flags", 2, "want 0"},
 		{"CONTROL", put16(2, 1), TypeControl, "flags", 2, "want 0"},
+		{"SYNC", put16(2, 1), TypeSync, "flags", 2, "want 0"},
+		{"SYNC_AGREE", put16(2, 0x8000), TypeSyncAgree, "flags", 2, "0x8000, want 0 (no flags defined)"},
 		{"RELAY", put32(4, 73), TypeRelay, "length", 4, "73, but only 72 bytes follow the prefix (truncated frame)"},
 		{"RELAY", put32(4, 71), TypeRelay, "length", 4, "71, but 72 bytes follow the prefix (trailing bytes)"},
 		{"RELAY", put32(4, 58), TypeRelay, "length", 4, "58, want 59..8388792"},
@@ -202,6 +218,11 @@ func TestParseRejects(t *testing.T) {
 		{"DISCARD", put32(4, 1<<20), TypeDiscard, "length", 4, "1048576, want 24..150"},
 		{"CONTROL", put32(4, 1), TypeControl, "length", 4, "1, want 2..8392696"},
 		{"CONTROL", put32(4, math.MaxUint32), TypeControl, "length", 4, "4294967295, want 2..8392696"},
+		{"SYNC", put32(4, 31), TypeSync, "length", 4, "31, want 32"},
+		{"SYNC", put32(4, 33), TypeSync, "length", 4, "33, want 32"},
+		{"SYNC", put32(4, 0), TypeSync, "length", 4, "0, want 32"},
+		{"SYNC_AGREE", put32(4, 24), TypeSyncAgree, "length", 4, "24, want 32"},
+		{"SYNC_AGREE", put32(4, 33), TypeSyncAgree, "length", 4, "33, want 32"},
 
 		// RELAY body.
 		{"RELAY", put32(32, 0), TypeRelay, "key count", 32, "0, want 1..2048"},
@@ -239,18 +260,40 @@ func TestParseRejects(t *testing.T) {
 		{"COMPLETION", set(39, '+'), TypeCompletion, "dst node ID", 39, `"+ob" has byte '+' at index 0`},
 		{"COMPLETION", set(45, 0xc3), TypeCompletion, "reason", 45, "invalid UTF-8 at index 3, want UTF-8 text"},
 
-		// ASSIGN body.
-		{"ASSIGN", set(16, 2), TypeAssign, "dir", 16, "2, want 0 (MASTER_TO_SLAVE) or 1 (SLAVE_TO_MASTER)"},
-		{"ASSIGN", set(17, 1), TypeAssign, "reserved", 17, "0x1, want 0"},
-		{"ASSIGN", put16(18, 0), TypeAssign, "block count", 18, "0, want 1..4096"},
-		{"ASSIGN", put16(18, 4097), TypeAssign, "block count", 18, "4097, want 1..4096"},
-		{"ASSIGN", put16(18, 6), TypeAssign, "block count", 18, "6, but the 19 bytes after it hold at most 3 blocks"},
-		{"ASSIGN", put16(18, 3), TypeAssign, "block 2 ID length", 39, "frame ends before block 2 of 3"},
-		{"ASSIGN", put16(18, 1), TypeAssign, "length", 4, "31, but the 1 blocks end 12 bytes before the frame does (trailing bytes)"},
-		{"ASSIGN", set(20, 0), TypeAssign, "block 0 ID length", 20, "0, want 1..255"},
-		{"ASSIGN", set(27, 200), TypeAssign, "block 1 ID length", 27, "200, but only 11 bytes are left for the ID and the size"},
-		{"ASSIGN", put32(23, 0), TypeAssign, "block 0 size", 23, "0, want 1..16777216"},
-		{"ASSIGN", put32(35, MaxBlockSize+1), TypeAssign, "block 1 size", 35, "16777217, want 1..16777216"},
+		// ASSIGN body. The golden frame's blocks are 1024 + 16 MiB bytes.
+		{"ASSIGN", put64(16, 0), TypeAssign, "", 0, ""},
+		{"ASSIGN", put64(16, math.MaxUint64-1024-MaxBlockSize), TypeAssign, "", 0, ""},
+		{"ASSIGN", put64(16, math.MaxUint64-1024-MaxBlockSize+1), TypeAssign, "pad position", 16, "18446744073692773376, want at most 18446744073692773375 so that the blocks' 16778240 bytes end before 2^64"},
+		{"ASSIGN", put64(16, math.MaxUint64), TypeAssign, "pad position", 16, "18446744073709551615, want at most 18446744073692773375"},
+		{"ASSIGN", set(24, 2), TypeAssign, "dir", 24, "2, want 0 (MASTER_TO_SLAVE) or 1 (SLAVE_TO_MASTER)"},
+		{"ASSIGN", set(25, 1), TypeAssign, "reserved", 25, "0x1, want 0"},
+		{"ASSIGN", put16(26, 0), TypeAssign, "block count", 26, "0, want 1..4096"},
+		{"ASSIGN", put16(26, 4097), TypeAssign, "block count", 26, "4097, want 1..4096"},
+		{"ASSIGN", put16(26, 6), TypeAssign, "block count", 26, "6, but the 19 bytes after it hold at most 3 blocks"},
+		{"ASSIGN", put16(26, 3), TypeAssign, "block 2 ID length", 47, "frame ends before block 2 of 3"},
+		{"ASSIGN", put16(26, 1), TypeAssign, "length", 4, "39, but the 1 blocks end 12 bytes before the frame does (trailing bytes)"},
+		{"ASSIGN", set(28, 0), TypeAssign, "block 0 ID length", 28, "0, want 1..255"},
+		{"ASSIGN", set(35, 200), TypeAssign, "block 1 ID length", 35, "200, but only 11 bytes are left for the ID and the size"},
+		{"ASSIGN", put32(31, 0), TypeAssign, "block 0 size", 31, "0, want 1..16777216"},
+		{"ASSIGN", put32(43, MaxBlockSize+1), TypeAssign, "block 1 size", 43, "16777217, want 1..16777216"},
+		{"ASSIGN", both(put64(16, math.MaxUint64), put32(43, MaxBlockSize+1)), TypeAssign, "block 1 size", 43, "16777217"}, // sizes first
+
+		// SYNC body: used ≤ head in each direction.
+		{"SYNC", put64(8, 0x180000), TypeSync, "", 0, ""},
+		{"SYNC", put64(8, 0x180001), TypeSync, "MASTER_TO_SLAVE used", 8, "1572865, want at most the MASTER_TO_SLAVE head, 1572864"},
+		{"SYNC", put64(16, 0xfffff), TypeSync, "MASTER_TO_SLAVE used", 8, "1048576, want at most the MASTER_TO_SLAVE head, 1048575"},
+		{"SYNC", put64(24, 0x80000), TypeSync, "", 0, ""},
+		{"SYNC", put64(24, math.MaxUint64), TypeSync, "SLAVE_TO_MASTER used", 24, "18446744073709551615, want at most the SLAVE_TO_MASTER head, 524288"},
+		{"SYNC", put64(32, 0), TypeSync, "SLAVE_TO_MASTER used", 24, "262144, want at most the SLAVE_TO_MASTER head, 0"},
+		{"SYNC", both(put64(8, math.MaxUint64), put64(16, math.MaxUint64)), TypeSync, "", 0, ""},
+
+		// SYNC_AGREE body: from ≤ to in each direction.
+		{"SYNC_AGREE", put64(8, 0x180000), TypeSyncAgree, "", 0, ""},
+		{"SYNC_AGREE", put64(8, 0x180001), TypeSyncAgree, "MASTER_TO_SLAVE from", 8, "1572865, want at most the MASTER_TO_SLAVE to, 1572864"},
+		{"SYNC_AGREE", put64(16, 0), TypeSyncAgree, "MASTER_TO_SLAVE from", 8, "1048576, want at most the MASTER_TO_SLAVE to, 0"},
+		{"SYNC_AGREE", put64(24, 0x80001), TypeSyncAgree, "SLAVE_TO_MASTER from", 24, "524289, want at most the SLAVE_TO_MASTER to, 524288"},
+		{"SYNC_AGREE", put64(32, 0x3ffff), TypeSyncAgree, "SLAVE_TO_MASTER from", 24, "262144, want at most the SLAVE_TO_MASTER to, 262143"},
+		{"SYNC_AGREE", both(put64(16, 0), put64(32, 0)), TypeSyncAgree, "MASTER_TO_SLAVE from", 8, "want at most"}, // the first direction first
 
 		// ASSIGN_ACK body.
 		{"ASSIGN_ACK", set(16, 2), TypeAssignAck, "status", 16, "2, want 0 (OK) or 1 (Failed)"},
@@ -307,10 +350,12 @@ func TestParsePrefixErrors(t *testing.T) {
 	}{
 		{nil, `frame: field "prefix" at offset 0: 0 bytes, want 8`},
 		{[]byte{1, 1, 0, 0, 0, 0}, `frame: field "prefix" at offset 6: 6 bytes, want 8`},
-		{[]byte{2, 1, 0, 0, 0, 0, 0, 59}, `frame: field "version" at offset 0: 2, want 1 (this node supports frame version 1 only)`},
-		{[]byte{1, 9, 0, 0, 0, 0, 0, 59}, `frame: field "type" at offset 1: 9, want 1..6 (RELAY, COMPLETION, ASSIGN, ASSIGN_ACK, DISCARD, CONTROL)`},
-		{[]byte{1, 1, 0, 2, 0, 0, 0, 59}, `frame: RELAY field "flags" at offset 2: 0x0002, want only bits 0x0001`},
-		{[]byte{1, 4, 0, 0, 0, 0, 0, 11}, `frame: ASSIGN_ACK field "length" at offset 4: 11, want 12..1036`},
+		{[]byte{1, 1, 0, 0, 0, 0, 0, 59}, `frame: field "version" at offset 0: 1, want 2 (this node supports frame version 2 only)`},
+		{[]byte{2, 9, 0, 0, 0, 0, 0, 59}, `frame: field "type" at offset 1: 9, want 1..8 (RELAY, COMPLETION, ASSIGN, ASSIGN_ACK, DISCARD, CONTROL, SYNC, SYNC_AGREE)`},
+		{[]byte{2, 1, 0, 2, 0, 0, 0, 59}, `frame: RELAY field "flags" at offset 2: 0x0002, want only bits 0x0001`},
+		{[]byte{2, 4, 0, 0, 0, 0, 0, 11}, `frame: ASSIGN_ACK field "length" at offset 4: 11, want 12..1036`},
+		{[]byte{2, 3, 0, 0, 0, 0, 0, 25}, `frame: ASSIGN field "length" at offset 4: 25, want 26..1064980`},
+		{[]byte{2, 7, 0, 0, 0, 0, 0, 40}, `frame: SYNC field "length" at offset 4: 40, want 32`},
 	}
 	for _, tc := range tests {
 		_, err := ParsePrefix(tc.in)
@@ -319,8 +364,12 @@ func TestParsePrefixErrors(t *testing.T) {
 		}
 	}
 	// A prefix alone is enough: the body need not be there.
-	p, err := ParsePrefix([]byte{1, 1, 0, 1, 0, 0x80, 0, 0})
-	if err != nil || p != (Prefix{Version: 1, Type: TypeRelay, Flags: FlagQKDKey, Length: 0x800000}) {
+	p, err := ParsePrefix([]byte{2, 1, 0, 1, 0, 0x80, 0, 0})
+	if err != nil || p != (Prefix{Version: 2, Type: TypeRelay, Flags: FlagQKDKey, Length: 0x800000}) {
+		t.Errorf("ParsePrefix = %+v, %v", p, err)
+	}
+	p, err = ParsePrefix([]byte{2, 8, 0, 0, 0, 0, 0, 32})
+	if err != nil || p != (Prefix{Version: 2, Type: TypeSyncAgree, Length: 32}) {
 		t.Errorf("ParsePrefix = %+v, %v", p, err)
 	}
 }
@@ -358,18 +407,25 @@ func TestAppendRejects(t *testing.T) {
 		{okCompl(func(c *Completion) { c.Reason = "ok\xff" }), "reason", 38},
 		{okCompl(func(c *Completion) { c.Count = 0 }), "key count", 12},
 		{okCompl(func(c *Completion) { c.Dst = "" }), "dst node ID", 35},
-		{Assign{Blocks: nil}, "block count", 18},
-		{Assign{Blocks: make([]AssignBlock, MaxAssignBlocks+1)}, "block count", 18},
-		{Assign{Dir: 2, Blocks: []AssignBlock{{"a", 1}}}, "dir", 16},
-		{Assign{Blocks: []AssignBlock{{"a", 1}, {"", 1}}}, "block 1 ID length", 26},
-		{Assign{Blocks: []AssignBlock{{strings.Repeat("a", 256), 1}}}, "block 0 ID length", 20},
-		{Assign{Blocks: []AssignBlock{{"ab", 0}}}, "block 0 size", 23},
-		{Assign{Blocks: []AssignBlock{{"ab", MaxBlockSize + 1}}}, "block 0 size", 23},
+		{Assign{Blocks: nil}, "block count", 26},
+		{Assign{Blocks: make([]AssignBlock, MaxAssignBlocks+1)}, "block count", 26},
+		{Assign{Dir: 2, Blocks: []AssignBlock{{"a", 1}}}, "dir", 24},
+		{Assign{Blocks: []AssignBlock{{"a", 1}, {"", 1}}}, "block 1 ID length", 34},
+		{Assign{Blocks: []AssignBlock{{strings.Repeat("a", 256), 1}}}, "block 0 ID length", 28},
+		{Assign{Blocks: []AssignBlock{{"ab", 0}}}, "block 0 size", 31},
+		{Assign{Blocks: []AssignBlock{{"ab", MaxBlockSize + 1}}}, "block 0 size", 31},
+		{Assign{PadPos: math.MaxUint64, Blocks: []AssignBlock{{"ab", 1}}}, "pad position", 16},
+		{Assign{PadPos: math.MaxUint64 - 5, Blocks: []AssignBlock{{"ab", 3}, {"cd", 3}}}, "pad position", 16},
 		{AssignAck{Reason: strings.Repeat("x", MaxReason+1)}, "reason length", 18},
 		{AssignAck{Reason: "\xc3"}, "reason", 20},
 		{Discard{Count: 0, Src: "a", Dst: "b"}, "key count", 8},
 		{Discard{Count: 1, Src: "a", Dst: maxDst + "x"}, "dst node ID", 31},
 		{Control{Body: make([]byte, MaxFrameLen-controlOffBody+1)}, "body", 10},
+		{Sync{Used: [2]uint64{1, 0}}, "MASTER_TO_SLAVE used", 8},
+		{Sync{Used: [2]uint64{5, 5}, Head: [2]uint64{5, 4}}, "SLAVE_TO_MASTER used", 24},
+		{Sync{Used: [2]uint64{math.MaxUint64, math.MaxUint64}, Head: [2]uint64{0, math.MaxUint64}}, "MASTER_TO_SLAVE used", 8},
+		{SyncAgree{From: [2]uint64{1, 0}}, "MASTER_TO_SLAVE from", 8},
+		{SyncAgree{From: [2]uint64{0, 2}, To: [2]uint64{0, 1}}, "SLAVE_TO_MASTER from", 24},
 	}
 	for i, tc := range tests {
 		dst := []byte("keep")
@@ -391,7 +447,7 @@ func TestAppendRejects(t *testing.T) {
 func TestStrings(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
 		{TypeRelay.String(), "RELAY"}, {TypeAssignAck.String(), "ASSIGN_ACK"}, {TypeControl.String(), "CONTROL"},
-		{Type(0).String(), "Type(0)"}, {Type(7).String(), "Type(7)"},
+		{TypeSync.String(), "SYNC"}, {TypeSyncAgree.String(), "SYNC_AGREE"}, {Type(0).String(), "Type(0)"}, {Type(9).String(), "Type(9)"},
 		{StatusOK.String(), "OK"}, {StatusBadTag.String(), "BAD_TAG"}, {StatusPoolFull.String(), "POOL_FULL"},
 		{StatusNoRoute.String(), "NO_ROUTE"}, {StatusHopLimit.String(), "HOP_LIMIT"}, {StatusReplay.String(), "REPLAY"},
 		{StatusDiscarded.String(), "DISCARDED"}, {StatusInternal.String(), "INTERNAL"}, {Status(0).String(), "Status(0)"},
@@ -402,7 +458,12 @@ func TestStrings(t *testing.T) {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
 	}
-	for ty := TypeRelay; ty <= TypeControl; ty++ {
+	for ty := range lastType + 2 {
+		if want := ty >= TypeRelay && ty <= lastType; ty.Valid() != want {
+			t.Errorf("%v.Valid() = %v", ty, !want)
+		}
+	}
+	for ty := TypeRelay; ty <= lastType; ty++ {
 		lo, hi := bodyLimits(ty)
 		if lo <= 0 || hi < lo || PrefixLen+hi > MaxFrameLen {
 			t.Errorf("%v: body %d..%d bytes, max frame %d", ty, lo, hi, MaxFrameLen)

@@ -77,7 +77,7 @@ func seeds(tb testing.TB, typ Type) map[string][]byte {
 	}
 	edit("truncated", func(b []byte) []byte { return b[:len(b)-1] })
 	edit("trailing", func(b []byte) []byte { return append(b, 0) })
-	edit("version2", func(b []byte) []byte { b[0] = 2; return b })
+	edit("version1", func(b []byte) []byte { b[0] = 1; return b })
 	edit("flags", func(b []byte) []byte { b[3] |= 0x80; return b })
 	edit("prefix-only", func(b []byte) []byte { return b[:PrefixLen] })
 	switch typ {
@@ -89,12 +89,18 @@ func seeds(tb testing.TB, typ Type) map[string][]byte {
 		edit("reason-utf8", func(b []byte) []byte { b[len(b)-1] = 0xff; return b })
 	case TypeAssign:
 		edit("blocks-short", func(b []byte) []byte { b[assignOffBlockCount+1] = 3; return b })
+		edit("pad-position", func(b []byte) []byte { copy(b[assignOffPadPos:], bytes.Repeat([]byte{0xff}, 8)); return b })
 	case TypeAssignAck:
 		edit("status2", func(b []byte) []byte { b[ackOffStatus] = 2; return b })
 	case TypeDiscard:
 		edit("dst-len", func(b []byte) []byte { b[discardOffDstLen] = 2; return b })
 	case TypeControl:
 		edit("length1", func(b []byte) []byte { b[7] = 1; return b[:9] })
+	case TypeSync:
+		edit("used-above-head", func(b []byte) []byte { b[positionsOffLow] = 0xff; return b })
+		edit("length40", func(b []byte) []byte { b[7] = 40; return append(b, make([]byte, 8)...) })
+	case TypeSyncAgree:
+		edit("from-above-to", func(b []byte) []byte { b[positionsOffLow+positionsDirLen] = 0xff; return b })
 	}
 	s["broken-empty"] = []byte{}
 	return s
@@ -103,7 +109,8 @@ func seeds(tb testing.TB, typ Type) map[string][]byte {
 // fuzzName returns the part of a fuzz target's name after "FuzzParse".
 func fuzzName(t Type) string {
 	return map[Type]string{TypeRelay: "Relay", TypeCompletion: "Completion", TypeAssign: "Assign",
-		TypeAssignAck: "AssignAck", TypeDiscard: "Discard", TypeControl: "Control"}[t]
+		TypeAssignAck: "AssignAck", TypeDiscard: "Discard", TypeControl: "Control",
+		TypeSync: "Sync", TypeSyncAgree: "SyncAgree"}[t]
 }
 
 func sanitize(name string) string {
@@ -119,12 +126,13 @@ func sanitize(name string) string {
 // streamSeeds returns the seed corpus of FuzzReader.
 func streamSeeds(tb testing.TB) map[string][]byte {
 	_, all := stream(tb, false)
+	relay, control := goldenBytes(tb, "RELAY"), goldenBytes(tb, "CONTROL")
 	return map[string][]byte{
 		"stream-golden":        all,
 		"stream-cut":           all[:len(all)-3],
-		"stream-bad-version":   append(bytes.Clone(all[:80]), append([]byte{9}, all[81:]...)...),
-		"stream-claims-8MiB":   {1, 1, 0, 0, 0, 0x80, 0, 0xc0, 1, 2, 3},
-		"stream-relay-control": append(bytes.Clone(all[:80]), all[len(all)-15:]...),
+		"stream-bad-version":   append(bytes.Clone(all[:len(relay)]), append([]byte{9}, all[len(relay)+1:]...)...),
+		"stream-claims-8MiB":   {Version, 1, 0, 0, 0, 0x80, 0, 0xc0, 1, 2, 3},
+		"stream-relay-control": append(relay, control...),
 	}
 }
 
@@ -145,13 +153,15 @@ func FuzzParseAssign(f *testing.F)     { fuzzParse(f, TypeAssign) }
 func FuzzParseAssignAck(f *testing.F)  { fuzzParse(f, TypeAssignAck) }
 func FuzzParseDiscard(f *testing.F)    { fuzzParse(f, TypeDiscard) }
 func FuzzParseControl(f *testing.F)    { fuzzParse(f, TypeControl) }
+func FuzzParseSync(f *testing.F)       { fuzzParse(f, TypeSync) }
+func FuzzParseSyncAgree(f *testing.F)  { fuzzParse(f, TypeSyncAgree) }
 
 // FuzzReader checks that a Reader splits any stream the same way whether it
 // arrives at once or a byte at a time, returns only bytes of the stream, in
 // order, with valid prefixes, and that each frame parses or fails cleanly.
 func FuzzReader(f *testing.F) {
 	addSeeds(f, streamSeeds(f))
-	for typ := TypeRelay; typ <= TypeControl; typ++ {
+	for typ := TypeRelay; typ <= lastType; typ++ {
 		addSeeds(f, seeds(f, typ))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -191,6 +201,21 @@ func FuzzReader(f *testing.F) {
 	})
 }
 
+// corpus returns the seed corpus of every fuzz target, by target and
+// file name.
+func corpus(tb testing.TB) map[string]map[string][]byte {
+	targets := map[string]map[string][]byte{"FuzzReader": streamSeeds(tb)}
+	for typ := TypeRelay; typ <= lastType; typ++ {
+		targets["FuzzParse"+fuzzName(typ)] = seeds(tb, typ)
+	}
+	return targets
+}
+
+// corpusFile returns the contents of a seed corpus file holding b.
+func corpusFile(b []byte) []byte {
+	return fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", b)
+}
+
 // TestWriteFuzzCorpus writes the seed corpus under testdata/fuzz when run
 // with -write-corpus; the files are committed so that plain `go test` runs
 // them too.
@@ -198,11 +223,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	if !*writeCorpus {
 		t.Skip("run with -write-corpus to rewrite testdata/fuzz")
 	}
-	targets := map[string]map[string][]byte{"FuzzReader": streamSeeds(t)}
-	for typ := TypeRelay; typ <= TypeControl; typ++ {
-		targets["FuzzParse"+fuzzName(typ)] = seeds(t, typ)
-	}
-	for target, seeds := range targets {
+	for target, seeds := range corpus(t) {
 		dir := filepath.Join("testdata", "fuzz", target)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -217,9 +238,49 @@ func TestWriteFuzzCorpus(t *testing.T) {
 			}
 		}
 		for name, b := range seeds {
-			body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if err := os.WriteFile(filepath.Join(dir, "seed-"+name), []byte(body), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, "seed-"+name), corpusFile(b), 0o644); err != nil {
 				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestFuzzCorpus checks that the committed seed corpus is what
+// TestWriteFuzzCorpus would write now: when a frame changes, its seeds
+// must be written again.
+func TestFuzzCorpus(t *testing.T) {
+	if *writeCorpus {
+		t.Skip("rewriting the corpus")
+	}
+	const fix = "rewrite it with go test -run TestWriteFuzzCorpus -write-corpus ./dataplane/frame"
+	targets := corpus(t)
+	dirs, err := filepath.Glob(filepath.Join("testdata", "fuzz", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range dirs {
+		if _, ok := targets[filepath.Base(dir)]; !ok {
+			t.Errorf("%s: no such fuzz target; remove it", dir)
+		}
+	}
+	for target, seeds := range targets {
+		dir := filepath.Join("testdata", "fuzz", target)
+		files, err := filepath.Glob(filepath.Join(dir, "seed-*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, file := range files {
+			if _, ok := seeds[strings.TrimPrefix(filepath.Base(file), "seed-")]; !ok {
+				t.Errorf("%s is not a seed of %s any more: %s", file, target, fix)
+			}
+		}
+		for name, b := range seeds {
+			file := filepath.Join(dir, "seed-"+name)
+			got, err := os.ReadFile(file)
+			if err != nil {
+				t.Errorf("%s: %v: %s", target, err, fix)
+			} else if !bytes.Equal(got, corpusFile(b)) {
+				t.Errorf("%s is out of date: %s", file, fix)
 			}
 		}
 	}
@@ -227,7 +288,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 
 // TestSeeds checks that the seeds are what their names say.
 func TestSeeds(t *testing.T) {
-	for typ := TypeRelay; typ <= TypeControl; typ++ {
+	for typ := TypeRelay; typ <= lastType; typ++ {
 		for name, b := range seeds(t, typ) {
 			_, err := parseAny(typ, b)
 			own := strings.HasPrefix(name, "valid-") && (name == "valid-"+typ.String() || !isGoldenName(name[len("valid-"):]))

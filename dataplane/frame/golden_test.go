@@ -43,7 +43,7 @@ var golden = []struct {
 		Payload: []byte{0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04},
 		Tag:     [TagLen]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
 	}, `
-01 01 0001 00000048                # prefix: version 1, RELAY, flags FlagQKDKey, length 72
+02 01 0001 00000048                # prefix: version 2, RELAY, flags QKD_KEY, length 72
 0102030405060708                   # flow ID
 000000000000002a                   # first key sequence 42
 0000000000001000                   # pad offset 4096
@@ -61,7 +61,7 @@ deadbeef01020304                   # payload: keys XOR pad[4096:4104]
 		Status: StatusPoolFull, Count: 2, Flow: 0x0102030405060708, FirstSeq: 42,
 		Src: "alice", Dst: "bob", Reason: "pool full",
 	}, `
-01 02 0000 0000002b                # prefix: version 1, COMPLETION, no flags, length 43
+02 02 0000 0000002b                # prefix: version 2, COMPLETION, no flags, length 43
 03 00 0009                         # status POOL_FULL, reserved, reason length 9
 00000002                           # key count 2
 0102030405060708                   # flow ID
@@ -71,33 +71,48 @@ deadbeef01020304                   # payload: keys XOR pad[4096:4104]
 706f6f6c2066756c6c                 # "pool full"
 `},
 	{"ASSIGN", Assign{
-		Seq: 7, Dir: DirSlaveToMaster,
+		Seq: 7, PadPos: 0x100000, Dir: DirSlaveToMaster,
 		Blocks: []AssignBlock{{ID: "k1", Size: 1024}, {ID: "block-2", Size: 16 << 20}},
 	}, `
-01 03 0000 0000001f                # prefix: version 1, ASSIGN, no flags, length 31
+02 03 0000 00000027                # prefix: version 2, ASSIGN, no flags, length 39
 0000000000000007                   # assignment sequence 7
+0000000000100000                   # pad position 1,048,576 (1 MiB)
 01 00 0002                         # dir SLAVE_TO_MASTER, reserved, block count 2
 02 6b31 00000400                   # block 0: ID length 2, "k1", size 1024
 07 626c6f636b2d32 01000000         # block 1: ID length 7, "block-2", size 16 MiB
 `},
 	{"ASSIGN_ACK", AssignAck{Seq: 7, OK: false, Reason: "no such block"}, `
-01 04 0000 00000019                # prefix: version 1, ASSIGN_ACK, no flags, length 25
+02 04 0000 00000019                # prefix: version 2, ASSIGN_ACK, no flags, length 25
 0000000000000007                   # assignment sequence 7
-01 00 000d                         # status Failed, reserved, reason length 13
+01 00 000d                         # status FAILED, reserved, reason length 13
 6e6f2073756368 20626c6f636b       # "no such block"
 `},
 	{"DISCARD", Discard{Count: 2, Flow: 0x0102030405060708, FirstSeq: 42, Src: "alice", Dst: "bob"}, `
-01 05 0000 0000001e                # prefix: version 1, DISCARD, no flags, length 30
+02 05 0000 0000001e                # prefix: version 2, DISCARD, no flags, length 30
 00000002                           # key count 2
 0102030405060708                   # flow ID
 000000000000002a                   # first key sequence 42
 05 03                              # src length 5, dst length 3
 616c696365 626f62                  # "alice", "bob"
 `},
-	{"CONTROL", Control{Kind: 1, Body: []byte("hello")}, `
-01 06 0000 00000007                # prefix: version 1, CONTROL, no flags, length 7
-0001                               # kind 1
+	{"CONTROL", Control{Kind: 16, Body: []byte("hello")}, `
+02 06 0000 00000007                # prefix: version 2, CONTROL, no flags, length 7
+0010                               # kind 16 (the control plane's first)
 68656c6c6f                         # body "hello"
+`},
+	{"SYNC", Sync{Used: [2]uint64{0x100000, 0x40000}, Head: [2]uint64{0x180000, 0x80000}}, `
+02 07 0000 00000020                # prefix: version 2, SYNC, no flags, length 32
+0000000000100000                   # MASTER_TO_SLAVE used 1,048,576 (1 MiB)
+0000000000180000                   # MASTER_TO_SLAVE head 1,572,864 (1.5 MiB)
+0000000000040000                   # SLAVE_TO_MASTER used 262,144 (256 KiB)
+0000000000080000                   # SLAVE_TO_MASTER head 524,288 (512 KiB)
+`},
+	{"SYNC_AGREE", SyncAgree{From: [2]uint64{0x100000, 0x40000}, To: [2]uint64{0x180000, 0x80000}}, `
+02 08 0000 00000020                # prefix: version 2, SYNC_AGREE, no flags, length 32
+0000000000100000                   # MASTER_TO_SLAVE from 1,048,576 (1 MiB)
+0000000000180000                   # MASTER_TO_SLAVE to 1,572,864 (1.5 MiB)
+0000000000040000                   # SLAVE_TO_MASTER from 262,144 (256 KiB)
+0000000000080000                   # SLAVE_TO_MASTER to 524,288 (512 KiB)
 `},
 }
 
@@ -116,6 +131,10 @@ func parseAny(t Type, b []byte) (any, error) {
 		return ParseDiscard(b)
 	case TypeControl:
 		return ParseControl(b)
+	case TypeSync:
+		return ParseSync(b)
+	case TypeSyncAgree:
+		return ParseSyncAgree(b)
 	}
 	panic("parseAny: bad type " + t.String())
 }
@@ -135,6 +154,10 @@ func appendAny(dst []byte, f any) ([]byte, error) {
 		return AppendDiscard(dst, &f)
 	case Control:
 		return AppendControl(dst, &f)
+	case Sync:
+		return AppendSync(dst, &f)
+	case SyncAgree:
+		return AppendSyncAgree(dst, &f)
 	}
 	panic("appendAny: bad frame type")
 }
@@ -154,6 +177,10 @@ func typeOf(f any) Type {
 		return TypeDiscard
 	case Control:
 		return TypeControl
+	case Sync:
+		return TypeSync
+	case SyncAgree:
+		return TypeSyncAgree
 	}
 	panic("typeOf: bad frame type")
 }
@@ -172,6 +199,10 @@ func frameLen(f any) int {
 	case Discard:
 		return f.FrameLen()
 	case Control:
+		return f.FrameLen()
+	case Sync:
+		return f.FrameLen()
+	case SyncAgree:
 		return f.FrameLen()
 	}
 	panic("frameLen: bad frame type")
@@ -216,7 +247,7 @@ func TestGolden(t *testing.T) {
 				t.Errorf("parse:\n got %+v\nwant %+v", f, g.frame)
 			}
 			p, err := ParsePrefix(want)
-			if err != nil || p != (Prefix{Version: 1, Type: typ, Flags: p.Flags, Length: uint32(len(want) - PrefixLen)}) {
+			if err != nil || p != (Prefix{Version: Version, Type: typ, Flags: p.Flags, Length: uint32(len(want) - PrefixLen)}) {
 				t.Errorf("ParsePrefix = %+v, %v", p, err)
 			}
 		})
@@ -266,7 +297,7 @@ func TestDocGolden(t *testing.T) {
 	}
 
 	// The table of types gives each type's length range.
-	for ty := TypeRelay; ty <= TypeControl; ty++ {
+	for ty := TypeRelay; ty <= lastType; ty++ {
 		lo, hi := bodyLimits(ty)
 		row := fmt.Sprintf("| %d | %s | ", ty, ty)
 		want := commas(lo) + " .. " + commas(hi) + " |"
@@ -297,6 +328,16 @@ func commas(n int) string {
 	return s
 }
 
+// positionsFields returns the fields of a SYNC or SYNC_AGREE by offset.
+func positionsFields(low, high string) map[int]string {
+	m := map[int]string{}
+	for _, d := range []Dir{DirMasterToSlave, DirSlaveToMaster} {
+		lo, hi := positionsOff(d)
+		m[lo], m[hi] = positionsField(d, low), positionsField(d, high)
+	}
+	return m
+}
+
 // TestDocTables checks the byte table of each frame type in docs/kmlink.md
 // against the offsets and field names the code uses: fixed fields follow one
 // another from offset 8 with no gap, each names the field the errors name,
@@ -314,21 +355,24 @@ func TestDocTables(t *testing.T) {
 		TypeCompletion: {complOffStatus: "status", complOffReserved: "reserved", complOffReasonLen: "reason length",
 			complOffCount: "key count", complOffFlow: "flow ID", complOffFirstSeq: "first key sequence",
 			complOffSrcLen: "src node ID length", complOffDstLen: "dst node ID length", complOffSrc: "src node ID"},
-		TypeAssign: {assignOffSeq: "assignment sequence", assignOffDir: "dir", assignOffReserved: "reserved",
-			assignOffBlockCount: "block count", assignOffBlocks: "N blocks"},
+		TypeAssign: {assignOffSeq: "assignment sequence", assignOffPadPos: "pad position", assignOffDir: "dir",
+			assignOffReserved: "reserved", assignOffBlockCount: "block count", assignOffBlocks: "N blocks"},
 		TypeAssignAck: {ackOffSeq: "assignment sequence", ackOffStatus: "status", ackOffReserved: "reserved",
 			ackOffReasonLen: "reason length", ackOffReason: "reason"},
 		TypeDiscard: {discardOffCount: "key count", discardOffFlow: "flow ID", discardOffFirstSeq: "first key sequence",
 			discardOffSrcLen: "src node ID length", discardOffDstLen: "dst node ID length", discardOffSrc: "src node ID"},
-		TypeControl: {controlOffKind: "kind", controlOffBody: "body"},
+		TypeControl:   {controlOffKind: "kind", controlOffBody: "body"},
+		TypeSync:      positionsFields("used", "head"),
+		TypeSyncAgree: positionsFields("from", "to"),
 	}
 	// The offset where each type's fixed fields end.
 	fixedEnd := map[Type]int{
 		TypeRelay: RelayFixedLen, TypeCompletion: PrefixLen + completionFixed, TypeAssign: PrefixLen + assignFixed,
 		TypeAssignAck: PrefixLen + assignAckFixed, TypeDiscard: PrefixLen + discardFixed, TypeControl: PrefixLen + controlFixed,
+		TypeSync: PrefixLen + syncFixed, TypeSyncAgree: PrefixLen + syncAgreeFixed,
 	}
 	sections := strings.Split(string(doc), "\n### ")
-	for ty := TypeRelay; ty <= TypeControl; ty++ {
+	for ty := TypeRelay; ty <= lastType; ty++ {
 		var section string
 		for _, s := range sections {
 			if strings.Contains(strings.SplitN(s, "\n", 2)[0], fmt.Sprintf("%s (type %d)", ty, ty)) {

@@ -48,7 +48,7 @@ func decodePrefix(b []byte) (Prefix, *Error) {
 		return p, errorf(0, "version", 0, "%d, want %d (this node supports frame version %d only)", p.Version, Version, Version)
 	}
 	if !p.Type.Valid() {
-		return p, errorf(0, "type", 1, "%d, want %d..%d (RELAY, COMPLETION, ASSIGN, ASSIGN_ACK, DISCARD, CONTROL)", uint8(p.Type), TypeRelay, TypeControl)
+		return p, errorf(0, "type", 1, "%d, want %d..%d (RELAY, COMPLETION, ASSIGN, ASSIGN_ACK, DISCARD, CONTROL, SYNC, SYNC_AGREE)", uint8(p.Type), TypeRelay, lastType)
 	}
 	return p, nil
 }
@@ -62,6 +62,9 @@ func checkPrefix(p Prefix) *Error {
 		return errorf(p.Type, "flags", 2, "%#04x, want only bits %#04x", p.Flags, mask)
 	}
 	lo, hi := bodyLimits(p.Type)
+	if lo == hi && p.Length != uint32(lo) {
+		return errorf(p.Type, "length", 4, "%d, want %d", p.Length, lo)
+	}
 	if p.Length < uint32(lo) || p.Length > uint32(hi) {
 		return errorf(p.Type, "length", 4, "%d, want %d..%d", p.Length, lo, hi)
 	}

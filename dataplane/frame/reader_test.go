@@ -132,7 +132,7 @@ func TestReaderSplit(t *testing.T) {
 
 func TestReaderBadPrefix(t *testing.T) {
 	frames, all := stream(t, false)
-	bad := append(bytes.Clone(all[:len(frames[0])]), 2, 1, 0, 0, 0, 0, 0, 60) // version 2
+	bad := append(bytes.Clone(all[:len(frames[0])]), 1, 1, 0, 0, 0, 0, 0, 60) // version 1
 	bad = append(bad, all...)
 	r := NewReader(iotest.OneByteReader(bytes.NewReader(bad)))
 	got, err := readAll(t, r)
@@ -148,7 +148,7 @@ func TestReaderBadPrefix(t *testing.T) {
 // TestReaderClaimedLength checks that a frame claiming to be huge does not
 // make the Reader allocate before the bytes are there.
 func TestReaderClaimedLength(t *testing.T) {
-	claim := []byte{1, 1, 0, 0, 0, 0x80, 0, 0x40, 1, 2, 3} // RELAY of 8 MiB + 64
+	claim := []byte{Version, 1, 0, 0, 0, 0x80, 0, 0x40, 1, 2, 3} // RELAY of 8 MiB + 64
 	r := NewReader(bytes.NewReader(claim))
 	if _, _, err := r.Next(); err != io.ErrUnexpectedEOF {
 		t.Fatalf("%v, want io.ErrUnexpectedEOF", err)
@@ -156,7 +156,7 @@ func TestReaderClaimedLength(t *testing.T) {
 	if cap(r.buf) > minReadBuf {
 		t.Fatalf("buffer of %d bytes for %d bytes received", cap(r.buf), len(claim))
 	}
-	tooBig := []byte{1, 6, 0, 0, 0, 0x80, 0x10, 0x00} // CONTROL one byte over MaxFrameLen
+	tooBig := []byte{Version, 6, 0, 0, 0, 0x80, 0x10, 0x00} // CONTROL one byte over MaxFrameLen
 	if _, _, err := NewReader(bytes.NewReader(tooBig)).Next(); !isField(err, "length") {
 		t.Fatalf("%v, want a length error", err)
 	}
@@ -233,6 +233,7 @@ func TestAllocs(t *testing.T) {
 		t.Errorf("AppendRelayHeader: %v allocations, want 0", n)
 	}
 	c, a, k, d, x := golden[1].frame.(Completion), golden[2].frame.(Assign), golden[3].frame.(AssignAck), golden[4].frame.(Discard), golden[5].frame.(Control)
+	y, z := golden[6].frame.(Sync), golden[7].frame.(SyncAgree)
 	for name, f := range map[string]func() ([]byte, error){
 		"AppendRelay":      func() ([]byte, error) { return AppendRelay(buf, &r) },
 		"AppendCompletion": func() ([]byte, error) { return AppendCompletion(buf, &c) },
@@ -240,6 +241,8 @@ func TestAllocs(t *testing.T) {
 		"AppendAssignAck":  func() ([]byte, error) { return AppendAssignAck(buf, &k) },
 		"AppendDiscard":    func() ([]byte, error) { return AppendDiscard(buf, &d) },
 		"AppendControl":    func() ([]byte, error) { return AppendControl(buf, &x) },
+		"AppendSync":       func() ([]byte, error) { return AppendSync(buf, &y) },
+		"AppendSyncAgree":  func() ([]byte, error) { return AppendSyncAgree(buf, &z) },
 	} {
 		if n := testing.AllocsPerRun(100, func() {
 			if _, err := f(); err != nil {
@@ -256,6 +259,17 @@ func TestAllocs(t *testing.T) {
 		}
 	}); n > 1 {
 		t.Errorf("ParseRelay: %v allocations, want at most 1 (the node IDs)", n)
+	}
+	syncFrame, agreeFrame := goldenBytes(t, "SYNC"), goldenBytes(t, "SYNC_AGREE")
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := ParseSync(syncFrame); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ParseSyncAgree(agreeFrame); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("ParseSync and ParseSyncAgree: %v allocations, want 0", n)
 	}
 	_, all := stream(t, true)
 	fr := NewReader(&loopReader{data: all})

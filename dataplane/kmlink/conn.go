@@ -16,7 +16,7 @@ import (
 // opens once it has accepted a link (the peer is configured and has the
 // right role). The master reports the link up only after reading it, so a
 // connection the acceptor refuses after the TLS handshake never looks up.
-const hello = "qrelay/1 link accepted\n"
+const hello = "qrelay/2 link accepted\n"
 
 // Conn is one established connection of a KM link. The relay engine uses
 // its unidirectional streams; bidirectional streams are reserved for

@@ -4,7 +4,8 @@
 // A link is one QUIC connection (RFC 9000) with mutual TLS 1.3: both ends
 // present node certificates issued by the network's CA, and each end checks
 // that the other's node ID (pki.PeerID) is the peer it expects. The ALPN is
-// "qrelay/1". Of the two ends, the one with the lower node ID (byte-wise
+// "qrelay/2", for version 2 of the KM link protocol (docs/kmlink.md); a peer
+// that offers no "qrelay/2" is refused in the handshake. Of the two ends, the one with the lower node ID (byte-wise
 // string comparison) is the link master: it dials, and redials with
 // exponential backoff whenever the link is lost; the other end only accepts.
 //
@@ -32,9 +33,10 @@ import (
 	"github.com/qrelay/qrelay/internal/pki"
 )
 
-// ALPN is the TLS application protocol of the KM link. A change to the
-// link protocol that old nodes cannot follow gets a new ALPN.
-const ALPN = "qrelay/1"
+// ALPN is the TLS application protocol of the KM link, version 2
+// (docs/kmlink.md). A change to the link protocol that old nodes cannot
+// follow gets a new ALPN: version 1 was "qrelay/1".
+const ALPN = "qrelay/2"
 
 // Defaults for the zero values of Config.
 const (

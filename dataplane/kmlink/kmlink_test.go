@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -396,25 +397,39 @@ func TestRefusals(t *testing.T) {
 		b := startNode(t, cfgB)
 		err := dialRefused(t, b.Addr().String(), issue(t, ca, pki.Node, "node-a"), "h3")
 		wantErrContains(t, err, "no application protocol")
-		t.Log(b.logs.wait(t, 1, "refused connection", `offers ALPN [\"h3\"]`, `speaks only \"qrelay/1\"`))
+		t.Log(b.logs.wait(t, 1, "refused connection", `offers ALPN [\"h3\"]`, `speaks only \"qrelay/2\"`, "only qrelay nodes"))
 	})
 
-	t.Run("wrong ALPN from server", func(t *testing.T) {
+	t.Run("version 1 client", func(t *testing.T) {
 		leakCheck(t)
 		ca := newCA(t, "lab")
-		ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
-			Certificates: []tls.Certificate{issue(t, ca, pki.Node, "node-b")},
-			NextProtos:   []string{"h3"},
-		}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		cfg := testConfig(t, ca, "node-a")
-		cfg.Peers = []Peer{{ID: "node-b", Addr: ln.Addr().String()}}
-		a := startNode(t, cfg)
-		t.Log(a.logs.wait(t, 1, "dial failed", "no application protocol", `does not speak ALPN \"qrelay/1\"`))
+		cfgB := testConfig(t, ca, "node-b")
+		cfgB.Peers = []Peer{{ID: "node-a"}}
+		b := startNode(t, cfgB)
+		err := dialRefused(t, b.Addr().String(), issue(t, ca, pki.Node, "node-a"), "qrelay/1")
+		wantErrContains(t, err, "no application protocol")
+		t.Log(b.logs.wait(t, 1, "refused connection", `offers ALPN [\"qrelay/1\"]`, `speaks only \"qrelay/2\"`,
+			"another version of the KM link protocol (qrelay/1; this node qrelay/2)"))
 	})
+
+	for _, alpn := range []string{"h3", "qrelay/1"} {
+		t.Run("ALPN "+alpn+" from server", func(t *testing.T) {
+			leakCheck(t)
+			ca := newCA(t, "lab")
+			ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
+				Certificates: []tls.Certificate{issue(t, ca, pki.Node, "node-b")},
+				NextProtos:   []string{alpn},
+			}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			cfg := testConfig(t, ca, "node-a")
+			cfg.Peers = []Peer{{ID: "node-b", Addr: ln.Addr().String()}}
+			a := startNode(t, cfg)
+			t.Log(a.logs.wait(t, 1, "dial failed", "no application protocol", `does not speak ALPN \"qrelay/2\"`))
+		})
+	}
 
 	t.Run("wrong role", func(t *testing.T) {
 		leakCheck(t)
@@ -430,6 +445,26 @@ func TestRefusals(t *testing.T) {
 		wantErrContains(t, context.Cause(qc.Context()), "node node-b has the lower ID and so dials the link itself")
 		t.Log(b.logs.wait(t, 1, "refused connection", "peer=node-c", "has the lower ID"))
 	})
+}
+
+// TestDocStrings checks that docs/kmlink.md gives the ALPN and the link
+// hello this package uses.
+func TestDocStrings(t *testing.T) {
+	if ALPN != "qrelay/2" || hello != "qrelay/2 link accepted\n" {
+		t.Errorf("ALPN %q, hello %q: version 2 is qrelay/2", ALPN, hello)
+	}
+	doc, err := os.ReadFile("../../docs/kmlink.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ALPN `" + ALPN + "`",
+		"writes `" + strings.ReplaceAll(hello, "\n", `\n`) + "`",
+	} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/kmlink.md does not say %s", want)
+		}
+	}
 }
 
 // dialRaw dials addr with plain quic-go, as a foreign or misconfigured

@@ -34,13 +34,23 @@ func (t *Transport) serverTLS() *tls.Config {
 			addr = hello.Conn.RemoteAddr().String()
 		}
 		if !slices.Contains(hello.SupportedProtos, ALPN) {
-			t.refuse(addr, "", fmt.Sprintf("it offers ALPN %q, this node speaks only %q", hello.SupportedProtos, ALPN),
-				"only qrelay nodes with a compatible KM link protocol may connect to this port")
+			t.refuse(addr, "", fmt.Sprintf("it offers ALPN %q, this node speaks only %q", hello.SupportedProtos, ALPN), alpnFix(hello.SupportedProtos))
 			// crypto/tls refuses it with a no_application_protocol alert.
 		}
 		return t.serverTLSFor(addr), nil
 	}
 	return c
+}
+
+// alpnFix says what to do about a client that offers the ALPNs protos,
+// none of them ALPN.
+func alpnFix(protos []string) string {
+	for _, p := range protos {
+		if strings.HasPrefix(p, "qrelay/") {
+			return fmt.Sprintf("the peer speaks another version of the KM link protocol (%s; this node %s): run qrelay versions of the same KM link protocol at both ends", p, ALPN)
+		}
+	}
+	return "only qrelay nodes with a compatible KM link protocol may connect to this port"
 }
 
 func (t *Transport) serverTLSFor(addr string) *tls.Config {

@@ -48,7 +48,7 @@ func TestControlMessages(t *testing.T) {
 			t.Fatalf("message %d never arrived", i)
 		}
 	}
-	if err := a.SendControl("b", ctlHello, nil); err == nil || !strings.Contains(err.Error(), "reserved") {
+	if err := a.SendControl("b", 1, nil); err == nil || !strings.Contains(err.Error(), "reserved") {
 		t.Errorf("sending an engine control kind: err = %v, want a refusal naming the reserved kinds", err)
 	}
 	if err := a.SendControl("z", ControlKindMin, nil); err == nil || !strings.Contains(err.Error(), "no KM link to z") {
@@ -181,7 +181,7 @@ func TestRoutedMessages(t *testing.T) {
 		kind uint16
 		want string
 	}{
-		{"c", ctlHello, "reserved"},
+		{"c", 1, "reserved"},
 		{"a", ControlKindMin, "this node"},
 		{"z", ControlKindMin, "no route to node z"},
 	} {

@@ -181,6 +181,9 @@ type Stats struct {
 	PadWaits                                    atomic.Uint64 // times a sender waited for pad instead of overdrawing
 	AssignsSent, AssignsApplied                 atomic.Uint64
 	CtlDropped                                  atomic.Uint64 // control frames dropped because the control stream's queue was full
+	Syncs                                       atomic.Uint64 // connections whose pads the two ends agreed on
+	AssignsSettled, AssignsDropped              atomic.Uint64 // master: unacknowledged assignments an agreement applied or dropped
+	BadCompletions                              atomic.Uint64 // COMPLETION OK or DISCARDED not from the keys' destination, ignored
 }
 
 // New makes an engine. Add links with AddLink and hand the engine to
@@ -248,12 +251,7 @@ func (e *Engine) AddLink(lc LinkConfig) error {
 	if _, ok := e.links[lc.Peer]; ok {
 		return fmt.Errorf("relay: link to %s added twice", lc.Peer)
 	}
-	l := newLink(e, lc)
-	e.links[lc.Peer] = l
-	if lc.Source != nil && e.cfg.NodeID < lc.Peer {
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); l.supplyMaster() }()
-	}
+	e.links[lc.Peer] = newLink(e, lc)
 	return nil
 }
 
@@ -265,6 +263,8 @@ func (e *Engine) AppendPad(peer string, tx bool, b ringstore.Block) error {
 	if l == nil {
 		return fmt.Errorf("relay: no link to %s", peer)
 	}
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
 	if tx {
 		err := l.tx.Append(b)
 		l.txNotify()

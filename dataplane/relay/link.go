@@ -3,12 +3,12 @@ package relay
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -29,18 +29,26 @@ type link struct {
 	src        qkd.Source
 	fetchBytes int
 
+	// mu guards sess and upCh. sess is the session whose pads the two
+	// ends have agreed on (docs/kmlink.md section 6); it is nil while the
+	// link is down or its new connection is still synchronising.
 	mu        sync.Mutex
 	sess      *session
-	upCh      chan struct{} // closed while a session is up
-	txArrived chan struct{} // closed and replaced when tx pad is appended
+	live      atomic.Pointer[session] // sess, for the per-frame check
+	upCh      chan struct{}           // closed while sess is set
+	txArrived chan struct{}           // closed and replaced when tx pad is appended
 
-	// ctlIn carries ASSIGN_ACK and HELLO frames to the master's supply loop,
-	// ASSIGN frames to the slave's; one goroutine owns the assignment state.
+	// padMu keeps tx reservations out of a synchronisation: reserveTx holds
+	// it shared while it reserves, unpublish and the keeper exclusively
+	// while they change what a session may reserve. appendMu orders
+	// AppendPad against the keeper's resynchronisation of the rings.
+	padMu    sync.RWMutex
+	appendMu sync.Mutex
+
+	// ctlIn carries connection starts, SYNC, SYNC_AGREE, ASSIGN and
+	// ASSIGN_ACK to the link's keeper goroutine (keepMaster or keepSlave),
+	// which alone appends to the rings and owns the assignment state.
 	ctlIn chan ctlMsg
-	// lastApplied is the slave's last settled assignment, and refusedBits
-	// says which of the settled ones it refused: bit i+1 for lastApplied−i
-	// (written by the supply goroutine under mu, read at session start).
-	lastApplied, refusedBits uint64
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -48,7 +56,9 @@ type link struct {
 
 type ctlMsg struct {
 	sess   *session
-	hello  *[2]uint64 // last settled assignment, refusal bits
+	up     bool // sess is a new connection: synchronise it
+	sync   *frame.Sync
+	agree  *frame.SyncAgree
 	ack    *frame.AssignAck
 	assign *frame.Assign
 }
@@ -73,10 +83,26 @@ type session struct {
 	// leave both windows shut for good. The queue is bounded; a frame
 	// that finds it full is dropped (its sender retries or times out).
 	ctlQ chan []byte
+	// synced is closed once the two ends agree on the pads; the readers
+	// hold every other frame until then.
+	synced chan struct{}
+	// gotSync is set by the first SYNC or SYNC_AGREE: a second one closes
+	// the connection.
+	gotSync atomic.Bool
 }
 
 // ctlQueue bounds the control frames waiting for the control stream.
 const ctlQueue = 4096
+
+// syncWait bounds how long a connection may take to agree on its pads,
+// and how long a reader holds a frame that arrived before the agreement
+// (docs/kmlink.md section 6).
+const syncWait = 5 * time.Second
+
+// errSessionEnded is returned to a sender whose session is no longer the
+// link's: its pad reservations would use positions the next agreement
+// may have burnt.
+var errSessionEnded = errors.New("the KM link's connection ended")
 
 // lockedStream serialises the writers of one QUIC stream.
 type lockedStream struct {
@@ -101,10 +127,15 @@ func newLink(e *Engine, lc LinkConfig) *link {
 		ctlIn:     make(chan ctlMsg, 256),
 		done:      make(chan struct{}),
 	}
-	if !l.master {
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); l.supplySlave() }()
-	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		if l.master {
+			l.keepMaster()
+		} else {
+			l.keepSlave()
+		}
+	}()
 	return l
 }
 
@@ -117,14 +148,21 @@ func (l *link) txNotify() {
 	l.mu.Unlock()
 }
 
-// reserveTx reserves n bytes of tx pad, waiting for the QKD link if the
-// stock is short: a sender never overdraws.
-func (l *link) reserveTx(ctx context.Context, n int) (ringstore.Range, error) {
+// reserveTx reserves n bytes of tx pad for a frame to be sent on session
+// s, waiting for the QKD link if the stock is short: a sender never
+// overdraws. It fails once s is no longer the link's session.
+func (l *link) reserveTx(ctx context.Context, s *session, n int) (ringstore.Range, error) {
 	for {
 		l.mu.Lock()
 		ch := l.txArrived
 		l.mu.Unlock()
+		l.padMu.RLock()
+		if l.live.Load() != s {
+			l.padMu.RUnlock()
+			return ringstore.Range{}, fmt.Errorf("KM link to %s: %w", l.peer, errSessionEnded)
+		}
 		rg, err := l.tx.Reserve(n)
+		l.padMu.RUnlock()
 		if err == nil || !errors.Is(err, ringstore.ErrPadShort) {
 			return rg, err
 		}
@@ -135,6 +173,8 @@ func (l *link) reserveTx(ctx context.Context, n int) (ringstore.Range, error) {
 			return ringstore.Range{}, fmt.Errorf("waiting for %d bytes of pad on the link to %s (stock %d): %w", n, l.peer, l.tx.Stats().Stock, ctx.Err())
 		case <-l.done:
 			return ringstore.Range{}, fmt.Errorf("link to %s removed", l.peer)
+		case <-s.ctx.Done():
+			return ringstore.Range{}, fmt.Errorf("KM link to %s: %w", l.peer, errSessionEnded)
 		}
 	}
 }
@@ -165,8 +205,42 @@ func (l *link) current() *session {
 	return l.sess
 }
 
+// publish makes s the link's session once its pads are agreed.
+func (l *link) publish(s *session) {
+	l.e.wg.Add(1)
+	go func() { defer l.e.wg.Done(); s.ctlWriter() }()
+	l.rxw.open(s)
+	l.mu.Lock()
+	l.sess = s
+	l.live.Store(s)
+	close(l.upCh)
+	l.mu.Unlock()
+	close(s.synced)
+}
+
+// unpublish takes the link's session away if it is s (any session if s
+// is nil), and waits for reservations in progress: after it returns no
+// sender reserves pad for the old session.
+func (l *link) unpublish(s *session) bool {
+	l.padMu.Lock()
+	defer l.padMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sess == nil || (s != nil && l.sess != s) {
+		return false
+	}
+	l.sess = nil
+	l.live.Store(nil)
+	l.upCh = make(chan struct{})
+	l.rxw.close()
+	return true
+}
+
+// up starts a new connection: its streams, its readers, and the
+// agreement on the pads, which the keeper goroutine makes. Nothing but
+// the agreement's own frames moves until then.
 func (l *link) up(c *kmlink.Conn) {
-	s := &session{l: l, conn: c, ctx: c.Context()}
+	s := &session{l: l, conn: c, ctx: c.Context(), ctlQ: make(chan []byte, ctlQueue), synced: make(chan struct{})}
 	open := func() *lockedStream {
 		st, err := c.OpenUniStream(s.ctx)
 		if err != nil {
@@ -184,31 +258,25 @@ func (l *link) up(c *kmlink.Conn) {
 		}
 		s.relay = append(s.relay, w)
 	}
-	l.mu.Lock()
-	if l.sess != nil {
-		l.sess.conn.Close("replaced by a new connection")
+	if old := l.current(); old != nil && l.unpublish(old) {
+		old.conn.Close("replaced by a new connection")
 	}
-	hello := [2]uint64{l.lastApplied, l.refusedBits}
-	// The first control frame says which assignment this end settled last,
-	// so the master can resend what the slave missed. It is written before
-	// the session is published, so nothing can precede it.
-	var body [16]byte
-	binary.BigEndian.PutUint64(body[:8], hello[0])
-	binary.BigEndian.PutUint64(body[8:], hello[1])
-	if b, err := frame.AppendControl(nil, &frame.Control{Kind: ctlHello, Body: body[:]}); err == nil {
-		if err := s.ctl.write(b); err != nil {
-			l.mu.Unlock()
-			return
-		}
-	}
-	s.ctlQ = make(chan []byte, ctlQueue)
-	l.sess = s
-	close(l.upCh)
-	l.mu.Unlock()
-	l.e.log.Info("relay session up", "peer", l.peer, "generation", c.Generation(), "master", l.master)
 	l.e.wg.Add(2)
 	go func() { defer l.e.wg.Done(); s.acceptLoop() }()
-	go func() { defer l.e.wg.Done(); s.ctlWriter() }()
+	go func() {
+		defer l.e.wg.Done()
+		t := time.NewTimer(syncWait)
+		defer t.Stop()
+		select {
+		case <-s.synced:
+		case <-s.ctx.Done():
+		case <-l.done:
+		case <-t.C:
+			l.e.log.Warn("KM link did not agree on its pads in time; closing the connection", "peer", l.peer, "generation", c.Generation(), "wait", syncWait)
+			c.Close(fmt.Sprintf("no pad agreement (SYNC, SYNC_AGREE) within %v", syncWait))
+		}
+	}()
+	l.post(ctlMsg{sess: s, up: true})
 }
 
 // ctlWriter writes the queued control frames in order until the
@@ -233,19 +301,35 @@ func (s *session) ctlWriter() {
 }
 
 func (l *link) down(c *kmlink.Conn, err error) {
-	l.mu.Lock()
-	if l.sess == nil || l.sess.conn != c {
-		l.mu.Unlock()
+	s := l.current()
+	if s == nil || s.conn != c || !l.unpublish(s) {
 		return
 	}
-	l.sess = nil
-	l.upCh = make(chan struct{})
-	l.mu.Unlock()
 	// Frames in flight on the dead connection can no longer arrive: the pad
 	// skipped for them is burnt (never reused).
 	burnt := l.rxw.dropGaps()
 	l.e.stats.PadBurnt.Add(burnt)
 	l.e.log.Info("relay session down", "peer", l.peer, "generation", c.Generation(), "reason", err, "pad_burnt", burnt)
+}
+
+// waitSynced holds a frame that arrived before the agreement until it is
+// made.
+func (s *session) waitSynced() error {
+	select {
+	case <-s.synced:
+		return nil
+	default:
+	}
+	t := time.NewTimer(syncWait)
+	defer t.Stop()
+	select {
+	case <-s.synced:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("a frame arrived and no pad agreement followed within %v", syncWait)
+	}
 }
 
 // sendRelay writes a RELAY frame on a free relay stream (or waits for the
@@ -327,6 +411,15 @@ func (s *session) reader(st io.Reader) {
 			}
 			// Anything else is the stream or the connection ending.
 			return
+		}
+		if typ != frame.TypeSync && typ != frame.TypeSyncAgree {
+			if err := s.waitSynced(); err != nil {
+				if s.ctx.Err() == nil {
+					e.log.Warn("frame held for the pad agreement; closing the connection", "peer", s.l.peer, "type", typ, "err", err)
+					s.conn.Close(err.Error())
+				}
+				return
+			}
 		}
 		if err := e.handle(s, typ, b); err != nil {
 			e.stats.Malformed.Add(1)

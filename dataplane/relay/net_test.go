@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -22,17 +23,27 @@ import (
 )
 
 // testNet is a network of engines on loopback, one process, with simulated
-// QKD links.
+// QKD links. A node can be killed and started again (restart).
 type testNet struct {
-	t     testing.TB
-	nodes map[string]*testNode
+	t      testing.TB
+	ca     *pki.CA
+	log    *slog.Logger
+	o      netOpts
+	ids    []string
+	edges  [][2]string
+	routes map[string]StaticRoutes
+	nodes  map[string]*testNode
 }
 
 type testNode struct {
 	id    string
+	addr  string // where its transport listens, kept across restarts
+	dir   string // durable mode: its rings and metadata
+	meta  *ringstore.Meta
 	eng   *Engine
 	tr    *kmlink.Transport
 	sink  *PoolSink
+	pools []*ringstore.Pool
 	rings []*ringstore.PadRing
 	srcs  []*qkdsim.Sim
 	conns sync.Map // peer → *kmlink.Conn, the latest
@@ -58,6 +69,7 @@ type netOpts struct {
 	poolSlots  int
 	secretRate float64 // bit/s per link; 0 = unlimited
 	noSource   bool    // no QKD source: pad comes from fillPad
+	durable    bool    // pad rings in durable mode, each node with its own metadata store
 	// source, if set, makes the QKD source of node me's end of its link
 	// to peer instead of a simulator.
 	source func(me, peer string) qkd.Source
@@ -87,89 +99,167 @@ func newTestNet(t testing.TB, ids []string, edges [][2]string, routes map[string
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := testLogger()
-	n := &testNet{t: t, nodes: map[string]*testNode{}}
+	n := &testNet{t: t, ca: ca, log: testLogger(), o: o, ids: ids, edges: edges, routes: routes, nodes: map[string]*testNode{}}
 	for _, id := range ids {
-		cert, err := ca.Issue(pki.Node, id, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nd := &testNode{id: id, up: make(chan string, 16)}
-		var sink Sink
-		if o.sink != nil {
-			sink = o.sink(id)
-		} else {
-			nd.sink = NewPoolSink(nil)
-			for _, other := range ids {
-				if other == id {
-					continue
-				}
-				p, err := ringstore.OpenPool(ringstore.PoolConfig{Name: other, Slots: o.poolSlots, SlotSize: 32})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { p.Close() })
-				nd.sink.Add(other, p)
-			}
-			sink = nd.sink
-		}
-		cfg := Config{NodeID: id, Routes: routes[id], Sink: sink, Logger: log, CompletionTimeout: 5 * time.Second}
-		if o.cfg != nil {
-			o.cfg(&cfg)
-		}
-		nd.eng, err = New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nd.tr, err = kmlink.Listen(kmlink.Config{
-			NodeID: id, Certificate: cert.TLS, Roots: ca.Pool(), ListenAddr: "127.0.0.1:0",
-			Handler: recHandler{nd}, Logger: log,
-			ReconnectMin: 10 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
-		})
-		if err != nil {
-			t.Fatal(err)
+		nd := &testNode{id: id, addr: "127.0.0.1:0"}
+		if o.durable {
+			nd.dir = t.TempDir() // before the Cleanup below, which must run first
 		}
 		n.nodes[id] = nd
 	}
 	t.Cleanup(n.close)
-	for _, e := range edges {
-		a, b := n.nodes[e[0]], n.nodes[e[1]]
-		seed := sha256.Sum256([]byte(e[0] + "|" + e[1]))
-		link := e[0] + "-" + e[1]
-		for _, pair := range [][2]*testNode{{a, b}, {b, a}} {
-			me, peer := pair[0], pair[1]
-			tx := n.ring(me, me.id+"-"+peer.id+".tx", o.ringSize)
-			rx := n.ring(me, me.id+"-"+peer.id+".rx", o.ringSize)
-			lc := LinkConfig{Peer: peer.id, Tx: tx, Rx: rx}
-			if o.source != nil {
-				lc.Source = o.source(me.id, peer.id)
-			} else if !o.noSource {
-				src, err := qkdsim.New(qkdsim.Config{Link: link, Seed: seed, Master: me.id < peer.id, SecretRate: o.secretRate, BlockSize: 64 << 10, Logger: log})
-				if err != nil {
-					t.Fatal(err)
-				}
-				me.srcs = append(me.srcs, src)
-				lc.Source = src
-			}
-			if err := me.eng.AddLink(lc); err != nil {
-				t.Fatal(err)
-			}
-		}
+	for _, id := range ids {
+		n.start(n.nodes[id])
 	}
 	for _, e := range edges {
 		a, b := n.nodes[e[0]], n.nodes[e[1]]
-		if err := a.tr.AddPeer(kmlink.Peer{ID: b.id, Addr: b.tr.Addr().String()}); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.tr.AddPeer(kmlink.Peer{ID: a.id, Addr: a.tr.Addr().String()}); err != nil {
-			t.Fatal(err)
+		for _, p := range [][2]*testNode{{a, b}, {b, a}} {
+			if err := p[0].tr.AddPeer(kmlink.Peer{ID: p[1].id, Addr: p[1].addr}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return n
 }
 
+// start brings node nd up: its pools, engine, transport, and the pads and
+// QKD sources of its links (memory rings start empty; durable ones reopen).
+func (n *testNet) start(nd *testNode) {
+	t, o := n.t, n.o
+	t.Helper()
+	nd.up = make(chan string, 16)
+	nd.conns = sync.Map{}
+	nd.rings, nd.srcs, nd.pools = nil, nil, nil
+	if o.durable {
+		m, err := ringstore.OpenMeta(filepath.Join(nd.dir, "meta"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.meta = m
+	}
+	var sink Sink
+	if o.sink != nil {
+		sink = o.sink(nd.id)
+	} else {
+		nd.sink = NewPoolSink(nil)
+		for _, other := range n.ids {
+			if other == nd.id {
+				continue
+			}
+			p, err := ringstore.OpenPool(ringstore.PoolConfig{Name: other, Slots: o.poolSlots, SlotSize: 32})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd.pools = append(nd.pools, p)
+			nd.sink.Add(other, p)
+		}
+		sink = nd.sink
+	}
+	cfg := Config{NodeID: nd.id, Routes: n.routes[nd.id], Sink: sink, Logger: n.log, CompletionTimeout: 5 * time.Second}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	var err error
+	nd.eng, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := n.ca.Issue(pki.Node, nd.id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.tr, err = kmlink.Listen(kmlink.Config{
+		NodeID: nd.id, Certificate: cert.TLS, Roots: n.ca.Pool(), ListenAddr: nd.addr,
+		Handler: recHandler{nd}, Logger: n.log,
+		ReconnectMin: 10 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.addr = nd.tr.Addr().String()
+	for _, e := range n.edges {
+		peer := e[1]
+		if e[1] == nd.id {
+			peer = e[0]
+		} else if e[0] != nd.id {
+			continue
+		}
+		tx := n.ring(nd, nd.id+"-"+peer+".tx", o.ringSize)
+		rx := n.ring(nd, nd.id+"-"+peer+".rx", o.ringSize)
+		lc := LinkConfig{Peer: peer, Tx: tx, Rx: rx}
+		if o.source != nil {
+			lc.Source = o.source(nd.id, peer)
+		} else if !o.noSource {
+			src, err := qkdsim.New(qkdsim.Config{Link: e[0] + "-" + e[1], Seed: sha256.Sum256([]byte(e[0] + "|" + e[1])), Master: nd.id < peer,
+				SecretRate: o.secretRate, BlockSize: 64 << 10, Logger: n.log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd.srcs = append(nd.srcs, src)
+			lc.Source = src
+		}
+		if err := nd.eng.AddLink(lc); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// connect tells the transport of nd, just restarted, where its neighbours
+// are; they kept its address, which the restart reuses.
+func (n *testNet) connect(nd *testNode) {
+	for _, e := range n.edges {
+		peer := e[1]
+		if e[1] == nd.id {
+			peer = e[0]
+		} else if e[0] != nd.id {
+			continue
+		}
+		if err := nd.tr.AddPeer(kmlink.Peer{ID: peer, Addr: n.nodes[peer].addr}); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+}
+
+// stop takes node nd down: its neighbours see their links go down, and
+// whatever of its state lives in memory is gone. Durable rings are closed,
+// so they keep what they recorded.
+func (n *testNet) stop(nd *testNode) {
+	if nd.tr == nil {
+		return
+	}
+	nd.tr.Close()
+	nd.eng.Close()
+	for _, s := range nd.srcs {
+		s.Close()
+	}
+	for _, r := range nd.rings {
+		r.Close()
+	}
+	for _, p := range nd.pools {
+		p.Close()
+	}
+	if nd.meta != nil {
+		nd.meta.Close()
+		nd.meta = nil
+	}
+	nd.tr = nil
+}
+
+// restart stops node id and starts it again on the same address.
+func (n *testNet) restart(id string) {
+	n.t.Helper()
+	nd := n.nodes[id]
+	n.stop(nd)
+	n.start(nd)
+	n.connect(nd)
+}
+
 func (n *testNet) ring(nd *testNode, name string, size int) *ringstore.PadRing {
-	r, err := ringstore.OpenPadRing(ringstore.PadRingConfig{Name: name, Capacity: size, SegmentSize: 64 << 10})
+	c := ringstore.PadRingConfig{Name: name, Capacity: size, SegmentSize: 64 << 10}
+	if nd.meta != nil {
+		c.Dir, c.Meta = nd.dir, nd.meta
+	}
+	r, err := ringstore.OpenPadRing(c)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -179,16 +269,12 @@ func (n *testNet) ring(nd *testNode, name string, size int) *ringstore.PadRing {
 
 func (n *testNet) close() {
 	for _, nd := range n.nodes {
-		nd.tr.Close()
+		if nd.tr != nil {
+			nd.tr.Close()
+		}
 	}
 	for _, nd := range n.nodes {
-		nd.eng.Close()
-		for _, s := range nd.srcs {
-			s.Close()
-		}
-		for _, r := range nd.rings {
-			r.Close()
-		}
+		n.stop(nd)
 	}
 }
 

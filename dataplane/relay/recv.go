@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -73,34 +72,48 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 		if err != nil {
 			return err
 		}
-		if c.Kind == ctlRouted {
+		switch {
+		case c.Kind == ctlRouted:
 			return e.routedIn(c.Body, b)
-		}
-		if c.Kind >= ControlKindMin {
+		case c.Kind >= ControlKindMin:
 			if f := e.cfg.Control; f != nil {
 				f(s.l.peer, c.Kind, c.Body)
 			}
-			return nil
+		default:
+			return fmt.Errorf("CONTROL kind %d: the KM link defines only kind %d (ROUTED) below %d", c.Kind, ctlRouted, ControlKindMin)
 		}
-		if c.Kind == ctlHello {
-			if len(c.Body) != 16 {
-				return fmt.Errorf("HELLO body is %d bytes, want 16", len(c.Body))
-			}
-			if s.l.master {
-				v := [2]uint64{binary.BigEndian.Uint64(c.Body[:8]), binary.BigEndian.Uint64(c.Body[8:])}
-				s.l.post(ctlMsg{sess: s, hello: &v})
-			}
+	case frame.TypeSync:
+		y, err := frame.ParseSync(b)
+		if err != nil {
+			return err
 		}
+		if !s.l.master {
+			return errors.New("SYNC from the link's master: only the slave sends SYNC, the master answers SYNC_AGREE")
+		}
+		if s.gotSync.Swap(true) {
+			return errors.New("a second SYNC on one connection")
+		}
+		s.l.post(ctlMsg{sess: s, sync: &y})
+	case frame.TypeSyncAgree:
+		a, err := frame.ParseSyncAgree(b)
+		if err != nil {
+			return err
+		}
+		if s.l.master {
+			return errors.New("SYNC_AGREE from the link's slave: only the master (lower node ID) sends it")
+		}
+		if s.gotSync.Swap(true) {
+			return errors.New("a second SYNC_AGREE on one connection")
+		}
+		s.l.post(ctlMsg{sess: s, agree: &a})
 	default:
 		return fmt.Errorf("frame type %v not expected on a KM link", typ)
 	}
 	return nil
 }
 
+// post hands m to the link's keeper goroutine.
 func (l *link) post(m ctlMsg) {
-	if l.src == nil && l.master {
-		return // no supply loop runs
-	}
 	select {
 	case l.ctlIn <- m:
 	case <-l.done:
@@ -115,7 +128,7 @@ func (e *Engine) relayIn(s *session, r *frame.Relay, b []byte) {
 	ctx, cancel := context.WithTimeout(s.ctx, padWait)
 	defer cancel()
 	p := r.PayloadLen()
-	pad, err := l.rxw.take(ctx, r.PadPos, r.PadLen())
+	pad, err := l.rxw.take(ctx, s, r.PadPos, r.PadLen())
 	if err != nil {
 		// No completion: the frame's (flow, seq) may be a legitimate one in
 		// flight, whose completion must not be pre-empted by a copy's. The
@@ -191,7 +204,7 @@ func (e *Engine) forward(ctx context.Context, r *frame.Relay, payload, padIn []b
 	}
 	fwd := *r
 	fwd.HopLimit--
-	padOut, err := out.reserveTx(ctx, fwd.PadLen())
+	padOut, err := out.reserveTx(ctx, s, fwd.PadLen())
 	if err != nil {
 		e.stats.Undeliverable.Add(1)
 		e.refuse(r, frame.StatusNoRoute, fmt.Sprintf("at %s: %v", e.cfg.NodeID, err))

@@ -26,7 +26,11 @@ type rxWindow struct {
 	cap    uint64
 	maxGap uint64
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// sess is the session whose frames may take pad; nil while the link
+	// synchronises, so that a frame of an ended connection cannot take pad
+	// the agreement is about to burn.
+	sess    *session
 	cursor  uint64
 	gaps    []ringstore.Range // sorted by Pos, disjoint, all below cursor
 	gapSize uint64
@@ -40,6 +44,7 @@ type rxWindow struct {
 var (
 	errReplay = errors.New("pad already consumed (replayed or duplicated frame)")
 	errBeyond = errors.New("pad position beyond what this end holds")
+	errClosed = errors.New("the frame's connection is no longer the link's")
 )
 
 func newRxWindow(ring *ringstore.PadRing, maxGap uint64) *rxWindow {
@@ -65,16 +70,61 @@ func (w *rxWindow) addPending(n int64) {
 	w.mu.Unlock()
 }
 
-// take consumes the pad [pos, pos+n) and returns it; the caller releases it
-// to the ring once used. It waits (until ctx ends) only for pad that has been
-// announced but not yet appended.
-func (w *rxWindow) take(ctx context.Context, pos uint64, n int) (ringstore.Range, error) {
+// open lets frames of session s take pad; close stops every session.
+func (w *rxWindow) open(s *session) {
+	w.mu.Lock()
+	w.sess = s
+	w.mu.Unlock()
+}
+
+func (w *rxWindow) close() {
+	w.mu.Lock()
+	w.sess = nil
+	close(w.arrived) // wake waiting frames, which then find their session gone
+	w.arrived = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// state is the window's used cursor and the ring's head, for SYNC.
+func (w *rxWindow) state() (used, head uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cursor, w.ring.Stats().Head
+}
+
+// resync moves the window and its ring to the agreement (from, to): the
+// gaps are burnt, the cursor moves to from, and nothing is announced. The
+// caller has closed the window. It returns the bytes burnt.
+func (w *rxWindow) resync(from, to uint64) (uint64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	burnt := w.gapSize
+	for _, g := range w.gaps {
+		w.ring.Release(g)
+	}
+	w.gaps, w.gapSize = nil, 0
+	n, err := resyncRing(w.ring, from, to)
+	if err != nil {
+		return burnt, err
+	}
+	w.cursor, w.pending = from, 0
+	return burnt + n, nil
+}
+
+// take consumes the pad [pos, pos+n) for a frame of session s and returns
+// it; the caller releases it to the ring once used. It waits (until ctx
+// ends) only for pad that has been announced but not yet appended.
+func (w *rxWindow) take(ctx context.Context, s *session, pos uint64, n int) (ringstore.Range, error) {
 	end := pos + uint64(n)
 	if end < pos {
 		return ringstore.Range{}, fmt.Errorf("pad range at %d+%d overflows: %w", pos, n, errBeyond)
 	}
 	for {
 		w.mu.Lock()
+		if w.sess != s {
+			w.mu.Unlock()
+			return ringstore.Range{}, errClosed
+		}
 		if pos < w.cursor {
 			rg, err := w.fromGap(pos, end)
 			w.mu.Unlock()

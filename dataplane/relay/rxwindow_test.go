@@ -40,7 +40,7 @@ func TestRxWindowOrder(t *testing.T) {
 	// Frames of 100 bytes at 0..9900, taken in a scrambled order.
 	order := []uint64{300, 0, 100, 900, 200, 500, 400, 800, 700, 600}
 	for _, pos := range order {
-		rg, err := w.take(ctx, pos, 100)
+		rg, err := w.take(ctx, nil, pos, 100)
 		if err != nil {
 			t.Fatalf("take %d: %v", pos, err)
 		}
@@ -53,7 +53,7 @@ func TestRxWindowOrder(t *testing.T) {
 	}
 	// Every one of them again is a replay, as is any overlap.
 	for _, c := range []struct{ pos, n uint64 }{{0, 100}, {300, 100}, {950, 100}, {50, 10}, {999, 1}} {
-		if _, err := w.take(ctx, c.pos, int(c.n)); !errors.Is(err, errReplay) {
+		if _, err := w.take(ctx, nil, c.pos, int(c.n)); !errors.Is(err, errReplay) {
 			t.Errorf("take %d+%d again: got %v, want errReplay", c.pos, c.n, err)
 		}
 	}
@@ -64,20 +64,20 @@ func TestRxWindowGapSplit(t *testing.T) {
 	appendPattern(t, r, 4000)
 	w := newRxWindow(r, 1<<15)
 	ctx := context.Background()
-	if _, err := w.take(ctx, 1000, 100); err != nil { // gap 0..1000
+	if _, err := w.take(ctx, nil, 1000, 100); err != nil { // gap 0..1000
 		t.Fatal(err)
 	}
-	if _, err := w.take(ctx, 400, 100); err != nil { // splits it: 0..400, 500..1000
+	if _, err := w.take(ctx, nil, 400, 100); err != nil { // splits it: 0..400, 500..1000
 		t.Fatal(err)
 	}
-	if _, err := w.take(ctx, 450, 100); !errors.Is(err, errReplay) {
+	if _, err := w.take(ctx, nil, 450, 100); !errors.Is(err, errReplay) {
 		t.Fatalf("range straddling a consumed run: got %v, want errReplay", err)
 	}
-	if _, err := w.take(ctx, 950, 100); !errors.Is(err, errReplay) {
+	if _, err := w.take(ctx, nil, 950, 100); !errors.Is(err, errReplay) {
 		t.Fatalf("range straddling the cursor: got %v, want errReplay", err)
 	}
 	for _, pos := range []uint64{0, 200, 500, 900} {
-		if _, err := w.take(ctx, pos, 100); err != nil {
+		if _, err := w.take(ctx, nil, pos, 100); err != nil {
 			t.Fatalf("take %d from a gap: %v", pos, err)
 		}
 	}
@@ -87,7 +87,7 @@ func TestRxWindowGapSplit(t *testing.T) {
 	if burnt := w.dropGaps(); burnt != 500 {
 		t.Fatalf("dropGaps burnt %d, want 500", burnt)
 	}
-	if _, err := w.take(ctx, 100, 100); !errors.Is(err, errReplay) {
+	if _, err := w.take(ctx, nil, 100, 100); !errors.Is(err, errReplay) {
 		t.Fatalf("frame of a burnt gap: got %v, want errReplay", err)
 	}
 }
@@ -97,20 +97,20 @@ func TestRxWindowBeyondAndPending(t *testing.T) {
 	appendPattern(t, r, 1000)
 	w := newRxWindow(r, 1<<15)
 	ctx := context.Background()
-	if _, err := w.take(ctx, 900, 200); !errors.Is(err, errBeyond) {
+	if _, err := w.take(ctx, nil, 900, 200); !errors.Is(err, errBeyond) {
 		t.Fatalf("frame past the head: got %v, want errBeyond", err)
 	}
-	if _, err := w.take(ctx, 1<<20, 10); !errors.Is(err, errBeyond) {
+	if _, err := w.take(ctx, nil, 1<<20, 10); !errors.Is(err, errBeyond) {
 		t.Fatalf("frame past the ring: got %v, want errBeyond", err)
 	}
-	if _, err := w.take(ctx, ^uint64(0)-5, 10); !errors.Is(err, errBeyond) {
+	if _, err := w.take(ctx, nil, ^uint64(0)-5, 10); !errors.Is(err, errBeyond) {
 		t.Fatalf("overflowing range: got %v, want errBeyond", err)
 	}
 	// Announced pad: the frame waits for it instead of being refused.
 	w.addPending(500)
 	got := make(chan error, 1)
 	go func() {
-		_, err := w.take(ctx, 1000, 300)
+		_, err := w.take(ctx, nil, 1000, 300)
 		got <- err
 	}()
 	select {
@@ -129,7 +129,7 @@ func TestRxWindowBeyondAndPending(t *testing.T) {
 	w.addPending(100)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if _, err := w.take(cctx, 1500, 50); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := w.take(cctx, nil, 1500, 50); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait for pad that never comes: got %v", err)
 	}
 }
@@ -139,19 +139,19 @@ func TestRxWindowMaxGap(t *testing.T) {
 	appendPattern(t, r, 1<<15)
 	w := newRxWindow(r, 1000)
 	ctx := context.Background()
-	if _, err := w.take(ctx, 800, 10); err != nil { // gap 0..800
+	if _, err := w.take(ctx, nil, 800, 10); err != nil { // gap 0..800
 		t.Fatal(err)
 	}
-	if _, err := w.take(ctx, 1200, 10); err != nil { // gap 810..1200: 1190 > 1000, the oldest goes
+	if _, err := w.take(ctx, nil, 1200, 10); err != nil { // gap 810..1200: 1190 > 1000, the oldest goes
 		t.Fatal(err)
 	}
 	if w.gapSize != 390 {
 		t.Fatalf("gapSize = %d, want 390", w.gapSize)
 	}
-	if _, err := w.take(ctx, 0, 10); !errors.Is(err, errReplay) {
+	if _, err := w.take(ctx, nil, 0, 10); !errors.Is(err, errReplay) {
 		t.Fatalf("frame in a gap burnt for size: got %v, want errReplay", err)
 	}
-	if _, err := w.take(ctx, 900, 10); err != nil {
+	if _, err := w.take(ctx, nil, 900, 10); err != nil {
 		t.Fatalf("frame in a kept gap: %v", err)
 	}
 }

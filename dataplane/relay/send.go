@@ -132,7 +132,7 @@ func (e *Engine) sendFrame(ctx context.Context, dst string, flowID, seq uint64, 
 		putKeyBuf(keys)
 		return nil, fmt.Errorf("relay: drawing keys from %v: %w", e.cfg.Keys, err)
 	}
-	pad, err := l.reserveTx(ctx, r.PadLen())
+	pad, err := l.reserveTx(ctx, s, r.PadLen())
 	if err != nil {
 		putKeyBuf(keys)
 		return nil, err
@@ -184,12 +184,27 @@ func (e *Engine) completion(c *frame.Completion) {
 	k := pendingKey{c.Flow, c.FirstSeq}
 	if c.Status == frame.StatusDiscarded {
 		e.mu.Lock()
-		delete(e.discard, k)
+		pd := e.discard[k]
+		ok := pd != nil && pd.d.Dst == c.Dst && pd.d.Count == c.Count
+		if ok {
+			delete(e.discard, k)
+		}
 		e.mu.Unlock()
+		if pd != nil && !ok {
+			e.badCompletion(c, pd.d.Dst, int(pd.d.Count))
+		}
 		return
 	}
 	e.mu.Lock()
 	p := e.pending[k]
+	// Only the destination stores keys, so only it may confirm them; a
+	// refusal names the node that dropped them, which may be any on the
+	// path.
+	if p != nil && c.Status == frame.StatusOK && (c.Dst != p.batch.Dst || int(c.Count) != p.batch.Count()) {
+		e.mu.Unlock()
+		e.badCompletion(c, p.batch.Dst, p.batch.Count())
+		return
+	}
 	delete(e.pending, k)
 	e.mu.Unlock()
 	if p == nil {
@@ -210,6 +225,15 @@ func (e *Engine) completion(c *frame.Completion) {
 	e.stats.KeysDelivered.Add(uint64(p.batch.Count()))
 	e.stats.KeyBytesRelayed.Add(uint64(len(p.batch.Keys)))
 	p.done <- nil
+}
+
+// badCompletion counts and logs a COMPLETION OK or DISCARDED that does not
+// come from the destination of the keys it names; it is ignored.
+func (e *Engine) badCompletion(c *frame.Completion, dst string, count int) {
+	e.stats.BadCompletions.Add(1)
+	e.log.Warn("COMPLETION ignored: it names another destination or key count than the keys it settles",
+		"status", c.Status, "flow", c.Flow, "first_seq", c.FirstSeq, "completion_dst", c.Dst, "keys_dst", dst,
+		"completion_count", c.Count, "keys_count", count)
 }
 
 // failPending reports lost every pending frame pred selects.

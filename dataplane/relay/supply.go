@@ -8,31 +8,25 @@ import (
 
 	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/dataplane/qkd"
+	"github.com/qrelay/qrelay/internal/faults"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
-// Control kinds below 16 belong to the relay engine.
-const ctlHello uint16 = 1
-
-// maxUnacked bounds the assignments the master has in flight; HELLO
-// reports the outcomes of the last helloWindow, which must cover them.
-const (
-	maxUnacked  = 8
-	helloWindow = 64
-)
+// maxUnacked bounds the assignments the master has in flight.
+const maxUnacked = 8
 
 // fetchRetry is how long the master waits to ask a failed QKD source
 // again.
 const fetchRetry = 100 * time.Millisecond
 
-// assignRec is an assignment the master sent and the slave has not
-// acknowledged; the master holds its blocks until then.
+// assignRec is an assignment the master made and the slave has not
+// acknowledged; the master holds its blocks until then. seq and pos are
+// set when it is sent.
 type assignRec struct {
-	seq    uint64
-	dir    frame.Dir
-	blocks []ringstore.Block
-	bytes  int
-	frame  []byte
+	seq, pos uint64
+	dir      frame.Dir
+	blocks   []ringstore.Block
+	bytes    int
 }
 
 type fetched struct {
@@ -40,14 +34,16 @@ type fetched struct {
 	err    error
 }
 
-// supplyMaster keeps both directions of the link filled: it fetches blocks
-// from the QKD source, gives each batch to the direction with less pad, and
-// assigns it to the slave. Pad reaches a ring only once the slave has it
-// too, so neither end ever sends with pad the other lacks for long:
-// master→slave pad enters the master's tx ring when the slave acknowledges;
-// slave→master pad enters the master's rx ring then as well, and the rx
-// window lets frames wait for pad that is announced but not yet appended.
-func (l *link) supplyMaster() {
+// keepMaster is the master's keeper: it agrees on the pads with the slave
+// on every new connection (docs/kmlink.md section 6) and keeps both
+// directions filled (section 7): it fetches blocks from the QKD source,
+// gives each batch to the direction with less pad, and assigns it to the
+// slave. Pad reaches a ring only once the slave has it too:
+// master→slave pad enters the master's tx ring when the slave
+// acknowledges; slave→master pad enters the master's rx ring then as well,
+// and the rx window lets frames wait for pad that is announced but not yet
+// appended.
+func (l *link) keepMaster() {
 	e := l.e
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
@@ -59,10 +55,12 @@ func (l *link) supplyMaster() {
 		}
 	}()
 	var (
-		seq      uint64
+		cur      *session // the newest connection
+		ready    bool     // cur's pads are agreed: assignments flow on it
+		seq      uint64   // the last ASSIGN sequence sent on cur
 		unacked  []*assignRec
-		pending  [2]int // unacked bytes per direction
-		synced   *session
+		pending  [2]int     // unacked bytes per direction
+		held     *assignRec // blocks fetched while no connection was ready
 		want     = make(chan int, 1)
 		got      = make(chan fetched, 1)
 		fetching bool
@@ -79,6 +77,9 @@ func (l *link) supplyMaster() {
 	defer func() { cancel(); <-fetcherDone }()
 	go func() { // the fetcher: Fetch may wait for the QKD device
 		defer close(fetcherDone)
+		if l.src == nil {
+			return
+		}
 		for {
 			select {
 			case n := <-want:
@@ -117,14 +118,49 @@ func (l *link) supplyMaster() {
 		}
 		zeroBlocks(r.blocks)
 	}
+	// send assigns r's blocks at the end of its direction's pad, after
+	// what is already assigned and unacknowledged.
+	send := func(r *assignRec) {
+		seq++
+		r.seq, r.pos = seq, ring(r.dir).Stats().Head+uint64(pending[r.dir])
+		a := frame.Assign{Seq: r.seq, PadPos: r.pos, Dir: r.dir}
+		for _, b := range r.blocks {
+			a.Blocks = append(a.Blocks, frame.AssignBlock{ID: b.ID, Size: uint32(len(b.Data))})
+		}
+		b, err := frame.AppendAssign(nil, &a)
+		if err != nil {
+			e.log.Error("cannot encode a pad assignment; dropping its blocks", "peer", l.peer, "err", err)
+			zeroBlocks(r.blocks)
+			seq--
+			return
+		}
+		pending[r.dir] += r.bytes
+		if r.dir == frame.DirSlaveToMaster {
+			l.rxw.addPending(int64(r.bytes))
+		}
+		unacked = append(unacked, r)
+		e.stats.AssignsSent.Add(1)
+		if err := cur.sendCtl(b); err != nil && cur.ctx.Err() == nil {
+			// The slave would refuse every later ASSIGN for its position:
+			// start again, and let the next agreement settle this one.
+			e.log.Warn("cannot queue a pad assignment; closing the connection", "peer", l.peer, "seq", r.seq, "err", err)
+			cur.conn.Close("cannot queue ASSIGN: " + err.Error())
+			ready = false
+		}
+	}
 	retry := time.NewTicker(20 * time.Millisecond)
 	defer retry.Stop()
 	for {
-		if synced != nil && synced.ctx.Err() != nil {
-			synced = nil
+		if cur != nil && cur.ctx.Err() != nil {
+			cur, ready = nil, false
+		}
+		if ready && held != nil {
+			r := held
+			held = nil
+			send(r)
 		}
 		// Ask for more when there is room and the slave is in step.
-		if !fetching && synced != nil && len(unacked) < maxUnacked && !time.Now().Before(quietUntil) {
+		if l.src != nil && !fetching && held == nil && ready && len(unacked) < maxUnacked && !time.Now().Before(quietUntil) {
 			d := frame.DirMasterToSlave
 			if l.rx.Stats().Stock+uint64(pending[1]) < l.tx.Stats().Stock+uint64(pending[0]) {
 				d = frame.DirSlaveToMaster
@@ -140,6 +176,9 @@ func (l *link) supplyMaster() {
 		case <-ctx.Done():
 			for _, r := range unacked {
 				zeroBlocks(r.blocks)
+			}
+			if held != nil {
+				zeroBlocks(held.blocks)
 			}
 			return
 		case <-retry.C:
@@ -160,49 +199,46 @@ func (l *link) supplyMaster() {
 			if len(f.blocks) == 0 {
 				continue
 			}
-			seq++
-			d := fetchDir // the direction whose room was measured
-			r := &assignRec{seq: seq, dir: d, blocks: f.blocks}
-			a := frame.Assign{Seq: seq, Dir: d}
+			r := &assignRec{dir: fetchDir, blocks: f.blocks} // the direction whose room was measured
 			for _, b := range f.blocks {
 				r.bytes += len(b.Data)
-				a.Blocks = append(a.Blocks, frame.AssignBlock{ID: b.ID, Size: uint32(len(b.Data))})
 			}
-			var err error
-			if r.frame, err = frame.AppendAssign(nil, &a); err != nil {
-				e.log.Error("cannot encode a pad assignment; dropping its blocks", "peer", l.peer, "err", err)
-				zeroBlocks(f.blocks)
-				seq--
-				continue
-			}
-			pending[d] += r.bytes
-			if d == frame.DirSlaveToMaster {
-				l.rxw.addPending(int64(r.bytes))
-			}
-			unacked = append(unacked, r)
-			e.stats.AssignsSent.Add(1)
-			if synced != nil {
-				l.sendCtl(synced, r.frame)
+			if ready {
+				send(r)
+			} else {
+				held = r
 			}
 		case m := <-l.ctlIn:
 			switch {
-			case m.hello != nil:
-				// The slave says what it settled and which of those it
-				// refused; the rest is sent again, in order.
-				last, refusedBits := m.hello[0], m.hello[1]
-				for len(unacked) > 0 && unacked[0].seq <= last {
-					ok := refusedBits>>(last-unacked[0].seq+1)&1 == 0
-					apply(unacked[0], ok, "refused before the connection changed")
-					unacked = unacked[1:]
-				}
-				synced = m.sess
-				for _, r := range unacked {
-					l.sendCtl(synced, r.frame)
-				}
-			case m.ack != nil:
-				if len(unacked) == 0 || unacked[0].seq != m.ack.Seq {
-					e.log.Warn("assignment acknowledgement out of order; ignored", "peer", l.peer, "seq", m.ack.Seq)
+			case m.up:
+				cur, ready, seq = m.sess, false, 0
+			case m.sync != nil:
+				if m.sess != cur || ready {
 					continue
+				}
+				settled, dropped := l.settle(ctx, unacked, m.sync)
+				unacked, pending = nil, [2]int{}
+				if !l.agreeMaster(cur, m.sync, settled, dropped) {
+					cur = nil
+					continue
+				}
+				ready = true
+			case m.ack != nil:
+				if m.sess != cur || !ready {
+					continue // of an ended connection: the next agreement settles it
+				}
+				if len(unacked) == 0 || unacked[0].seq != m.ack.Seq {
+					oldest := "none"
+					if len(unacked) > 0 {
+						oldest = fmt.Sprint(unacked[0].seq)
+					}
+					e.log.Warn("assignment acknowledgement out of order; closing the connection", "peer", l.peer, "seq", m.ack.Seq, "oldest_unacked", oldest)
+					cur.conn.Close(fmt.Sprintf("ASSIGN_ACK for sequence %d, but the oldest unacknowledged ASSIGN is %s", m.ack.Seq, oldest))
+					ready = false
+					continue
+				}
+				if m.ack.OK && faults.At(faults.MasterAcked, e.cfg.NodeID) {
+					return // dies before appending: the blocks are in the slave's pad only
 				}
 				apply(unacked[0], m.ack.OK, m.ack.Reason)
 				unacked = unacked[1:]
@@ -211,16 +247,21 @@ func (l *link) supplyMaster() {
 	}
 }
 
-// supplySlave applies the master's assignments in order: it gets the named
-// blocks from its own QKD source and appends them to the assigned ring.
-// Every assignment is settled once, applied or refused, and a resent one is
-// answered with its original outcome, so the master never appends blocks
-// the slave refused.
-func (l *link) supplySlave() {
+// keepSlave is the slave's keeper: it states its pads on every new
+// connection and moves them to the master's agreement (docs/kmlink.md
+// section 6), then applies the master's assignments in order: it gets the
+// named blocks from its own QKD source and appends them to the assigned
+// ring at the position the master names (section 7).
+func (l *link) keepSlave() {
 	e := l.e
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
-	refused := map[uint64]string{} // recent refusals by sequence, for resends
+	var (
+		cur     *session
+		ready   bool
+		lastSeq uint64     // the last ASSIGN sequence settled on cur
+		stated  frame.Sync // the SYNC sent on cur
+	)
 	for {
 		var m ctlMsg
 		select {
@@ -230,56 +271,91 @@ func (l *link) supplySlave() {
 			return
 		case m = <-l.ctlIn:
 		}
-		a := m.assign
-		if a == nil {
-			continue
-		}
-		ack := frame.AssignAck{Seq: a.Seq, OK: true}
 		switch {
-		case a.Seq <= l.lastApplied:
-			// A resend of one settled before the connection changed.
-			if reason, ok := refused[a.Seq]; ok {
-				ack.OK, ack.Reason = false, reason
-			}
-		case a.Seq != l.lastApplied+1:
-			// Not settled: the master resends it in order after HELLO.
-			ack.OK, ack.Reason = false, fmt.Sprintf("assignment %d out of order: last settled %d", a.Seq, l.lastApplied)
-			e.log.Warn("pad assignment out of order; refused", "peer", l.peer, "seq", a.Seq, "last", l.lastApplied)
-		default:
-			var err error
-			if l.src == nil {
-				err = errors.New("no QKD source configured on " + e.cfg.NodeID + " for link " + l.peer)
-			} else {
-				err = l.applyAssign(ctx, a)
-			}
-			if ctx.Err() != nil {
-				return // not settled: the master resends it to the next run
+		case m.up:
+			cur, ready, lastSeq = m.sess, false, 0
+			stated = l.padState()
+			b, err := frame.AppendSync(nil, &stated)
+			if err == nil {
+				err = cur.ctl.write(b)
 			}
 			if err != nil {
-				ack.OK, ack.Reason = false, err.Error()
+				if cur.ctx.Err() == nil {
+					e.log.Error("cannot send SYNC; closing the connection", "peer", l.peer, "err", err)
+					cur.conn.Close("cannot send SYNC: " + err.Error())
+				}
+				cur = nil
+			}
+		case m.agree != nil:
+			if m.sess != cur || ready {
+				continue
+			}
+			if !l.agreeSlave(cur, &stated, m.agree) {
+				cur = nil
+				continue
+			}
+			ready = true
+		case m.assign != nil:
+			if m.sess != cur || !ready {
+				continue // of an ended connection: the next agreement settles it
+			}
+			a := m.assign
+			if a.Seq != lastSeq+1 {
+				e.log.Warn("pad assignment out of sequence; closing the connection", "peer", l.peer, "seq", a.Seq, "want", lastSeq+1)
+				cur.conn.Close(fmt.Sprintf("ASSIGN sequence %d, want %d", a.Seq, lastSeq+1))
+				ready = false
+				continue
+			}
+			lastSeq = a.Seq
+			ack := frame.AssignAck{Seq: a.Seq, OK: true}
+			err := l.applyAssign(ctx, a)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				ack.OK, ack.Reason = false, truncReason(err.Error())
 				e.log.Warn("cannot apply pad assignment; refused", "peer", l.peer, "seq", a.Seq, "err", err)
-				refused[a.Seq] = ack.Reason
 			} else {
 				e.stats.AssignsApplied.Add(1)
+				if faults.At(faults.SlaveAppended, e.cfg.NodeID) {
+					return // dies before acknowledging
+				}
 			}
-			delete(refused, a.Seq-helloWindow)
-			l.mu.Lock()
-			l.lastApplied = a.Seq
-			if !ack.OK {
-				l.refusedBits |= 1
+			b, err := frame.AppendAssignAck(nil, &ack)
+			if err == nil {
+				err = cur.sendCtl(b)
 			}
-			l.refusedBits <<= 1
-			l.mu.Unlock()
-		}
-		if b, err := frame.AppendAssignAck(nil, &ack); err == nil {
-			if s := l.current(); s != nil {
-				l.sendCtl(s, b)
+			if err != nil && cur.ctx.Err() == nil {
+				e.log.Warn("cannot queue an assignment acknowledgement; closing the connection", "peer", l.peer, "seq", a.Seq, "err", err)
+				cur.conn.Close("cannot queue ASSIGN_ACK: " + err.Error())
+				ready = false
 			}
 		}
 	}
 }
 
+// truncReason cuts a reason to what a frame carries.
+func truncReason(s string) string {
+	if len(s) > frame.MaxReason {
+		return s[:frame.MaxReason]
+	}
+	return s
+}
+
+// applyAssign appends the blocks of a, fetched from the QKD source, at the
+// position a names, which must be the end of this end's pad of that
+// direction.
 func (l *link) applyAssign(ctx context.Context, a *frame.Assign) error {
+	r := l.rx
+	if a.Dir == frame.DirSlaveToMaster {
+		r = l.tx
+	}
+	if head := r.Stats().Head; a.PadPos != head {
+		return fmt.Errorf("ASSIGN %d puts its blocks at %v position %d, but this end's pad ends at %d", a.Seq, a.Dir, a.PadPos, head)
+	}
+	if l.src == nil {
+		return errors.New("no QKD source configured on " + l.e.cfg.NodeID + " for link " + l.peer)
+	}
 	ids := make([]string, len(a.Blocks))
 	for i, b := range a.Blocks {
 		ids[i] = b.ID
@@ -293,10 +369,6 @@ func (l *link) applyAssign(ctx context.Context, a *frame.Assign) error {
 		if len(b.Data) != int(a.Blocks[i].Size) {
 			return fmt.Errorf("block %s: the master has %d bytes, this end %d", b.ID, a.Blocks[i].Size, len(b.Data))
 		}
-	}
-	r := l.rx
-	if a.Dir == frame.DirSlaveToMaster {
-		r = l.tx
 	}
 	for _, b := range blocks {
 		if err := appendWait(ctx, r, b); err != nil {
@@ -332,14 +404,6 @@ func appendWait(ctx context.Context, r *ringstore.PadRing, b ringstore.Block) er
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-}
-
-// sendCtl writes an assignment frame; if the connection fails meanwhile,
-// HELLO on the next one settles what got through.
-func (l *link) sendCtl(s *session, b []byte) {
-	if err := s.sendCtl(b); err != nil && s.ctx.Err() == nil {
-		l.e.log.Warn("cannot send an assignment frame", "peer", l.peer, "err", err)
 	}
 }
 
