@@ -51,6 +51,7 @@ type Config struct {
 	SAEs    []SAE   `yaml:"saes"`
 	// WireGuard lists the tunnels whose preshared keys this node rotates.
 	WireGuard []WireGuardTunnel `yaml:"wireguard"`
+	Audit     Audit             `yaml:"audit"`
 
 	// Filled by decode: the paths the file gave (so Defaults leaves them
 	// alone even when zero) and the line of each path.
@@ -267,6 +268,26 @@ type WireGuardTunnel struct {
 	OnMissingKey string `yaml:"on_missing_key"`
 }
 
+// Audit sizes the node's audit record: pad ranges appended, used and
+// burnt per link, and key IDs handed to SAEs (docs/audit.md).
+type Audit struct {
+	// Window is, with storage mode memory, the most records kept in
+	// memory (the oldest go first).
+	Window int `yaml:"window"`
+	// Retention is, with storage mode durable, how long records are kept
+	// in the metadata store.
+	Retention time.Duration `yaml:"retention"`
+}
+
+// Limits of audit:.
+const (
+	MaxAuditWindow     = 1 << 24 // records of about 100 bytes each
+	MinAuditRetention  = time.Minute
+	DefaultAuditWindow = 1 << 20
+	// DefaultAuditRetention is a week.
+	DefaultAuditRetention = 7 * 24 * time.Hour
+)
+
 // OnMissingKey values.
 const (
 	FailClosed  = "fail_closed"
@@ -430,6 +451,8 @@ func (c *Config) Defaults() {
 		def(c, p+".interval", &w.Interval, DefaultRotationInterval)
 		def(c, p+".on_missing_key", &w.OnMissingKey, FailClosed)
 	}
+	def(c, "audit.window", &c.Audit.Window, DefaultAuditWindow)
+	def(c, "audit.retention", &c.Audit.Retention, DefaultAuditRetention)
 	for i := range c.SAEs {
 		s := &c.SAEs[i]
 		p := index("saes", i)

@@ -166,6 +166,11 @@ func TestBadConfigs(t *testing.T) {
 		{"wireguard policy", base + wgTunnel + "    on_missing_key: ignore\n", "wireguard[0].on_missing_key", 14, `"ignore": use fail_closed`},
 		{"wireguard duplicate name", base + wgTunnel + strings.Replace(wgTunnel, "wireguard:\n", "", 1), "wireguard[1].name", 14, `"t1" is also wireguard[0]`},
 		{"wireguard small slots", base + wgTunnel + "pools:\n  slot_size: 16\n", "pools.slot_size", 15, "smaller than a WireGuard preshared key"},
+		{"audit window zero", base + "audit:\n  window: 0\n", "audit.window", 10, "0 is out of range; keep 1 to 16777216 records"},
+		{"audit window too large", base + "audit:\n  window: 16777217\n", "audit.window", 10, "16777217 is out of range"},
+		{"audit retention too short", base + "audit:\n  retention: 30s\n", "audit.retention", 10, "30s is too short; keep records for at least 1m0s"},
+		{"audit retention without unit", base + "audit:\n  retention: 7\n", "audit.retention", 10, `"7" has no unit`},
+		{"audit unknown field", base + "audit:\n  windows: 10\n", "audit.windows", 10, `unknown field "windows"; did you mean "window"?`},
 		{"alias", base + "pools:\n  slots: &n 64\n  high: *n\n", "pools.slots", 10, "anchors and aliases"},
 		{"merge key", base + "<<: {pools: {}}\n", "<<", 9, "merge keys (<<) are not supported"},
 		{"custom tag", base + "pools:\n  slots: !big 64\n", "pools.slots", 10, `custom YAML tag "!big"`},
@@ -302,6 +307,7 @@ func TestMinimal(t *testing.T) {
 		Storage: Storage{Mode: Memory},
 		Pools:   Pools{Slots: 65536, SlotSize: 32, Low: 16384, High: 32768},
 		Control: Control{Refresh: 30 * time.Second, MaxAge: 2 * time.Minute, SPFDelay: 10 * time.Millisecond},
+		Audit:   Audit{Window: 1 << 20, Retention: 7 * 24 * time.Hour},
 	}
 	if got := public(c); !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -337,6 +343,7 @@ func TestDefaults(t *testing.T) {
 		Storage: Storage{Mode: Memory},
 		Pools:   Pools{Slots: 1024, SlotSize: 32, Low: 256, High: 512}, // low = slots/4, high = slots/2
 		Control: Control{Refresh: 30 * time.Second, MaxAge: 2 * time.Minute, SPFDelay: 10 * time.Millisecond},
+		Audit:   Audit{Window: DefaultAuditWindow, Retention: DefaultAuditRetention},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%s\nwant\n%s", c, want)
@@ -397,6 +404,12 @@ func TestGoodConfigs(t *testing.T) {
 		{"durable with relative dir", base + "storage: {mode: durable, dir: state}\n", func(c *Config) error {
 			if c.Storage.Dir != "/etc/qrelay/state" {
 				return fmt.Errorf("dir = %q", c.Storage.Dir)
+			}
+			return nil
+		}},
+		{"audit", base + "audit: {window: 1, retention: 1m}\n", func(c *Config) error {
+			if c.Audit != (Audit{Window: 1, Retention: time.Minute}) {
+				return fmt.Errorf("audit = %+v", c.Audit)
 			}
 			return nil
 		}},

@@ -76,6 +76,16 @@ func (c *Config) validate(ck *checker, o ParseOptions) {
 		saes[s.ID] = i
 	}
 	c.validateWireGuard(ck, self)
+	c.validateAudit(ck)
+}
+
+func (c *Config) validateAudit(ck *checker) {
+	if w := c.Audit.Window; w < 1 || w > MaxAuditWindow {
+		ck.add("audit.window", "%d is out of range; keep 1 to %d records (about 100 bytes each) in memory", w, MaxAuditWindow)
+	}
+	if r := c.Audit.Retention; r < MinAuditRetention {
+		ck.add("audit.retention", "%v is too short; keep records for at least %v, like \"168h\" (a week)", r, MinAuditRetention)
+	}
 }
 
 // MinRotationInterval is the shortest WireGuard rotation period (tests).
