@@ -437,8 +437,8 @@ func TestQuery(t *testing.T) {
 			sameRecords(t, c.name, query(t, l, c.q), c.want)
 		}
 		for _, q := range []Query{{Kind: "pads"}, {Limit: -1}, {Limit: MaxLimit + 1}} {
-			if _, err := l.Query(q); err == nil {
-				t.Errorf("Query(%+v) accepted", q)
+			if _, err := l.Query(q); !errors.Is(err, ErrBadQuery) {
+				t.Errorf("Query(%+v): %v; want ErrBadQuery", q, err)
 			}
 		}
 	})

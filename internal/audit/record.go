@@ -2,6 +2,7 @@ package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -192,16 +193,20 @@ const (
 	MaxLimit     = 100000
 )
 
+// ErrBadQuery is wrapped by the errors of a Query that asks for what
+// cannot be: an unknown kind, a limit out of range.
+var ErrBadQuery = errors.New("bad audit query")
+
 // check validates q and fills in its default limit.
 func (q *Query) check() error {
 	if _, err := ParseKind(string(q.Kind)); err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrBadQuery, err)
 	}
 	switch {
 	case q.Limit == 0:
 		q.Limit = DefaultLimit
 	case q.Limit < 0 || q.Limit > MaxLimit:
-		return fmt.Errorf("limit %d: want 1 to %d", q.Limit, MaxLimit)
+		return fmt.Errorf("%w: limit %d: want 1 to %d", ErrBadQuery, q.Limit, MaxLimit)
 	}
 	return nil
 }
