@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/qrelay/qrelay/controlplane"
 	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/http1"
 	"github.com/qrelay/qrelay/supply"
 )
@@ -278,6 +279,15 @@ func (b backend) Tunnels(ctx context.Context) ([]adminapi.Tunnel, error) {
 		})
 	}
 	return out, nil
+}
+
+// Audit implements adminapi.Backend.
+func (b backend) Audit(ctx context.Context, q audit.Query) ([]audit.Record, error) {
+	rs, err := b.n.audit.Query(q)
+	if errors.Is(err, audit.ErrBadQuery) {
+		return nil, fmt.Errorf("%w: %v", adminapi.ErrBadRequest, err)
+	}
+	return rs, err
 }
 
 func (b backend) SetLinkState(ctx context.Context, peer, state string) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/ringstore"
 	"github.com/qrelay/qrelay/supply"
 )
@@ -103,10 +104,13 @@ func (k keyService) EncKeys(ctx context.Context, req supply.EncRequest) ([]suppl
 	}
 	n.took(remote, len(keys))
 	out := make([]supply.Key, len(keys))
+	ids := make([]ringstore.KeyID, len(keys))
 	size := k.keySize() / 8
 	for i, key := range keys {
 		out[i] = supply.Key{ID: key.ID.String(), Bytes: key.Bytes[:size]}
+		ids[i] = key.ID
 	}
+	n.audit.KeysHanded(remote, req.Master, audit.RoleMaster, ids)
 	return out, nil
 }
 
@@ -185,6 +189,7 @@ func (k keyService) DecKeys(ctx context.Context, req supply.DecRequest) ([]suppl
 	case err != nil:
 		return nil, err
 	}
+	n.audit.KeysHanded(remote, req.Slave, audit.RoleSlave, ids)
 	out := make([]supply.Key, len(keys))
 	size := k.keySize() / 8
 	for i, key := range keys {

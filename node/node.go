@@ -25,6 +25,7 @@ import (
 	"github.com/qrelay/qrelay/controlplane"
 	"github.com/qrelay/qrelay/dataplane/kmlink"
 	"github.com/qrelay/qrelay/dataplane/relay"
+	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/ringstore"
 	"github.com/qrelay/qrelay/wgkey"
 	"golang.zx2c4.com/wireguard/wgctrl"
@@ -55,6 +56,7 @@ type Node struct {
 	started time.Time
 
 	meta   *ringstore.Meta // durable mode only
+	audit  *audit.Log      // in meta in durable mode, in memory otherwise
 	links  []*nodeLink     // sorted by peer
 	byPeer map[string]*nodeLink
 	sink   *poolSet
@@ -128,6 +130,9 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 		if n.meta, err = ringstore.OpenMeta(filepath.Join(cfg.Storage.Dir, "meta")); err != nil {
 			return nil, fmt.Errorf("storage.dir: opening the metadata store: %w", err)
 		}
+	}
+	if n.audit, err = audit.Open(audit.Config{Meta: n.meta, Window: cfg.Audit.Window, Retention: cfg.Audit.Retention, Logger: n.log}); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
 	}
 	n.sink = newPoolSet(cfg.Node.ID, n.openPool)
 	n.assigner = newAssigner(n)
@@ -219,6 +224,11 @@ func (n *Node) Addr() net.Addr { return n.tr.Addr() }
 
 // ID is the node's ID.
 func (n *Node) ID() string { return n.cfg.Node.ID }
+
+// Audit is the node's audit record: pad ranges appended, used and burnt
+// per link, and key IDs handed to SAEs. The node records the hand-outs;
+// the relay engine is to be given it for the pad ranges.
+func (n *Node) Audit() *audit.Log { return n.audit }
 
 // Relay relays keys end to end to node dst now, as an operator's test
 // of the path or a warm-up of the pools, and reports what it achieved.
@@ -312,6 +322,12 @@ func (n *Node) closeAll() error {
 				errs = append(errs, fmt.Errorf("closing the %s pool for %s: %w", pe.role, pe.remote, err))
 			}
 		}
+	}
+	// The audit record last but the metadata store it is written to:
+	// whatever the engine, the links and the pools record while stopping
+	// is flushed.
+	if n.audit != nil {
+		errs = append(errs, n.audit.Close())
 	}
 	if n.meta != nil {
 		errs = append(errs, n.meta.Close())

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -270,15 +271,18 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 				if len(keys[0].Bytes) < StreamKeySize {
 					err = fmt.Errorf("pool keys of %d bytes: a stream key needs %d (pools.slot_size)", len(keys[0].Bytes), StreamKeySize)
 				}
+				var ids []ringstore.KeyID
 				for i, k := range keys {
 					if err == nil {
 						sk := &streamKey{id: k.ID}
 						copy(sk.key[:], k.Bytes)
 						s.keys[missing[i]] = sk
+						ids = append(ids, k.ID)
 					}
 					clear(k.Bytes)
 				}
 				s.n.took(s.remote, len(keys))
+				s.n.audit.KeysHanded(s.remote, s.name, audit.RoleStream, ids)
 			}
 		}
 		if errors.Is(err, ringstore.ErrPoolEmpty) {
@@ -306,8 +310,10 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 func (s *KeyStream) apply(es []streamEntry) []streamAck {
 	p, perr := s.n.sink.pool(s.remote, roleIn)
 	acks := make([]streamAck, 0, len(es))
+	var held []ringstore.KeyID // taken out of the pool for the stream
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.n.audit.KeysHanded(s.remote, s.name, audit.RoleStream, held) }()
 	for _, e := range es {
 		ack := streamAck{index: e.index}
 		switch k := s.keys[e.index]; {
@@ -344,6 +350,7 @@ func (s *KeyStream) apply(es []streamEntry) []streamAck {
 				clear(k.key[:]) // the owner chose again
 			}
 			s.keys[e.index] = sk
+			held = append(held, e.id)
 		}
 		acks = append(acks, ack)
 	}
