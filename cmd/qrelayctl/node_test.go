@@ -18,14 +18,16 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/pki"
 )
 
 // fakeBackend is a node with two links, routes, one advert, one pool, no
 // flows and three WireGuard tunnels.
 type fakeBackend struct {
-	mu  sync.Mutex
-	set []string // "peer state" of each SetLinkState
+	mu      sync.Mutex
+	set     []string      // "peer state" of each SetLinkState
+	queries []audit.Query // of each Audit
 }
 
 var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -84,6 +86,27 @@ func (*fakeBackend) Adverts(context.Context) ([]adminapi.Advert, error) { return
 func (*fakeBackend) Pools(context.Context) ([]adminapi.Pool, error)     { return fakePools, nil }
 func (*fakeBackend) Flows(context.Context) ([]adminapi.Flow, error)     { return nil, nil }
 func (*fakeBackend) Tunnels(context.Context) ([]adminapi.Tunnel, error) { return fakeTunnels, nil }
+
+var fakeRecords = []audit.Record{
+	{Time: t0, Kind: audit.KindPadAppended, Peer: "node-b", Dir: audit.DirMasterToSlave, From: 0, To: 65536, Block: "blk-1"},
+	{Time: t0.Add(time.Second), Kind: audit.KindPadUsed, Peer: "node-b", Dir: audit.DirMasterToSlave, Side: audit.SideTx, From: 0, To: 4096},
+	{Time: t0.Add(2 * time.Second), Kind: audit.KindPadBurnt, Peer: "node-b", Dir: audit.DirSlaveToMaster, Side: audit.SideRx, From: 1 << 20, To: 3 << 20, Reason: audit.ReasonSync},
+	{Time: t0.Add(3 * time.Second), Kind: audit.KindKeys, Remote: "node-d", SAE: "sae-1", Role: audit.RoleMaster,
+		KeyIDs: []string{"e18ba9a8-8d35-5c2c-9b2b-48ebbcfafd0c", "26f7603b-464e-5118-a8ee-4d49d6a5d9aa", "0b0e5a39-0b6f-5d0c-8d2e-7a6c5f0b9a11"}},
+	{Time: t0.Add(4 * time.Second), Kind: audit.KindKeys, Remote: "node-d", SAE: "dc1-dc2", Role: audit.RoleStream,
+		KeyIDs: []string{"26f7603b-464e-5118-a8ee-4d49d6a5d9aa"}},
+}
+
+// Audit serves the fake records, at most the query's limit of them.
+func (f *fakeBackend) Audit(_ context.Context, q audit.Query) ([]audit.Record, error) {
+	f.mu.Lock()
+	f.queries = append(f.queries, q)
+	f.mu.Unlock()
+	if q.Limit > 0 && q.Limit < len(fakeRecords) {
+		return fakeRecords[:q.Limit], nil
+	}
+	return fakeRecords, nil
+}
 
 func (f *fakeBackend) SetLinkState(_ context.Context, peer, state string) error {
 	if peer != "node-b" && peer != "node-c" {
@@ -353,7 +376,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"status", "links", "routes", "adverts", "pools", "flows", "tunnels", "drain", "enable", "state", "relay", "pki"} {
+	for _, cmd := range []string{"status", "links", "routes", "adverts", "pools", "flows", "tunnels", "audit", "drain", "enable", "state", "relay", "pki"} {
 		code, out, errOut := run(t, cmd, "-h")
 		if code != 0 || !strings.HasPrefix(out, "usage: qrelayctl "+cmd) || errOut != "" {
 			t.Errorf("qrelayctl %s -h: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)

@@ -15,6 +15,7 @@
 //	POST /v1/links/{peer}/state  {"state": "out_of_service"} → 204
 //	POST /v1/relay               RelayRequest → RelayResult (a Backend that is a Relayer)
 //	GET  /v1/pools/{remote}/digest  PoolDigest (a Backend that is a Relayer)
+//	GET  /v1/audit?kind=&peer=&since=&limit=  []audit.Record, oldest first
 //
 // Only operator certificates (pki.Operator, URI SAN "qrelay:operator:<id>")
 // may use it: a node's or an SAE's certificate is refused with 403. Errors
@@ -36,6 +37,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/qrelay/qrelay/internal/audit"
 )
 
 // Backend is what a node shows and lets operators change. The daemon
@@ -47,6 +50,10 @@ type Backend interface {
 	Adverts(ctx context.Context) ([]Advert, error) // the link-state database
 	Pools(ctx context.Context) ([]Pool, error)
 	Flows(ctx context.Context) ([]Flow, error)
+	// Audit returns the node's audit records q selects (see
+	// audit.Log.Query; the handler checks q's fields first). An error
+	// wrapping ErrBadRequest is a query the log refuses.
+	Audit(ctx context.Context, q audit.Query) ([]audit.Record, error)
 	// SetLinkState sets the component state of the link to peer; state is
 	// one of States (the handler checks it first). It returns an error
 	// wrapping ErrNotFound for a peer with no link, ErrBadRequest for a state

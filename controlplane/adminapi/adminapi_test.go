@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/pki"
 )
 
@@ -37,10 +38,12 @@ type fakeBackend struct {
 	pools   []Pool
 	flows   []Flow
 	tunnels []Tunnel
+	records []audit.Record
 	fail    map[string]error
 
-	mu  sync.Mutex
-	set []string // "operator peer state" of each SetLinkState call
+	mu      sync.Mutex
+	set     []string      // "operator peer state" of each SetLinkState call
+	queries []audit.Query // of each Audit call
 }
 
 var _ Backend = (*fakeBackend)(nil)

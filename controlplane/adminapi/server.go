@@ -63,9 +63,10 @@ func NewHandler(b Backend, logger *slog.Logger) http.Handler {
 	h.mux.HandleFunc("/v1/links/{peer}/state", h.setLinkState)
 	h.mux.HandleFunc("/v1/relay", h.relay)
 	h.mux.HandleFunc("/v1/pools/{remote}/digest", h.poolDigest)
+	h.mux.HandleFunc("/v1/audit", h.audit)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, fmt.Sprintf("no route %s", r.URL.Path),
-			"routes: GET /v1/status, /v1/links, /v1/routes, /v1/adverts, /v1/pools, /v1/flows, /v1/tunnels; POST /v1/links/{peer}/state, POST /v1/relay, GET /v1/pools/{remote}/digest")
+			"routes: GET /v1/status, /v1/links, /v1/routes, /v1/adverts, /v1/pools, /v1/flows, /v1/tunnels; POST /v1/links/{peer}/state, POST /v1/relay, GET /v1/pools/{remote}/digest, GET /v1/audit?kind=&peer=&since=&limit=")
 	})
 	return h
 }
