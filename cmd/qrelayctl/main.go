@@ -2,9 +2,9 @@
 //
 // version says what this build will run on this machine (notably the
 // one-time-pad XOR kernel). pki makes a lab PKI: a CA and certificates for
-// nodes, SAEs and operators. status, links, routes, adverts, pools, flows
-// and tunnels show a node through its admin API (HTTPS with an operator
-// certificate); drain, enable and state change the component state of its
+// nodes, SAEs and operators. status, links, routes, adverts, pools, flows,
+// tunnels and audit show a node through its admin API (HTTPS with an
+// operator certificate); drain, enable and state change the component state of its
 // links; relay relays keys on request. demo starts a three-node network on
 // this machine with an SAE pair over ETSI 014, its nodes running as
 // `qrelayctl daemon` (the same code as qrelayd). Run
@@ -35,6 +35,7 @@ var commands = []command{
 	{"pools", "show a node's end-to-end key pools", poolsCmd.run},
 	{"flows", "show the relay flows a node sources", flowsCmd.run},
 	{"tunnels", "show a node's WireGuard tunnels and the rotation of their preshared keys", tunnelsCmd.run},
+	{"audit", "show a node's audit record: pad used and burnt per link, key IDs handed to SAEs", runAudit},
 	{"drain", "take a link out of service (drain <peer>)", drainCmd.run},
 	{"enable", "put a link back in service (enable <peer>)", enableCmd.run},
 	{"state", "set a link's component state (state <peer> <state>)", stateCmd.run},
