@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/internal/audit"
+	"github.com/qrelay/qrelay/ringstore"
 )
 
 // keyIDsHanded is every key ID node n's audit record shows handed to sae
@@ -92,14 +93,27 @@ func TestAuditKeyStream(t *testing.T) {
 }
 
 // TestAuditMemoryMode: a node in memory mode keeps its audit record in
-// memory.
+// memory, and /metrics counts its records.
 func TestAuditMemoryMode(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{nodeExtra: func(string) string { return "audit: {window: 1000}\n" }})
-	l := c.nodes["a"].Audit()
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{
+		extra:     "api: {metrics: {listen: \"127.0.0.1:0\"}}\n",
+		nodeExtra: func(string) string { return "audit: {window: 1000}\n" }})
+	n := c.nodes["a"]
+	l := n.Audit()
 	if l == nil || l.Durable() {
 		t.Fatal("a memory-mode node has no audit record in memory")
 	}
-	if _, err := l.Query(audit.Query{}); err != nil {
-		t.Fatal(err)
+	l.KeysHanded("b", "sae-a", audit.RoleMaster, []ringstore.KeyID{ringstore.DeriveKeyID("a", "b", 1, 1)})
+	if rs, err := l.Query(audit.Query{Kind: audit.KindKeys}); err != nil || len(rs) != 1 {
+		t.Fatalf("query: %v, %v", rs, err)
+	}
+	m := scrapeSeries(t, n)
+	for series, want := range map[string]float64{
+		`qrelay_audit_records_total{event="written"}`: 1, `qrelay_audit_records_total{event="lost"}`: 0,
+		`qrelay_audit_records_total{event="dropped"}`: 0, `qrelay_audit_errors_total`: 0, `qrelay_audit_pending_records`: 0,
+	} {
+		if v, ok := m[series]; !ok || v != want {
+			t.Errorf("%s = %v (%v); want %v", series, v, ok, want)
+		}
 	}
 }

@@ -154,6 +154,9 @@ var (
 	dWGLastRotation  = desc("qrelay_wireguard_last_rotation_timestamp_seconds", "Unix time a stream key was last installed as the tunnel's preshared key; absent until one is.", "interface", "tunnel")
 	dWGLastHandshake = desc("qrelay_wireguard_last_handshake_timestamp_seconds", "Unix time of the peer's last handshake, as last read from the interface; absent until one is seen.", "interface", "tunnel")
 	dWGFailedClosed  = desc("qrelay_wireguard_failed_closed", "1 while the tunnel's preshared key is a random one because its epoch's key did not come: no new session until one does.", "interface", "tunnel")
+	dAuditCounters   = desc("qrelay_audit_records_total", "Audit records since start, by what became of them: written (to the metadata store or the memory window), coalesced (pad ranges merged into the record before), dropped (pushed out of the memory window), lost (never kept: the buffer was full or the store failing), pruned (deleted after audit.retention).", "event")
+	dAuditErrors     = desc("qrelay_audit_errors_total", "Failed writes and deletions of audit records since start.")
+	dAuditPending    = desc("qrelay_audit_pending_records", "Audit records waiting to be flushed.")
 	dStreamHeld      = desc("qrelay_stream_keys_held", "Keys a key stream holds for indices not yet released, by stream and the node it is shared with.", "stream", "remote")
 )
 
@@ -161,7 +164,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dLinkUp, dLinkUsable, dLinkCost, dLinkState, dPadStock, dPadCapacity, dPadLow, dPadFill, dPadConsume,
 		dPadAppended, dPadReserved, dPadZeroised, dQKDUp, dQBER, dSKR, dPoolKeys, dPoolCap, dPoolAdded, dPoolTaken, dPoolExpired,
 		dRelayCounters, dPadMAC, dRelayPending, dCtlCounters, dRoutes,
-		dWGRotations, dWGFailures, dWGEpoch, dWGLastRotation, dWGLastHandshake, dWGFailedClosed, dStreamHeld} {
+		dWGRotations, dWGFailures, dWGEpoch, dWGLastRotation, dWGLastHandshake, dWGFailedClosed, dStreamHeld,
+		dAuditCounters, dAuditErrors, dAuditPending} {
 		ch <- d
 	}
 }
@@ -267,6 +271,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range n.streams {
 		gauge(dStreamHeld, float64(s.Stats().Held), s.Name(), s.Remote())
 	}
+	as := n.audit.Stats()
+	for _, e := range []struct {
+		name string
+		v    uint64
+	}{
+		{"written", as.Records}, {"coalesced", as.Coalesced}, {"dropped", as.Dropped}, {"lost", as.Lost}, {"pruned", as.Pruned},
+	} {
+		counter(dAuditCounters, float64(e.v), e.name)
+	}
+	counter(dAuditErrors, float64(as.Errors))
+	gauge(dAuditPending, float64(as.Pending))
 }
 
 // unixSeconds is t as Unix time in seconds, to the microsecond.
