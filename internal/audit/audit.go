@@ -147,8 +147,9 @@ type Log struct {
 	head   int          // index of the oldest record once it is full
 }
 
-// Open starts a Log. In durable mode it first deletes records older than
-// Retention.
+// Open starts a Log. In durable mode its flusher first deletes records
+// older than Retention, in the background: a node that was down for long
+// starts without waiting for that.
 func Open(cfg Config) (*Log, error) {
 	switch {
 	case cfg.Window < 0:
@@ -187,9 +188,6 @@ func Open(cfg Config) (*Log, error) {
 		if cfg.wrap != nil {
 			l.db = cfg.wrap(l.db)
 		}
-		if err := l.prune(); err != nil {
-			return nil, err
-		}
 	}
 	go l.flusher()
 	return l, nil
@@ -207,8 +205,12 @@ func (l *Log) flusher() {
 	defer close(l.done)
 	t := time.NewTicker(l.cfg.FlushEvery)
 	defer t.Stop()
-	pruned := time.Now() // by Open
+	var pruned time.Time
 	for {
+		if l.db != nil && time.Since(pruned) >= l.pruneEvery() {
+			pruned = time.Now()
+			l.prune() // failures are counted and logged
+		}
 		select {
 		case <-l.stop:
 			return
@@ -216,10 +218,6 @@ func (l *Log) flusher() {
 		case <-l.wake:
 		}
 		l.Flush() // failures are counted and logged
-		if l.db != nil && time.Since(pruned) >= l.pruneEvery() {
-			pruned = time.Now()
-			l.prune()
-		}
 	}
 }
 

@@ -326,7 +326,7 @@ func TestDurableReopen(t *testing.T) {
 }
 
 // TestRetention: a durable log deletes records older than Retention, at
-// Open and as it runs, in batches.
+// start and as it runs, in batches.
 func TestRetention(t *testing.T) {
 	dir := t.TempDir()
 	clk := newClock()
@@ -346,6 +346,7 @@ func TestRetention(t *testing.T) {
 
 	clk.add(22*time.Hour + 30*time.Minute) // the first batch is older than a day
 	l = open(t, true, clk, Config{Meta: m, Retention: 24 * time.Hour})
+	waitFor(t, "the deletion at start", func() bool { return l.Stats().Pruned == uint64(n) })
 	rs := query(t, l, Query{})
 	sameRecords(t, "after the retention", rs, []Record{
 		used("b", s2m, SideTx, 0, 10, t0.Add(time.Hour)),

@@ -124,7 +124,7 @@ func indexHex(c byte) int {
 const pruneBatch = 10 * txnEntries
 
 // prune deletes durable records older than Retention, oldest first, in
-// batches.
+// batches, until none is left or the log is closing.
 func (l *Log) prune() error {
 	cutoff := string(recKey(nil, max(0, l.now().Add(-l.cfg.Retention).UnixNano()), 0))
 	for {
@@ -164,6 +164,11 @@ func (l *Log) prune() error {
 		}
 		if !more {
 			return nil
+		}
+		select {
+		case <-l.stop: // Close waits for the flusher, which prunes
+			return nil
+		default:
 		}
 	}
 }
