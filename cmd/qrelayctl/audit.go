@@ -121,9 +121,13 @@ func showAudit(w io.Writer, rs []audit.Record, limit int) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(rs) == limit {
+	ids := 0
+	for _, r := range rs {
+		ids += len(r.KeyIDs)
+	}
+	if len(rs) == limit || ids >= audit.MaxKeyIDs {
 		last := rs[len(rs)-1].Time.Format(time.RFC3339Nano)
-		_, err := fmt.Fprintf(w, "(the first %d records; more may follow: --since %s, or a higher --limit)\n", limit, last)
+		_, err := fmt.Fprintf(w, "(the first %d records; more may follow: --since %s, or a higher --limit)\n", len(rs), last)
 		return err
 	}
 	return nil

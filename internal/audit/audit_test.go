@@ -445,6 +445,21 @@ func TestQuery(t *testing.T) {
 	})
 }
 
+// TestQueryKeyIDBound: a query ends once its records hold MaxKeyIDs key
+// IDs.
+func TestQueryKeyIDBound(t *testing.T) {
+	modes(t, func(t *testing.T, durable bool) {
+		l := open(t, durable, newClock(), Config{})
+		ids := keyIDs(0, maxIDsPerRecord)
+		for range MaxKeyIDs/maxIDsPerRecord + 3 {
+			l.KeysHanded("b", "sae-1", RoleMaster, ids)
+		}
+		if rs := query(t, l, Query{}); len(rs) != MaxKeyIDs/maxIDsPerRecord {
+			t.Errorf("%d records; want %d, holding %d key IDs", len(rs), MaxKeyIDs/maxIDsPerRecord, MaxKeyIDs)
+		}
+	})
+}
+
 // TestSincePrefixes: the prefixes cover, in order, exactly the keys at
 // or after a time.
 func TestSincePrefixes(t *testing.T) {

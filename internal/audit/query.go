@@ -11,7 +11,8 @@ import (
 var errStop = errors.New("stop")
 
 // Query returns the records q selects, oldest first, unflushed ones
-// included (it flushes first). A damaged stored record fails the query
+// included (it flushes first): q.Limit of them, or fewer once they hold
+// MaxKeyIDs key IDs. A damaged stored record fails the query
 // with an error naming its key.
 func (l *Log) Query(q Query) ([]Record, error) {
 	if l == nil {
@@ -33,11 +34,12 @@ func (l *Log) queryRing(q Query) []Record {
 	l.ringMu.RLock()
 	defer l.ringMu.RUnlock()
 	out := []Record{}
+	ids := 0
 	for i := range l.ringN {
 		e := l.ringAt(i)
 		if q.match(e) {
 			out = append(out, e.record())
-			if len(out) == q.Limit {
+			if ids += len(e.ids); len(out) == q.Limit || ids >= MaxKeyIDs {
 				break
 			}
 		}
@@ -47,6 +49,7 @@ func (l *Log) queryRing(q Query) []Record {
 
 func (l *Log) queryStore(q Query) ([]Record, error) {
 	out := []Record{}
+	ids := 0
 	var since int64
 	if !q.Since.IsZero() {
 		since = max(0, q.Since.UnixNano())
@@ -59,7 +62,7 @@ func (l *Log) queryStore(q Query) ([]Record, error) {
 			}
 			if q.match(&e) {
 				out = append(out, e.record())
-				if len(out) == q.Limit {
+				if ids += len(e.ids); len(out) == q.Limit || ids >= MaxKeyIDs {
 					return errStop
 				}
 			}

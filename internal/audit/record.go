@@ -187,10 +187,13 @@ type Query struct {
 	Limit int       // at most this many, oldest first: 0 is DefaultLimit, at most MaxLimit
 }
 
-// Limits of a Query.
+// Limits of a Query. A query also ends once the records it returns hold
+// MaxKeyIDs key IDs (about 20 MiB of JSON): ask again from the last
+// record's time for more.
 const (
 	DefaultLimit = 1000
 	MaxLimit     = 100000
+	MaxKeyIDs    = 1 << 19
 )
 
 // ErrBadQuery is wrapped by the errors of a Query that asks for what
