@@ -151,6 +151,7 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 		CompletionTimeout: cfg.KM.CompletionTimeout,
 		Control:           n.control,
 		Routed:            func(src string, kind uint16, p []byte) { n.assigner.routed(src, kind, p) },
+		Audit:             n.audit,
 		Logger:            log,
 	})
 	if err != nil {
@@ -227,7 +228,7 @@ func (n *Node) ID() string { return n.cfg.Node.ID }
 
 // Audit is the node's audit record: pad ranges appended, used and burnt
 // per link, and key IDs handed to SAEs. The node records the hand-outs;
-// the relay engine is to be given it for the pad ranges.
+// the relay engine records the pad ranges.
 func (n *Node) Audit() *audit.Log { return n.audit }
 
 // Relay relays keys end to end to node dst now, as an operator's test

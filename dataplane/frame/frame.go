@@ -102,8 +102,11 @@ const FlagQKDKey uint16 = 1
 
 // flagMask returns the flags a frame of type t may carry.
 func flagMask(t Type) uint16 {
-	if t == TypeRelay {
+	switch t {
+	case TypeRelay:
 		return FlagQKDKey
+	case TypeSync:
+		return FlagFresh
 	}
 	return 0
 }

@@ -46,6 +46,7 @@ func boundaryFrames(big bool) []namedFrame {
 		{"discard max", Discard{Count: MaxKeys, Flow: math.MaxUint64, FirstSeq: math.MaxUint64, Src: maxSrc, Dst: maxDst}},
 		{"control empty", Control{}},
 		{"sync zero", Sync{}},
+		{"sync fresh", Sync{Fresh: true}},
 		{"sync equal", Sync{Used: [2]uint64{7, math.MaxUint64}, Head: [2]uint64{7, math.MaxUint64}}},
 		{"sync max", Sync{Used: [2]uint64{math.MaxUint64 - 1, 0}, Head: [2]uint64{math.MaxUint64, math.MaxUint64}}},
 		{"sync agree zero", SyncAgree{}},
@@ -209,7 +210,8 @@ func TestParseRejects(t *testing.T) {
 		{"ASSIGN_ACK", put16(2, 0x100), TypeAssignAck, "flags", 2, "want 0"},
 		{"DISCARD", put16(2, 4), TypeDiscard, "flags", 2, "want 0"},
 		{"CONTROL", put16(2, 1), TypeControl, "flags", 2, "want 0"},
-		{"SYNC", put16(2, 1), TypeSync, "flags", 2, "want 0"},
+		{"SYNC", put16(2, 1), TypeSync, "", 0, ""}, // FRESH
+		{"SYNC", put16(2, 2), TypeSync, "flags", 2, "0x0002, want only bits 0x0001"},
 		{"SYNC_AGREE", put16(2, 0x8000), TypeSyncAgree, "flags", 2, "0x8000, want 0 (no flags defined)"},
 		{"RELAY", put32(4, 73), TypeRelay, "length", 4, "73, but only 72 bytes follow the prefix (truncated frame)"},
 		{"RELAY", put32(4, 71), TypeRelay, "length", 4, "71, but 72 bytes follow the prefix (trailing bytes)"},

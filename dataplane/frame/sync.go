@@ -32,9 +32,10 @@ func checkPositions(t Type, lowName, highName string, low, high [2]uint64) *Erro
 	return nil
 }
 
-// appendPositions appends a frame of type t with the positions low and high.
-func appendPositions(dst []byte, t Type, low, high [2]uint64) []byte {
-	dst = appendPrefix(dst, t, 0, positionsLen)
+// appendPositions appends a frame of type t with the flags and the
+// positions low and high.
+func appendPositions(dst []byte, t Type, flags uint16, low, high [2]uint64) []byte {
+	dst = appendPrefix(dst, t, flags, positionsLen)
 	for d := range low {
 		dst = binary.BigEndian.AppendUint64(dst, low[d])
 		dst = binary.BigEndian.AppendUint64(dst, high[d])
@@ -43,17 +44,24 @@ func appendPositions(dst []byte, t Type, low, high [2]uint64) []byte {
 }
 
 // parsePositions parses the whole frame b of type t.
-func parsePositions(b []byte, t Type, lowName, highName string) (low, high [2]uint64, err *Error) {
-	if _, err := parseFrame(b, t); err != nil {
-		return low, high, err
+func parsePositions(b []byte, t Type, lowName, highName string) (flags uint16, low, high [2]uint64, err *Error) {
+	p, err := parseFrame(b, t)
+	if err != nil {
+		return 0, low, high, err
 	}
+	flags = p.Flags
 	for d := DirMasterToSlave; d <= DirSlaveToMaster; d++ {
 		lo, hi := positionsOff(d)
 		low[d] = binary.BigEndian.Uint64(b[lo:])
 		high[d] = binary.BigEndian.Uint64(b[hi:])
 	}
-	return low, high, checkPositions(t, lowName, highName, low, high)
+	return flags, low, high, checkPositions(t, lowName, highName, low, high)
 }
+
+// FlagFresh is the SYNC flag saying that the slave holds no record of the
+// pad it used before this connection: its pads are new (a restart in
+// memory mode, or durable state made anew).
+const FlagFresh uint16 = 1
 
 // Sync is a SYNC frame: the slave tells the master, first on its control
 // stream of every connection, the state of its pad in each direction
@@ -65,6 +73,10 @@ type Sync struct {
 	Used [2]uint64
 	// Head is, per direction, the end of the pad the slave holds; at least Used.
 	Head [2]uint64
+	// Fresh (flag FlagFresh): the slave's pads are new, so it cannot say
+	// what it used before; the master then moves both directions beyond
+	// every position either end may have used.
+	Fresh bool
 }
 
 // FrameLen returns the length of the whole frame.
@@ -76,14 +88,18 @@ func AppendSync(dst []byte, s *Sync) ([]byte, error) {
 	if err := checkPositions(TypeSync, "used", "head", s.Used, s.Head); err != nil {
 		return dst, err
 	}
-	return appendPositions(dst, TypeSync, s.Used, s.Head), nil
+	var flags uint16
+	if s.Fresh {
+		flags = FlagFresh
+	}
+	return appendPositions(dst, TypeSync, flags, s.Used, s.Head), nil
 }
 
 // ParseSync parses the whole SYNC frame b, prefix included.
 func ParseSync(b []byte) (Sync, error) {
-	used, head, err := parsePositions(b, TypeSync, "used", "head")
+	flags, used, head, err := parsePositions(b, TypeSync, "used", "head")
 	if err != nil {
 		return Sync{}, err
 	}
-	return Sync{Used: used, Head: head}, nil
+	return Sync{Used: used, Head: head, Fresh: flags&FlagFresh != 0}, nil
 }

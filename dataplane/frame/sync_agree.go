@@ -20,12 +20,12 @@ func AppendSyncAgree(dst []byte, s *SyncAgree) ([]byte, error) {
 	if err := checkPositions(TypeSyncAgree, "from", "to", s.From, s.To); err != nil {
 		return dst, err
 	}
-	return appendPositions(dst, TypeSyncAgree, s.From, s.To), nil
+	return appendPositions(dst, TypeSyncAgree, 0, s.From, s.To), nil
 }
 
 // ParseSyncAgree parses the whole SYNC_AGREE frame b, prefix included.
 func ParseSyncAgree(b []byte) (SyncAgree, error) {
-	from, to, err := parsePositions(b, TypeSyncAgree, "from", "to")
+	_, from, to, err := parsePositions(b, TypeSyncAgree, "from", "to")
 	if err != nil {
 		return SyncAgree{}, err
 	}

@@ -109,8 +109,35 @@ type Config struct {
 	// Routed receives the messages other nodes sent to this one with
 	// SendRouted: src is the node that sent it. Same rules as Control.
 	Routed func(src string, kind uint16, payload []byte)
+	// Audit, if set, is told of every pad range the engine appends, uses
+	// or burns (DESIGN.md, invariant 8; internal/audit implements it).
+	Audit  PadAudit
 	Logger *slog.Logger
 }
+
+// PadAudit records what happens to the pads of the engine's links. dir is
+// the link direction (frame.Dir), tx whether this end sends under it. It
+// is called on the relay's hot paths: it must batch, and never block.
+type PadAudit interface {
+	PadAppended(peer string, dir uint8, pos uint64, size int, block string)
+	PadUsed(peer string, dir uint8, tx bool, pos, end uint64)
+	PadBurnt(peer string, dir uint8, tx bool, pos, end uint64, reason string)
+}
+
+// Burn reasons given to PadAudit.
+const (
+	burnSync   = "sync"    // below an agreement's from
+	burnDrop   = "drop"    // beyond an agreement's to
+	burnGap    = "gap"     // skipped for a frame that never came
+	burnBadTag = "bad-tag" // consumed by a frame whose tag failed
+)
+
+// noAudit is the PadAudit of an engine without one.
+type noAudit struct{}
+
+func (noAudit) PadAppended(string, uint8, uint64, int, string)       {}
+func (noAudit) PadUsed(string, uint8, bool, uint64, uint64)          {}
+func (noAudit) PadBurnt(string, uint8, bool, uint64, uint64, string) {}
 
 // ControlKindMin is the first CONTROL frame kind that belongs to the
 // control plane; kinds below it are the relay engine's own.
@@ -216,6 +243,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Audit == nil {
+		cfg.Audit = noAudit{}
+	}
 	e := &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeID),
@@ -266,11 +296,11 @@ func (e *Engine) AppendPad(peer string, tx bool, b ringstore.Block) error {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if tx {
-		err := l.tx.Append(b)
+		err := l.appendBlock(l.tx, b)
 		l.txNotify()
 		return err
 	}
-	err := l.rx.Append(b)
+	err := l.appendBlock(l.rx, b)
 	l.rxw.notify()
 	return err
 }

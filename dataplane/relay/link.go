@@ -49,6 +49,9 @@ type link struct {
 	// ASSIGN_ACK to the link's keeper goroutine (keepMaster or keepSlave),
 	// which alone appends to the rings and owns the assignment state.
 	ctlIn chan ctlMsg
+	// agreed is set by the keeper once an agreement has moved the pads in
+	// this process (see padState).
+	agreed bool
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -127,6 +130,7 @@ func newLink(e *Engine, lc LinkConfig) *link {
 		ctlIn:     make(chan ctlMsg, 256),
 		done:      make(chan struct{}),
 	}
+	l.rxw.burn = func(g ringstore.Range) { l.burnt(l.rx, g.Pos, g.Pos+uint64(len(g.Bytes)), burnGap) }
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -140,6 +144,40 @@ func newLink(e *Engine, lc LinkConfig) *link {
 }
 
 func (l *link) close() { l.closeOnce.Do(func() { close(l.done) }) }
+
+// ringDir is the link direction ring r (l.tx or l.rx) serves, and whether
+// this end sends under it.
+func (l *link) ringDir(r *ringstore.PadRing) (uint8, bool) {
+	txd, rxd := l.dirs()
+	if r == l.tx {
+		return uint8(txd), true
+	}
+	return uint8(rxd), false
+}
+
+// appendBlock appends b to r, which is l.tx or l.rx, and records it.
+func (l *link) appendBlock(r *ringstore.PadRing, b ringstore.Block) error {
+	pos := r.Stats().Head
+	if err := r.Append(b); err != nil {
+		return err
+	}
+	d, _ := l.ringDir(r)
+	l.e.cfg.Audit.PadAppended(l.peer, d, pos, len(b.Data), b.ID)
+	return nil
+}
+
+// used and burnt record a pad range of r (l.tx or l.rx).
+func (l *link) used(r *ringstore.PadRing, pos, end uint64) {
+	d, tx := l.ringDir(r)
+	l.e.cfg.Audit.PadUsed(l.peer, d, tx, pos, end)
+}
+
+func (l *link) burnt(r *ringstore.PadRing, pos, end uint64, reason string) {
+	if end > pos {
+		d, tx := l.ringDir(r)
+		l.e.cfg.Audit.PadBurnt(l.peer, d, tx, pos, end, reason)
+	}
+}
 
 func (l *link) txNotify() {
 	l.mu.Lock()

@@ -18,6 +18,7 @@ import (
 	"github.com/qrelay/qrelay/dataplane/kmlink"
 	"github.com/qrelay/qrelay/dataplane/qkd"
 	"github.com/qrelay/qrelay/dataplane/qkdsim"
+	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/ringstore"
 )
@@ -40,6 +41,7 @@ type testNode struct {
 	addr  string // where its transport listens, kept across restarts
 	dir   string // durable mode: its rings and metadata
 	meta  *ringstore.Meta
+	audit *audit.Log // kept across restarts: the node's whole history
 	eng   *Engine
 	tr    *kmlink.Transport
 	sink  *PoolSink
@@ -102,6 +104,10 @@ func newTestNet(t testing.TB, ids []string, edges [][2]string, routes map[string
 	n := &testNet{t: t, ca: ca, log: testLogger(), o: o, ids: ids, edges: edges, routes: routes, nodes: map[string]*testNode{}}
 	for _, id := range ids {
 		nd := &testNode{id: id, addr: "127.0.0.1:0"}
+		var err error
+		if nd.audit, err = audit.Open(audit.Config{Window: 1 << 22}); err != nil {
+			t.Fatal(err)
+		}
 		if o.durable {
 			nd.dir = t.TempDir() // before the Cleanup below, which must run first
 		}
@@ -155,7 +161,7 @@ func (n *testNet) start(nd *testNode) {
 		}
 		sink = nd.sink
 	}
-	cfg := Config{NodeID: nd.id, Routes: n.routes[nd.id], Sink: sink, Logger: n.log, CompletionTimeout: 5 * time.Second}
+	cfg := Config{NodeID: nd.id, Routes: n.routes[nd.id], Sink: sink, Logger: n.log, CompletionTimeout: 5 * time.Second, Audit: nd.audit}
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
@@ -275,6 +281,30 @@ func (n *testNet) close() {
 	}
 	for _, nd := range n.nodes {
 		n.stop(nd)
+		nd.audit.Close()
+	}
+}
+
+// checkAudit checks, from the audit records of both ends of every link,
+// that no pad position was used twice and that both ends drew the same
+// pad (audit.CheckLink).
+func (n *testNet) checkAudit(t *testing.T) {
+	t.Helper()
+	for _, e := range n.edges {
+		var recs [2][]audit.Record
+		for i, p := range [][2]string{{e[0], e[1]}, {e[1], e[0]}} {
+			r, err := n.nodes[p[0]].audit.Query(audit.Query{Peer: p[1], Limit: audit.MaxLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r) == audit.MaxLimit {
+				t.Fatalf("node %s has more than %d audit records for %s: the check would miss some", p[0], len(r), p[1])
+			}
+			recs[i] = r
+		}
+		if err := audit.CheckLink(recs[0], recs[1], e[0], e[1]); err != nil {
+			t.Errorf("audit of link %s-%s: %v", e[0], e[1], err)
+		}
 	}
 }
 

@@ -140,12 +140,14 @@ func (e *Engine) relayIn(s *session, r *frame.Relay, b []byte) {
 	defer l.rx.Release(pad)
 	auth := b[:r.HeaderLen()+p]
 	if !otp.Verify((*[otp.MACKeySize]byte)(pad.Bytes[p:p+otp.MACKeySize]), auth, r.Tag) {
+		l.burnt(l.rx, pad.Pos, pad.Pos+uint64(len(pad.Bytes)), burnBadTag)
 		e.stats.BadTags.Add(1)
 		e.stats.PadBurnt.Add(uint64(len(pad.Bytes)))
 		e.log.Warn("RELAY frame with a bad tag: dropped, its pad burnt", "peer", l.peer, "src", r.Src, "dst", r.Dst, "flow", r.Flow, "first_seq", r.FirstSeq, "pad_pos", r.PadPos)
 		e.refuse(r, frame.StatusBadTag, fmt.Sprintf("tag check failed at %s on the link from %s", e.cfg.NodeID, l.peer))
 		return
 	}
+	l.used(l.rx, pad.Pos, pad.Pos+uint64(len(pad.Bytes)))
 	e.stats.PadMACBytes.Add(otp.MACKeySize)
 	payload := b[r.HeaderLen() : r.HeaderLen()+p]
 	if r.Dst == e.cfg.NodeID {
@@ -211,6 +213,7 @@ func (e *Engine) forward(ctx context.Context, r *frame.Relay, payload, padIn []b
 		return
 	}
 	fwd.PadPos = padOut.Pos
+	out.used(out.tx, padOut.Pos, padOut.Pos+uint64(len(padOut.Bytes)))
 	p := fwd.PayloadLen()
 	b, err := frame.AppendRelayHeader(getBuf(fwd.FrameLen()), &fwd)
 	if err != nil {

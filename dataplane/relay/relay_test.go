@@ -376,6 +376,7 @@ func TestLinkKilled(t *testing.T) {
 	}
 	// And the link works again.
 	relayOK(t, n.nodes["a"].eng, "c", 2048, 32)
+	n.checkAudit(t)
 }
 
 func TestRelayArgs(t *testing.T) {

@@ -39,6 +39,8 @@ type rxWindow struct {
 	// into it waits for the pad rather than being refused.
 	pending uint64
 	arrived chan struct{} // closed and replaced when pad is appended
+	// burn, if set, is told of each gap burnt before it is released.
+	burn func(ringstore.Range)
 }
 
 var (
@@ -100,7 +102,7 @@ func (w *rxWindow) resync(from, to uint64) (uint64, error) {
 	defer w.mu.Unlock()
 	burnt := w.gapSize
 	for _, g := range w.gaps {
-		w.ring.Release(g)
+		w.burnGap(g)
 	}
 	w.gaps, w.gapSize = nil, 0
 	n, err := resyncRing(w.ring, from, to)
@@ -193,7 +195,7 @@ func (w *rxWindow) addGap(g ringstore.Range) {
 	w.gapSize += uint64(len(g.Bytes))
 	for w.gapSize > w.maxGap && len(w.gaps) > 0 {
 		w.gapSize -= uint64(len(w.gaps[0].Bytes))
-		w.ring.Release(w.gaps[0])
+		w.burnGap(w.gaps[0])
 		w.gaps = w.gaps[1:]
 	}
 }
@@ -205,10 +207,18 @@ func (w *rxWindow) dropGaps() uint64 {
 	defer w.mu.Unlock()
 	n := w.gapSize
 	for _, g := range w.gaps {
-		w.ring.Release(g)
+		w.burnGap(g)
 	}
 	w.gaps, w.gapSize = nil, 0
 	return n
+}
+
+// burnGap records and releases a gap whose frame will never come.
+func (w *rxWindow) burnGap(g ringstore.Range) {
+	if w.burn != nil {
+		w.burn(g)
+	}
+	w.ring.Release(g)
 }
 
 // sub is the part [from, to) of rg.

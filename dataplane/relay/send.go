@@ -137,6 +137,7 @@ func (e *Engine) sendFrame(ctx context.Context, dst string, flowID, seq uint64, 
 		putKeyBuf(keys)
 		return nil, err
 	}
+	l.used(l.tx, pad.Pos, pad.Pos+uint64(len(pad.Bytes)))
 	r.PadPos = pad.Pos
 	if qkdKeys {
 		copy(keys, pad.Bytes)

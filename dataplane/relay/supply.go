@@ -105,7 +105,7 @@ func (l *link) keepMaster() {
 		pending[r.dir] -= r.bytes
 		if ok {
 			for _, b := range r.blocks {
-				appendWait(ctx, ring(r.dir), b)
+				l.appendWait(ctx, ring(r.dir), b)
 			}
 			e.stats.AssignsApplied.Add(1)
 		} else {
@@ -216,9 +216,9 @@ func (l *link) keepMaster() {
 				if m.sess != cur || ready {
 					continue
 				}
-				settled, dropped := l.settle(ctx, unacked, m.sync)
+				settled, dropped, announced := l.settle(ctx, unacked, m.sync)
 				unacked, pending = nil, [2]int{}
-				if !l.agreeMaster(cur, m.sync, settled, dropped) {
+				if !l.agreeMaster(cur, m.sync, settled, dropped, announced) {
 					cur = nil
 					continue
 				}
@@ -371,7 +371,7 @@ func (l *link) applyAssign(ctx context.Context, a *frame.Assign) error {
 		}
 	}
 	for _, b := range blocks {
-		if err := appendWait(ctx, r, b); err != nil {
+		if err := l.appendWait(ctx, r, b); err != nil {
 			return err
 		}
 	}
@@ -385,10 +385,10 @@ func (l *link) applyAssign(ctx context.Context, a *frame.Assign) error {
 
 // appendWait appends b, waiting while the ring is full: consumers free
 // space as they release pad.
-func appendWait(ctx context.Context, r *ringstore.PadRing, b ringstore.Block) error {
+func (l *link) appendWait(ctx context.Context, r *ringstore.PadRing, b ringstore.Block) error {
 	var t *time.Ticker
 	for {
-		err := r.Append(b)
+		err := l.appendBlock(r, b)
 		if !errors.Is(err, ringstore.ErrRingFull) {
 			if t != nil {
 				t.Stop()

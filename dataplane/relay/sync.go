@@ -28,7 +28,10 @@ func (l *link) dirs() (tx, rx frame.Dir) {
 
 // padState is what this end holds and may have used, per direction. The
 // link must have no published session (no reservations run) and only the
-// keeper appends, so the state holds until the agreement.
+// keeper appends, so the state holds until the agreement. The pads are
+// fresh when no agreement has moved them in this process and they hold
+// nothing: this end cannot tell what it used before (a restart in memory
+// mode), or never used any.
 func (l *link) padState() frame.Sync {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
@@ -37,15 +40,27 @@ func (l *link) padState() frame.Sync {
 	st := l.tx.Stats()
 	y.Used[txd], y.Head[txd] = st.Reserved, st.Head
 	y.Used[rxd], y.Head[rxd] = l.rxw.state()
+	y.Fresh = !l.agreed && y.Used == [2]uint64{} && y.Head == [2]uint64{}
 	return y
 }
 
 // agreement computes the pad both ends keep from the two ends' states.
-func agreement(master, slave *frame.Sync) frame.SyncAgree {
+// announced is, per direction, the end of the pad the master has assigned
+// (its head, or the end of its last unacknowledged ASSIGN). When an end's
+// pads are fresh it cannot say what it used in an earlier life, so the
+// agreement starts both directions beyond every position either end may
+// have used: a sender never uses pad beyond its receiver's head (the
+// slave's, for MASTER_TO_SLAVE) or beyond what the master assigned.
+// Nothing is kept then; the fresh end holds nothing to keep.
+func agreement(master, slave *frame.Sync, announced [2]uint64) frame.SyncAgree {
 	var a frame.SyncAgree
 	for d := range a.From {
 		a.From[d] = max(master.Used[d], slave.Used[d])
 		a.To[d] = max(a.From[d], min(master.Head[d], slave.Head[d]))
+		if master.Fresh || slave.Fresh {
+			a.From[d] = max(a.From[d], master.Head[d], slave.Head[d], announced[d])
+			a.To[d] = a.From[d]
+		}
 	}
 	return a
 }
@@ -71,16 +86,21 @@ func checkAgreement(stated *frame.Sync, a *frame.SyncAgree) error {
 // slave's head covers was appended by the slave, so the master appends it
 // too; from the first that is not, every later one of its direction is
 // dropped. All their blocks are zeroised.
-func (l *link) settle(ctx context.Context, unacked []*assignRec, slave *frame.Sync) (settled, dropped int) {
+//
+// It also returns, per direction, the end of the pad assigned: the ring's
+// head or the end of the last unacknowledged ASSIGN, whichever is higher.
+func (l *link) settle(ctx context.Context, unacked []*assignRec, slave *frame.Sync) (settled, dropped int, announced [2]uint64) {
 	ring := [2]*ringstore.PadRing{l.tx, l.rx} // by direction, at the master
 	heads := [2]uint64{l.tx.Stats().Head, l.rx.Stats().Head}
+	announced = heads
 	var stop [2]bool
 	for _, r := range unacked {
 		d := r.dir
+		announced[d] = max(announced[d], r.pos+uint64(r.bytes))
 		if !stop[d] && r.pos == heads[d] && slave.Head[d] >= r.pos+uint64(r.bytes) {
 			ok := true
 			for _, b := range r.blocks {
-				if err := appendWait(ctx, ring[d], b); err != nil {
+				if err := l.appendWait(ctx, ring[d], b); err != nil {
 					ok = false // the agreement drops what the slave has beyond
 					break
 				}
@@ -102,15 +122,15 @@ func (l *link) settle(ctx context.Context, unacked []*assignRec, slave *frame.Sy
 	}
 	l.e.stats.AssignsDropped.Add(uint64(dropped))
 	l.txNotify()
-	return settled, dropped
+	return settled, dropped, announced
 }
 
 // agreeMaster answers the slave's SYNC on session s: it moves this end's
 // rings to the agreement, sends SYNC_AGREE and publishes s. It reports
 // whether s is now the link's session.
-func (l *link) agreeMaster(s *session, slave *frame.Sync, settled, dropped int) bool {
+func (l *link) agreeMaster(s *session, slave *frame.Sync, settled, dropped int, announced [2]uint64) bool {
 	mine := l.padState()
-	a := agreement(&mine, slave)
+	a := agreement(&mine, slave, announced)
 	burnt, err := l.moveTo(&a)
 	if err != nil {
 		l.failSync(s, "cannot move the pads to the agreement", err)
@@ -153,6 +173,7 @@ func (l *link) failSync(s *session, what string, err error) {
 }
 
 func (l *link) synced(s *session, a *frame.SyncAgree, burnt uint64, attrs ...any) {
+	l.agreed = true
 	l.publish(s)
 	l.e.stats.Syncs.Add(1)
 	l.e.stats.PadBurnt.Add(burnt)
@@ -167,17 +188,31 @@ func (l *link) moveTo(a *frame.SyncAgree) (uint64, error) {
 	defer l.appendMu.Unlock()
 	txd, rxd := l.dirs()
 	l.padMu.Lock()
+	before := l.tx.Stats()
 	burnt, err := resyncRing(l.tx, a.From[txd], a.To[txd])
 	l.padMu.Unlock()
 	if err != nil {
 		return burnt, fmt.Errorf("tx ring: %w", err)
 	}
+	l.auditMove(l.tx, before, a.From[txd], a.To[txd])
+	before = l.rx.Stats()
 	n, err := l.rxw.resync(a.From[rxd], a.To[rxd])
 	if err != nil {
 		return burnt + n, fmt.Errorf("rx ring: %w", err)
 	}
+	l.auditMove(l.rx, before, a.From[rxd], a.To[rxd])
 	l.txNotify()
 	return burnt + n, nil
+}
+
+// auditMove records what moving ring r from its state before to (from,
+// to) burnt: stock below from, and pad beyond to. The rx ring's gaps were
+// recorded as they were burnt, before.
+func (l *link) auditMove(r *ringstore.PadRing, before ringstore.PadStats, from, to uint64) {
+	l.burnt(r, before.Reserved, min(from, before.Head), burnSync)
+	if to < before.Head {
+		l.burnt(r, to, before.Head, burnDrop)
+	}
 }
 
 // resyncRing moves r to (from, to). A ring that must skip further than it

@@ -23,19 +23,29 @@ func TestAgreement(t *testing.T) {
 		a.From[m2s], a.To[m2s], a.From[s2m], a.To[s2m] = fm, tm, fs, ts
 		return a
 	}
+	fresh := func(y frame.Sync) frame.Sync { y.Fresh = true; return y }
 	for _, c := range []struct {
 		name          string
 		master, slave frame.Sync
+		announced     [2]uint64 // zero: the master's heads
 		want          frame.SyncAgree
 	}{
-		{"in step: all stock kept", st(100, 500, 40, 90), st(100, 500, 40, 90), ag(100, 500, 40, 90)},
-		{"frames in flight: the receiver's cursor lags", st(120, 500, 40, 90), st(100, 500, 60, 90), ag(120, 500, 60, 90)},
-		{"slave restarted in memory mode", st(5000, 6000, 300, 400), st(0, 0, 0, 0), ag(5000, 5000, 300, 300)},
-		{"slave appended beyond the master", st(100, 500, 40, 90), st(100, 700, 40, 190), ag(100, 500, 40, 90)},
-		{"durable restart: mark beyond the peer's head", st(100, 500, 40, 90), st(100, 500, 1000, 1000), ag(100, 500, 1000, 1000)},
+		{"in step: all stock kept", st(100, 500, 40, 90), st(100, 500, 40, 90), [2]uint64{}, ag(100, 500, 40, 90)},
+		{"frames in flight: the receiver's cursor lags", st(120, 500, 40, 90), st(100, 500, 60, 90), [2]uint64{}, ag(120, 500, 60, 90)},
+		{"slave appended beyond the master", st(100, 500, 40, 90), st(100, 700, 40, 190), [2]uint64{}, ag(100, 500, 40, 90)},
+		{"durable restart: mark beyond the peer's head", st(100, 500, 40, 90), st(100, 500, 1000, 1000), [2]uint64{}, ag(100, 500, 1000, 1000)},
+		// A fresh end cannot say what it used: start beyond everything
+		// assigned, so that no position is used again.
+		{"slave restarted in memory mode", st(5000, 6000, 300, 400), fresh(st(0, 0, 0, 0)), [2]uint64{6000, 400}, ag(6000, 6000, 400, 400)},
+		{"slave restarted with assignments in flight", st(5000, 6000, 300, 400), fresh(st(0, 0, 0, 0)), [2]uint64{7000, 900}, ag(7000, 7000, 900, 900)},
+		{"master restarted in memory mode", fresh(st(0, 0, 0, 0)), st(5000, 6500, 300, 450), [2]uint64{}, ag(6500, 6500, 450, 450)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := agreement(&c.master, &c.slave)
+			ann := c.announced
+			if ann == ([2]uint64{}) {
+				ann = c.master.Head
+			}
+			got := agreement(&c.master, &c.slave, ann)
 			if got != c.want {
 				t.Fatalf("agreement = %+v, want %+v", got, c.want)
 			}
@@ -142,6 +152,7 @@ func TestRestart(t *testing.T) {
 					t.Errorf("%d keys at both ends after the restart, want %d", keys, 2*4096)
 				}
 				n.noBadTags(t)
+				n.checkAudit(t)
 				if s := n.nodes[survivor].eng.Stats().Syncs.Load(); s < 2 {
 					t.Errorf("the survivor agreed on the pads %d times, want at least 2 (before and after the restart)", s)
 				}
@@ -218,6 +229,7 @@ func TestCrashInAssign(t *testing.T) {
 				relayOK(t, n.nodes["a"].eng, "b", 4096, 32)
 				relayOK(t, n.nodes["b"].eng, "a", 4096, 32)
 				n.noBadTags(t)
+				n.checkAudit(t)
 			})
 		}
 	}
