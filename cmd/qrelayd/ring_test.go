@@ -192,3 +192,37 @@ func TestSIGHUP(t *testing.T) {
 	reload(string(orig))
 	waitFor(t, "computed route a→c back after SIGHUP", 10*time.Second, staticVia("c"))
 }
+
+// TestRingNodeRestart kills node b (SIGKILL) while a relays to c through
+// it, and starts it again with the same config: its links agree on their
+// pads again by themselves, the short route comes back, and a relay
+// through b is delivered within a bound, counted from b's process start.
+func TestRingNodeRestart(t *testing.T) {
+	c := startRing(t)
+	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
+	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
+		_, ok := tr.FirstOKAfter(time.Time{})
+		return ok, ""
+	})
+	c.stop("b", syscall.SIGKILL)
+	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
+	tr.Halt()
+	started := time.Now()
+	c.start("b")
+	c.waitRoute("a", "c", []string{"a", "b", "c"})
+	heal := c.startTraffic("a", "c", 256, 25*time.Millisecond)
+	waitFor(t, "relay a→c through the restarted b", 20*time.Second, func() (bool, string) {
+		_, ok := heal.FirstOKAfter(started)
+		return ok, ""
+	})
+	healed, _ := heal.FirstOKAfter(started)
+	heal.Halt()
+	t.Logf("node b restarted: routes back and a relay a→c through it delivered %v after its process started", healed.Sub(started).Round(time.Millisecond))
+	const bound = 3 * time.Second
+	if d := healed.Sub(started); d > bound {
+		t.Errorf("the network took %v to heal after b restarted, want at most %v", d.Round(time.Millisecond), bound)
+	}
+	if keys := c.checkPools([][2]string{{"a", "c"}}); keys == 0 {
+		t.Fatal("a and c share no keys after the test")
+	}
+}
