@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 // QKD links. Each KM link runs through a UDP proxy the test can cut, as a
 // fibre cut or a dead switch would.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	ca      *pki.CA
 	opCert  tls.Certificate
@@ -88,14 +88,14 @@ func (l *lockedBuffer) String() string {
 
 // newCluster writes certificates and configs for nodes joined by edges and
 // starts every node.
-func newCluster(t *testing.T, ids []string, edges [][2]string) *cluster {
+func newCluster(t testing.TB, ids []string, edges [][2]string) *cluster {
 	t.Helper()
 	return newClusterWith(t, ids, edges, nil)
 }
 
 // newClusterWith is newCluster with extra(id) appended to node id's
 // config, if extra is not nil.
-func newClusterWith(t *testing.T, ids []string, edges [][2]string, extra func(id string) string) *cluster {
+func newClusterWith(t testing.TB, ids []string, edges [][2]string, extra func(id string) string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*proc{}, proxies: map[string]*udpproxy.Proxy{}}
 	var err error
@@ -211,7 +211,7 @@ func (c *cluster) stop(id string, sig syscall.Signal) error {
 
 // waitFor polls cond until it holds or the deadline passes: it waits on
 // the nodes' observable state, not on time.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	last := ""

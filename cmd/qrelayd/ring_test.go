@@ -19,7 +19,7 @@ var (
 	ringEdges = [][2]string{{"a", "b"}, {"b", "c"}, {"c", "d"}, {"d", "e"}, {"e", "a"}}
 )
 
-func startRing(t *testing.T) *cluster {
+func startRing(t testing.TB) *cluster {
 	if testing.Short() {
 		t.Skip("runs five qrelayd processes; skipped with -short")
 	}
@@ -209,13 +209,19 @@ func TestRingNodeRestart(t *testing.T) {
 	tr.Halt()
 	started := time.Now()
 	c.start("b")
-	c.waitRoute("a", "c", []string{"a", "b", "c"})
-	heal := c.startTraffic("a", "c", 256, 25*time.Millisecond)
+	heal := c.startTraffic("a", "c", 256, 5*time.Millisecond)
+	var routed time.Time
 	waitFor(t, "relay a→c through the restarted b", 20*time.Second, func() (bool, string) {
-		_, ok := heal.FirstOKAfter(started)
-		return ok, ""
+		if routed.IsZero() {
+			if !viaB(c) {
+				return false, "route a→c not through b yet"
+			}
+			routed = time.Now()
+		}
+		_, ok := heal.FirstDeliveredAfter(routed)
+		return ok, "no relay delivered since the route came back"
 	})
-	healed, _ := heal.FirstOKAfter(started)
+	healed, _ := heal.FirstDeliveredAfter(routed)
 	heal.Halt()
 	t.Logf("node b restarted: routes back and a relay a→c through it delivered %v after its process started", healed.Sub(started).Round(time.Millisecond))
 	const bound = 3 * time.Second

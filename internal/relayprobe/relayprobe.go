@@ -16,6 +16,7 @@ import (
 type Prober struct {
 	mu       sync.Mutex
 	ok       []time.Time // start times of attempts that succeeded, in completion order
+	okEnd    []time.Time // and when each of them finished
 	attempts int
 	failed   int
 
@@ -50,6 +51,7 @@ func Start(every, timeout time.Duration, try func(ctx context.Context) bool) *Pr
 				p.attempts++
 				if ok {
 					p.ok = append(p.ok, t0)
+					p.okEnd = append(p.okEnd, time.Now())
 				} else {
 					p.failed++
 				}
@@ -74,6 +76,20 @@ func (p *Prober) FirstOKAfter(t time.Time) (time.Time, bool) {
 	for _, s := range p.ok {
 		if !s.Before(t) && (first.IsZero() || s.Before(first)) {
 			first = s
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// FirstDeliveredAfter is when the earliest successful attempt that
+// started at or after t finished: when keys were delivered again.
+func (p *Prober) FirstDeliveredAfter(t time.Time) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first time.Time
+	for i, s := range p.ok {
+		if e := p.okEnd[i]; !s.Before(t) && (first.IsZero() || e.Before(first)) {
+			first = e
 		}
 	}
 	return first, !first.IsZero()

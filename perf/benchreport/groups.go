@@ -85,6 +85,20 @@ var Groups = []Group{
 		},
 	},
 	{
+		// A ring of five qrelayd processes; node b is SIGKILLed and started
+		// again with its config: from its process start until a relay a→c
+		// through it has delivered all its keys (its links agreed on their
+		// pads, routes back), and until its admin API answers (what a bare
+		// start costs).
+		Name:    "node",
+		Package: "./cmd/qrelayd",
+		Bench:   `^BenchmarkRestartHeal$`,
+		Figures: []Figure{
+			lower(metric("node.restart.heal", "ms", "BenchmarkRestartHeal", "heal-ms", "", "")),
+			lower(metric("node.restart.start", "ms", "BenchmarkRestartHeal", "start-ms", "", "")),
+		},
+	},
+	{
 		// A node's ETSI 014 API as an SAE sees it, over keep-alive mutual
 		// TLS, against a bare net/http server with the same TLS setup
 		// answering from memory, with the same client in the same round.
