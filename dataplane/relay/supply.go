@@ -308,9 +308,20 @@ func (l *link) keepSlave() {
 			}
 			lastSeq = a.Seq
 			ack := frame.AssignAck{Seq: a.Seq, OK: true}
-			err := l.applyAssign(ctx, a)
+			// The append may wait for the ring to free space, which only
+			// frames of this connection do: if it ends, stop waiting, and
+			// let the next agreement settle what was appended.
+			actx, cancel := context.WithCancel(cur.ctx)
+			stop := context.AfterFunc(ctx, cancel)
+			err := l.applyAssign(actx, a)
+			stop()
+			cancel()
 			if ctx.Err() != nil {
 				return
+			}
+			if cur.ctx.Err() != nil {
+				cur, ready = nil, false
+				continue
 			}
 			if err != nil {
 				ack.OK, ack.Reason = false, truncReason(err.Error())

@@ -275,3 +275,35 @@ func TestCompletionFromAnotherNode(t *testing.T) {
 		t.Fatalf("the destination's own COMPLETION OK delivered %d keys, want 16", res.Delivered)
 	}
 }
+
+// TestSyncWhileSlaveWaitsForRoom: the slave may be waiting to append an
+// assignment to a ring that only frames of the current connection can
+// free (the master counts room by its own ring, whose pad it released
+// when it sent). If that connection dies the frames never come; the next
+// connection must still agree on its pads.
+func TestSyncWhileSlaveWaitsForRoom(t *testing.T) {
+	n := newTestNet(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, nil, netOpts{ringSize: 4 << 20})
+	n.linked(t, "a", "b")
+	tamper(n, "a", func([]byte) [][]byte { return nil }) // a's frames are lost on the way
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 4 {
+		go func() {
+			for ctx.Err() == nil {
+				n.nodes["a"].eng.Relay(ctx, "b", 64*2048, 32)
+			}
+		}()
+	}
+	brx := n.nodes["b"].eng.link("a").rx
+	waitFor(t, "b's rx ring full, an assignment waiting for room", 20*time.Second, func() bool {
+		return brx.Stats().AppendRejected > 0
+	})
+	cancel()
+	n.nodes["a"].eng.testHookSend.Store(nil)
+	n.conn("a", "b").Close("test: the connection dies with a's frames lost")
+	n.linked(t, "a", "b")
+	relayOK(t, n.nodes["a"].eng, "b", 2048, 32)
+	relayOK(t, n.nodes["b"].eng, "a", 2048, 32)
+	n.noBadTags(t)
+	n.checkAudit(t)
+}
