@@ -58,8 +58,8 @@ type PadRingConfig struct {
 	// Meta is the metadata store (durable mode only). It may be shared.
 	Meta *meta.DB
 	// MarkBatch is how far beyond a reservation the persisted high-water
-	// mark is pushed, so that one fsync covers many reservations; after a
-	// crash at most this much pad is skipped. Zero means adaptive: 64 KiB to
+	// mark is pushed (never past the head), so that one fsync covers many
+	// reservations; after a crash at most this much pad is skipped. Zero means adaptive: 64 KiB to
 	// 16 MiB, aiming at one mark write per 5 ms of reservations.
 	MarkBatch int
 	// Now is the clock for block times; nil means time.Now.
@@ -514,6 +514,10 @@ func (r *PadRing) extendMark(end uint64) error {
 			r.markBatch /= 2
 		}
 	}
+	// The mark never goes past the head: no position beyond it can be
+	// handed out before it is appended, and a mark past the head would
+	// make a restart after a crash burn pad that was never used (on a
+	// link, the whole stock both ends hold: see docs/kmlink.md section 6).
 	cur := r.reserved.Load() &^ closedBit
-	return r.persist(max(end, cur+r.markBatch), persistMark)
+	return r.persist(max(end, min(cur+r.markBatch, r.head.Load())), persistMark)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -725,5 +726,29 @@ func checkModel(t *testing.T, r *PadRing, m *ringModel, step string, memory bool
 	if m.head > m.reserved { // stock is always in blocks: skipped positions are below the cursor
 		at := m.reserved & r.mask
 		checkAgainstBlocks(t, m.blocks, Range{Pos: m.reserved, Bytes: r.buf[at : at+m.head-m.reserved]})
+	}
+}
+
+// TestMarkNotPastHead: a reservation's durable mark covers a batch ahead,
+// but never positions not yet appended, which cannot have been handed out:
+// after a crash the ring would otherwise claim them used, and a link's
+// agreement would burn stock both ends still hold.
+func TestMarkNotPastHead(t *testing.T) {
+	dir := t.TempDir()
+	db := openMeta(t, filepath.Join(dir, "meta"))
+	defer db.Close()
+	r, err := durableRing(t, dir, db, 1<<20, 1<<16, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Append(Block{ID: "b", Data: make([]byte, 4096)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reserve(100); err != nil {
+		t.Fatal(err)
+	}
+	if m, h := r.mark.Load(), r.Stats().Head; m < 100 || m > h {
+		t.Fatalf("mark %d after reserving [0, 100) of a ring whose head is %d: want 100 <= mark <= head", m, h)
 	}
 }
