@@ -160,6 +160,7 @@ func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
 	}
 	waitFor(t, "a's pool for c filled", 30*time.Second, func() bool { return out.Stats().Stock >= 1024 })
 	cl := bbNewClient(t, c, "a", []tls.Certificate{bbCert(t, c, pki.SAE, "sae-a")}, false)
+	slave := bbSAE(t, c, "c", "sae-c")
 	refused := 0
 	for range 50 {
 		r, err := cl.do(context.Background(), "POST", "sae-c/enc_keys", `{"number":64}`)
@@ -168,6 +169,16 @@ func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
 		}
 		if r.code == 503 {
 			refused++
+			continue
+		}
+		// An assignment acknowledged within the millisecond: its keys
+		// are the slave's, held at c until it fetches them.
+		keys, err := bbParseKeys(r, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bbParseKeys(slave.must(t, "POST", "sae-a/dec_keys", bbIDsBody(bbIDs(keys)...)), 64); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if refused == 0 {
