@@ -1,0 +1,64 @@
+//go:build linux
+
+package ringstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/qrelay/qrelay/ringstore/internal/meta"
+)
+
+// KeyState is one key of a pool's inventory: its ID, and whether it is
+// assigned (Assign on the decrypting side, ReserveNext on the encrypting
+// side) or free.
+type KeyState struct {
+	ID       KeyID
+	Assigned bool
+}
+
+// CompareKeyIDs orders key IDs as Inventory sorts them: bytewise.
+func CompareKeyIDs(a, b KeyID) int { return bytes.Compare(a[:], b[:]) }
+
+// Inventory appends the state of every key in the pool to dst, sorted by
+// ID, and returns it. It is what two nodes compare to reconcile the two
+// ends of a pool pair after a restart (node/pool_sync.go): IDs and
+// assignment flags, no key bytes and no function of them. It holds the
+// pool's lock for one pass over the keys (17 bytes copied per key, no
+// I/O) and sorts after releasing it.
+func (p *Pool) Inventory(dst []KeyState) ([]KeyState, error) {
+	p.mu.Lock()
+	if err := p.usableLocked(); err != nil {
+		p.mu.Unlock()
+		return dst, err
+	}
+	start := len(dst)
+	dst = slices.Grow(dst, p.stock)
+	for s := p.head; s >= 0; s = p.slots[s].next {
+		e := &p.slots[s]
+		dst = append(dst, KeyState{ID: e.id, Assigned: e.asg != nil})
+	}
+	p.mu.Unlock()
+	slices.SortFunc(dst[start:], func(a, b KeyState) int { return CompareKeyIDs(a.ID, b.ID) })
+	return dst, nil
+}
+
+// PoolExists says whether metadata store m holds a durable pool named
+// name, one that OpenPool would open rather than create. A caller that
+// only wants to look at a pool's keys (an inventory) need not create one
+// that does not exist, with its preallocated slot file.
+func PoolExists(m *Meta, name string) (bool, error) {
+	if err := checkPoolName(name); err != nil {
+		return false, fmt.Errorf("pool %q: Name %v", name, err)
+	}
+	_, err := m.Get("pool/" + name + "/hdr")
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, meta.ErrNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("pool %q: %w", name, err)
+}
