@@ -188,6 +188,12 @@ type Pools struct {
 	Low      int           `yaml:"low"`
 	High     int           `yaml:"high"`
 	TTL      time.Duration `yaml:"ttl"`
+	// OrphanTTL is how long an in pool keeps, after a restart of the
+	// node that sourced them, the keys that node assigned but that this
+	// node's slave SAEs have not fetched (node/pool_sync.go): they may
+	// have gone to a master SAE, or be reservations the restart lost, and
+	// nothing tells the two apart. 0 keeps them until pools.ttl.
+	OrphanTTL time.Duration `yaml:"orphan_ttl"`
 }
 
 // Control times the link-state routing protocol.
@@ -326,6 +332,7 @@ const (
 	DefaultETSI014KeySize    = 256 // bits
 	DefaultMaxKeysPerRequest = 128
 	DefaultAssignTimeout     = 2 * time.Second
+	DefaultOrphanTTL         = 10 * time.Minute
 	// Pools.Low defaults to Slots/4 and Pools.High to Slots/2.
 )
 
@@ -435,6 +442,7 @@ func (c *Config) Defaults() {
 	// remote's out pool has plus those assigned and not yet fetched, so
 	// the out pool must leave room for them.
 	def(c, "pools.high", &c.Pools.High, c.Pools.Slots/2)
+	def(c, "pools.orphan_ttl", &c.Pools.OrphanTTL, DefaultOrphanTTL)
 	def(c, "control.refresh", &c.Control.Refresh, DefaultRefresh)
 	def(c, "control.max_age", &c.Control.MaxAge, DefaultMaxAge)
 	def(c, "control.spf_delay", &c.Control.SPFDelay, DefaultSPFDelay)

@@ -69,6 +69,7 @@ func TestBadConfigs(t *testing.T) {
 		{"duration without unit", base + "  keepalive: 5\n", "km.keepalive", 9, `"5" has no unit; write it like "5s"`},
 		{"bad duration", base + "  idle_timeout: soon\n", "km.idle_timeout", 9, `"soon" is not a duration`},
 		{"negative duration", base + "pools:\n  ttl: -1s\n", "pools.ttl", 10, "is negative"},
+		{"negative orphan ttl", base + "pools:\n  orphan_ttl: -5m\n", "pools.orphan_ttl", 10, `"-5m" is negative`},
 		{"explicit zero is not defaulted", base + "  streams: 0\n", "km.streams", 9, "0 is out of range; use 1 to 16"},
 		{"too many streams", base + "  streams: 17\n", "km.streams", 9, "17 is out of range"},
 		{"idle timeout below keepalive", base + "  keepalive: 2s\n  idle_timeout: 2s\n", "km.idle_timeout", 10, "must exceed km.keepalive (2s)"},
@@ -305,7 +306,7 @@ func TestMinimal(t *testing.T) {
 		TLS:     TLS{CA: "/etc/qrelay/ca.pem", Cert: "/etc/qrelay/a.pem", Key: "/etc/qrelay/a.key"},
 		KM:      KM{Listen: "127.0.0.1:7001", Streams: 2, Keepalive: 300 * time.Millisecond, IdleTimeout: 1200 * time.Millisecond, CompletionTimeout: 10 * time.Second},
 		Storage: Storage{Mode: Memory},
-		Pools:   Pools{Slots: 65536, SlotSize: 32, Low: 16384, High: 32768},
+		Pools:   Pools{Slots: 65536, SlotSize: 32, Low: 16384, High: 32768, OrphanTTL: 10 * time.Minute},
 		Control: Control{Refresh: 30 * time.Second, MaxAge: 2 * time.Minute, SPFDelay: 10 * time.Millisecond},
 		Audit:   Audit{Window: 1 << 20, Retention: 7 * 24 * time.Hour},
 	}
@@ -341,7 +342,7 @@ func TestDefaults(t *testing.T) {
 				Source: Source{ETSI014: &ETSI014{KeySize: 256, PerRequest: 64, Timeout: 5 * time.Second}}},
 		},
 		Storage: Storage{Mode: Memory},
-		Pools:   Pools{Slots: 1024, SlotSize: 32, Low: 256, High: 512}, // low = slots/4, high = slots/2
+		Pools:   Pools{Slots: 1024, SlotSize: 32, Low: 256, High: 512, OrphanTTL: 10 * time.Minute}, // low = slots/4, high = slots/2
 		Control: Control{Refresh: 30 * time.Second, MaxAge: 2 * time.Minute, SPFDelay: 10 * time.Millisecond},
 		Audit:   Audit{Window: DefaultAuditWindow, Retention: DefaultAuditRetention},
 	}
