@@ -122,6 +122,14 @@ func (r *wireReader) u16(field string) int {
 	return int(binary.BigEndian.Uint16(r.b[r.off-2:]))
 }
 
+func (r *wireReader) u32(field string) uint32 {
+	if !r.need(4, field) {
+		return 0
+	}
+	r.off += 4
+	return binary.BigEndian.Uint32(r.b[r.off-4:])
+}
+
 func (r *wireReader) u64(field string) uint64 {
 	if !r.need(8, field) {
 		return 0
