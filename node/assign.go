@@ -334,6 +334,8 @@ func (as *assigner) handle(m routedMsg) {
 		as.applyCancel(m.src, m.payload)
 	case kindStream, kindStreamAck:
 		as.n.handleStream(m.src, m.kind, m.payload)
+	case kindPoolHello, kindPoolSyncReq, kindPoolReady, kindPoolInvReq, kindPoolInv, kindPoolDrop, kindPoolDropAck:
+		as.n.syncer.routed(m)
 	default:
 		as.n.log.Warn("routed message of unknown kind dropped", "src", m.src, "kind", m.kind)
 	}

@@ -38,10 +38,11 @@ type testCluster struct {
 }
 
 type clusterOpts struct {
-	extra    string // YAML appended to every node's config
-	durable  bool   // storage in durable mode, in a directory per node
-	poolTTL  string // pools.ttl
-	minStock string // links' min_stock (default 64KiB)
+	extra     string // YAML appended to every node's config
+	durable   bool   // storage in durable mode, in a directory per node
+	poolTTL   string // pools.ttl
+	orphanTTL string // pools.orphan_ttl
+	minStock  string // links' min_stock (default 64KiB)
 	// etsi014 serves the ETSI 014 API on every node, each with one SAE
 	// sae-<id> and knowing every other node's.
 	etsi014   bool
@@ -143,6 +144,9 @@ func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpt
 		}
 		if o.poolTTL != "" {
 			y = strings.Replace(y, "slot_size: 32}", "slot_size: 32, ttl: "+o.poolTTL+"}", 1)
+		}
+		if o.orphanTTL != "" {
+			y = strings.Replace(y, "slot_size: 32", "slot_size: 32, orphan_ttl: "+o.orphanTTL, 1)
 		}
 		if o.durable {
 			y += "storage: {mode: durable, dir: data-" + id + "}\n"

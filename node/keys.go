@@ -82,6 +82,15 @@ func (k keyService) EncKeys(ctx context.Context, req supply.EncRequest) ([]suppl
 	if req.Size != k.keySize() {
 		return nil, supply.BadRequest(fmt.Sprintf("size %d is not served: this KME serves keys of %d bits (key_size, min_key_size and max_key_size in status)", req.Size, k.keySize()))
 	}
+	// While the pools shared with remote are reconciled after a restart,
+	// wait for it a little, then answer 503.
+	gctx, cancel := context.WithTimeout(ctx, n.cfg.API.ETSI014.AssignTimeout)
+	leave, err := n.gate.enter(gctx, remote)
+	cancel()
+	if err != nil {
+		return nil, supply.Unavailable(fmt.Sprintf("the key pools shared with node %s are being reconciled after a restart (%v)", remote, err))
+	}
+	defer leave()
 	p, err := n.sink.pool(remote, roleOut)
 	if err != nil {
 		return nil, err

@@ -233,6 +233,7 @@ func (n *Node) sampleLoop() {
 				l.sample(now)
 				n.router.UpdateLink(l.local())
 			}
+			n.orphans.expire(now)
 			if n.cfg.Pools.TTL > 0 {
 				n.expireKeys()
 			}

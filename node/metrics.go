@@ -25,6 +25,9 @@ type metrics struct {
 	routeChanges   prometheus.Counter
 	apiDuration    *prometheus.HistogramVec
 	assignFailures *prometheus.CounterVec
+	poolRounds     *prometheus.CounterVec
+	poolDrops      *prometheus.CounterVec
+	orphanExpiries *prometheus.CounterVec
 }
 
 func newMetrics(n *Node) *metrics {
@@ -59,6 +62,19 @@ func newMetrics(n *Node) *metrics {
 		Name: "qrelay_etsi014_assignment_failures_total",
 		Help: "enc_keys requests answered 503 because the slave's node did not confirm the assignment (the keys were discarded), by node.",
 	}, []string{"node"})
+	m.poolRounds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qrelay_pool_reconciliations_total",
+		Help: "Rounds of end-to-end pool reconciliation after a restart, by the other node and result (ok, failed).",
+	}, []string{"peer", "result"})
+	m.poolDrops = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qrelay_pool_reconciliation_drops_total",
+		Help: "Keys a pool reconciliation told this node to drop, by the other node and reason (missing_at_other_end, unconfirmed, reservation_lost, stale_assignment).",
+	}, []string{"peer", "reason"})
+	m.orphanExpiries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qrelay_pool_orphans_expired_total",
+		Help: "Keys assigned by a node that then restarted, discarded unfetched after pools.orphan_ttl, by that node.",
+	}, []string{"peer"})
+	m.reg.MustRegister(m.poolRounds, m.poolDrops, m.orphanExpiries)
 	m.reg.MustRegister(m.assignFailures, m.apiDuration, m.relayDuration, m.relayKeys, m.relayFailures, m.linkFlaps, m.routeChanges, (*collector)(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -105,6 +121,24 @@ func (m *metrics) linkFlap(peer string, up bool) {
 func (m *metrics) assignFailed(remote string) {
 	if m != nil {
 		m.assignFailures.WithLabelValues(remote).Inc()
+	}
+}
+
+func (m *metrics) poolSyncRound(peer string, ok bool) {
+	if m != nil {
+		m.poolRounds.WithLabelValues(peer, map[bool]string{true: "ok", false: "failed"}[ok]).Inc()
+	}
+}
+
+func (m *metrics) poolSyncDropped(peer string, r dropReason, keys int) {
+	if m != nil {
+		m.poolDrops.WithLabelValues(peer, r.String()).Add(float64(keys))
+	}
+}
+
+func (m *metrics) orphansExpired(peer string, keys int) {
+	if m != nil {
+		m.orphanExpiries.WithLabelValues(peer).Add(float64(keys))
 	}
 }
 
@@ -157,6 +191,7 @@ var (
 	dAuditCounters   = desc("qrelay_audit_records_total", "Audit records since start, by what became of them: written (to the metadata store or the memory window), coalesced (pad ranges merged into the record before), dropped (pushed out of the memory window), lost (never kept: the buffer was full or the store failing), pruned (deleted after audit.retention).", "event")
 	dAuditErrors     = desc("qrelay_audit_errors_total", "Failed writes and deletions of audit records since start.")
 	dAuditPending    = desc("qrelay_audit_pending_records", "Audit records waiting to be flushed.")
+	dPoolOrphans     = desc("qrelay_pool_orphan_keys", "Keys assigned by a node that then restarted, kept in this node's in pool for their slave SAE until pools.orphan_ttl, by that node.", "remote")
 	dStreamHeld      = desc("qrelay_stream_keys_held", "Keys a key stream holds for indices not yet released, by stream and the node it is shared with.", "stream", "remote")
 )
 
@@ -164,7 +199,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dLinkUp, dLinkUsable, dLinkCost, dLinkState, dPadStock, dPadCapacity, dPadLow, dPadFill, dPadConsume,
 		dPadAppended, dPadReserved, dPadZeroised, dQKDUp, dQBER, dSKR, dPoolKeys, dPoolCap, dPoolAdded, dPoolTaken, dPoolExpired,
 		dRelayCounters, dPadMAC, dRelayPending, dCtlCounters, dRoutes,
-		dWGRotations, dWGFailures, dWGEpoch, dWGLastRotation, dWGLastHandshake, dWGFailedClosed, dStreamHeld,
+		dWGRotations, dWGFailures, dWGEpoch, dWGLastRotation, dWGLastHandshake, dWGFailedClosed, dStreamHeld, dPoolOrphans,
 		dAuditCounters, dAuditErrors, dAuditPending} {
 		ch <- d
 	}
@@ -219,6 +254,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dQBER, q.QBER, p)
 			gauge(dSKR, q.SecretRate, p)
 		}
+	}
+	for remote, k := range n.orphans.pending() {
+		gauge(dPoolOrphans, float64(k), remote)
 	}
 	for _, pe := range n.sink.all() {
 		s := pe.pool.Stats()

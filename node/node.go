@@ -69,6 +69,9 @@ type Node struct {
 	roots  *x509.CertPool
 
 	assigner *assigner
+	gate     *supplyGate // pauses supply with a node while pools are reconciled
+	syncer   *poolSyncer // reconciles pools with other nodes after restarts
+	orphans  *orphanTracker
 	fillers  map[string]*filler    // by remote node; fixed after New
 	streams  map[string]*KeyStream // by name; fixed after New
 	wgIfaces []*wgInterface        // WireGuard rotators; fixed after New
@@ -136,6 +139,12 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	}
 	n.sink = newPoolSet(cfg.Node.ID, n.openPool)
 	n.assigner = newAssigner(n)
+	n.gate = newSupplyGate()
+	n.syncer = newPoolSyncer(n, n.gate)
+	n.orphans = newOrphanTracker(n)
+	if err := n.orphans.load(); err != nil {
+		return nil, err
+	}
 	n.streams = map[string]*KeyStream{}
 	for _, w := range cfg.WireGuard {
 		n.streams[w.Name] = newKeyStream(n, w.Name, w.RemoteNode, streamAhead(w.Interval))
@@ -190,6 +199,7 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	n.wg.Add(1)
 	go n.sampleLoop()
 	n.assigner.start()
+	n.syncer.start()
 	n.startFillers()
 	if err := n.startWireGuard(opt.WireGuard); err != nil {
 		return nil, err
@@ -248,6 +258,13 @@ func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Res
 	n.inflight.Add(1)
 	n.inflightMu.Unlock()
 	defer n.inflight.Done()
+	// New keys for the pools shared with dst wait while they are being
+	// reconciled, and the reconciliation waits for this relay.
+	leave, err := n.gate.enter(ctx, dst)
+	if err != nil {
+		return relay.Result{}, err
+	}
+	defer leave()
 	t0 := time.Now()
 	res, err := n.eng.Relay(ctx, dst, keys, size)
 	n.metrics.observeRelay(dst, time.Since(t0), res, err)

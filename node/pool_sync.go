@@ -20,29 +20,29 @@ import (
 // # Who, and when
 //
 // Each node draws a random 64-bit boot ID at start and sends POOL_HELLO
-// to every node its router reaches: when it first reaches it, and then
-// with backoff (250 ms doubling to 4 s) until the two have reconciled
-// since the latest start of either; a node answers a HELLO at once when
-// the sender has not yet heard its current boot ID. A node remembers the
-// boot ID last heard from each node: a new one means that node
-// restarted. The node with the lower ID of a pair coordinates: whenever
-// the pair has not been reconciled since either's boot (its own first
-// contact since its start counts, as does a new boot ID of the other), it
-// runs a round. A round that fails is retried with backoff (1 s doubling
-// to 30 s).
+// to every node its router reaches, with backoff (250 ms doubling to
+// 4 s) until that node's HELLO shows it has heard this boot ID. A node
+// answers a HELLO that tells it something new (a boot ID not heard
+// before) or that shows the sender has not heard its own, so one HELLO
+// each way ends the exchange. A node remembers the boot ID last heard
+// from each node: a new one means that node restarted. The node with the
+// lower ID of a pair coordinates: whenever it has not completed a round
+// with the other's current boot ID, it runs one. A round that fails is
+// retried with backoff (1 s doubling to 30 s).
 //
 // # A round
 //
-// Coordinator X, other node Y. X pauses supply with Y (pool_gate.go: no
-// enc_keys for SAEs of Y's, no reservations or assignments to Y, no
-// relay to Y, no new key-stream keys; enc_keys answers 503 saying so),
+// Coordinator X, other node Y. X pauses supply with Y (pool_gate.go: relays to
+// Y and enc_keys for SAEs of Y's wait, enc_keys at most
+// api.etsi014.assign_timeout before it answers 503 saying why; no new
+// reservations),
 // waits until nothing it started towards Y is in flight (relays until
 // their completion, assignments until their acknowledgement), and sends
 // POOL_SYNC_REQ, once a second until answered. Y pauses and waits the
 // same way, takes the inventory of its two pools shared with X and
 // answers POOL_SYNC_READY with their sizes. X takes its own inventory
-// and pulls Y's with POOL_INV_REQ, up to 8 chunks of 2,048 keys in
-// flight, each asked again after a second without an answer. X applies
+// and pulls Y's with POOL_INV_REQ, one chunk of 2,048 keys after the
+// other, each asked again after a second without an answer. X applies
 // the rules, drops its own share, and sends Y its share in POOL_DROP
 // chunks, each repeated until POOL_DROP_ACK; Y applies each chunk once.
 // The round is done at Y when it has applied every chunk, at X when

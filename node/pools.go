@@ -67,6 +67,27 @@ func (s *poolSet) pool(remote, role string) (*ringstore.Pool, error) {
 	return s.in.Open(remote)
 }
 
+// existing returns the pool of remote in role if it is open, or if it
+// is a durable pool on disk (meta not nil) after opening it; nil if there
+// is none. It is for looking at a pool without creating it.
+func (s *poolSet) existing(remote, role string, meta *ringstore.Meta) (*ringstore.Pool, error) {
+	sink := s.in
+	if role == roleOut {
+		sink = s.out
+	}
+	if p := sink.Pool(remote); p != nil {
+		return p, nil
+	}
+	if meta == nil {
+		return nil, nil
+	}
+	ok, err := ringstore.PoolExists(meta, poolName(remote, role))
+	if err != nil || !ok {
+		return nil, err
+	}
+	return sink.Open(remote)
+}
+
 // poolEntry is one open pool.
 type poolEntry struct {
 	remote, role string

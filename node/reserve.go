@@ -113,34 +113,52 @@ func (n *Node) keepReserved(r *reservation) {
 			if short <= 0 {
 				break
 			}
-			ids, err := p.ReserveNext(min(short, ringstore.MaxBatch), asg)
-			if errors.Is(err, ringstore.ErrPoolEmpty) {
-				n.wakeFiller(r.remote)
+			if !n.reserveBatch(p, r, asg, short) {
 				break
 			}
-			if err != nil {
-				n.log.Warn("key reservation failed", "remote", r.remote, "master", r.master, "slave", r.slave, "err", err)
-				break
-			}
-			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.API.ETSI014.AssignTimeout)
-			err = n.assigner.assign(ctx, r.remote, r.master, []string{r.slave}, ids)
-			cancel()
-			if err != nil {
-				// Reserved here, maybe assigned there: nobody may have
-				// them, at either end.
-				if keys, terr := p.TakeByIDs(ids); terr == nil {
-					for _, k := range keys {
-						clear(k.Bytes)
-					}
-				}
-				n.assigner.cancel(r.remote, ids)
-				n.metrics.assignFailed(r.remote)
-				n.log.Warn("key reservation not confirmed by the slave's node; its keys were discarded", "remote", r.remote, "keys", len(ids), "err", err)
-				break
-			}
-			r.mu.Lock()
-			r.ids = append(r.ids, ids...)
-			r.mu.Unlock()
 		}
 	}
+}
+
+// reserveBatch reserves up to short keys for r and has them assigned at
+// the slave's node, and says whether it did. It does nothing while the
+// pools shared with r's node are being reconciled.
+func (n *Node) reserveBatch(p *ringstore.Pool, r *reservation, asg ringstore.Assignment, short int) bool {
+	if n.gate.paused(r.remote) {
+		return false
+	}
+	leave, err := n.gate.enter(n.ctx, r.remote)
+	if err != nil {
+		return false
+	}
+	defer leave()
+	ids, err := p.ReserveNext(min(short, ringstore.MaxBatch), asg)
+	if errors.Is(err, ringstore.ErrPoolEmpty) {
+		n.wakeFiller(r.remote)
+		return false
+	}
+	if err != nil {
+		n.log.Warn("key reservation failed", "remote", r.remote, "master", r.master, "slave", r.slave, "err", err)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.API.ETSI014.AssignTimeout)
+	err = n.assigner.assign(ctx, r.remote, r.master, []string{r.slave}, ids)
+	cancel()
+	if err != nil {
+		// Reserved here, maybe assigned there: nobody may have
+		// them, at either end.
+		if keys, terr := p.TakeByIDs(ids); terr == nil {
+			for _, k := range keys {
+				clear(k.Bytes)
+			}
+		}
+		n.assigner.cancel(r.remote, ids)
+		n.metrics.assignFailed(r.remote)
+		n.log.Warn("key reservation not confirmed by the slave's node; its keys were discarded", "remote", r.remote, "keys", len(ids), "err", err)
+		return false
+	}
+	r.mu.Lock()
+	r.ids = append(r.ids, ids...)
+	r.mu.Unlock()
+	return true
 }

@@ -29,7 +29,17 @@ import (
 // there on: a lost message, or the other node restarting, costs a few
 // dozen bytes per epoch, not a tunnel. The other node applies an
 // announcement idempotently; a different key for an index it holds
-// replaces it (the owner restarted and chose again).
+// replaces it (the owner restarted and chose again), unless that index
+// was served already.
+//
+// Across restarts the two ends agree on each index's key or fail that
+// index closed, never two different keys silently: neither end ever
+// changes the key of an index it has served. The other node answers a
+// new key for an index it served with status 3; the owner, told so, or
+// told that an index it served cannot be held (status 1: the other node
+// restarted and lost it), fails that index closed, and Key returns an
+// error for it (the WireGuard rotator then fails the epoch closed). The
+// next index is chosen afresh.
 //
 // STREAM (kind kindStream), integers big-endian:
 //
@@ -44,6 +54,8 @@ import (
 // Status 0: held. 1: this key cannot be held (the owner chooses another).
 // 2: the node serves no such stream with the sender (a config mismatch:
 // the owner keeps its keys and announces again later, so it spends none).
+// 3: the other node served another key for this index (the owner
+// restarted since): the index fails closed at both ends.
 const (
 	kindStream    uint16 = 34
 	kindStreamAck uint16 = 35
@@ -81,6 +93,7 @@ const (
 	streamHeld       = 0
 	streamKeyRefused = 1
 	streamUnknown    = 2
+	streamServed     = 3
 )
 
 func appendStream(b []byte, name string, es []streamEntry) []byte {
@@ -146,9 +159,10 @@ func parseStreamAcks(b []byte) (string, []streamAck, error) {
 
 // streamKey is the key of one index.
 type streamKey struct {
-	id    ringstore.KeyID
-	key   [StreamKeySize]byte
-	acked bool // owner: the other node holds it too
+	id     ringstore.KeyID
+	key    [StreamKeySize]byte
+	acked  bool // owner: the other node holds it too
+	served bool // handed out by Key: its index never changes key
 }
 
 // KeyStream is one key stream of this node, shared with one other node.
@@ -161,9 +175,10 @@ type KeyStream struct {
 
 	mu      sync.Mutex
 	keys    map[uint64]*streamKey
-	floor   uint64        // indices below are released
-	asked   uint64        // highest index asked for + 1 (owner: announced from)
-	changed chan struct{} // closed and replaced when keys change
+	failed  map[uint64]string // owner: indices failed closed, and why
+	floor   uint64            // indices below are released
+	asked   uint64            // highest index asked for + 1 (owner: announced from)
+	changed chan struct{}     // closed and replaced when keys change
 	stats   StreamStats
 
 	warnedUnknown bool
@@ -179,7 +194,7 @@ type StreamStats struct {
 func newKeyStream(n *Node, name, remote string, ahead int) *KeyStream {
 	return &KeyStream{
 		n: n, name: name, remote: remote, owner: n.cfg.Node.ID < remote, ahead: ahead,
-		keys: map[uint64]*streamKey{}, changed: make(chan struct{}),
+		keys: map[uint64]*streamKey{}, failed: map[uint64]string{}, changed: make(chan struct{}),
 	}
 }
 
@@ -211,6 +226,10 @@ func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte,
 			s.mu.Unlock()
 			return [StreamKeySize]byte{}, fmt.Errorf("stream %s: index %d was released (the stream is at %d)", s.name, index, floor)
 		}
+		if why, ok := s.failed[index]; ok {
+			s.mu.Unlock()
+			return [StreamKeySize]byte{}, fmt.Errorf("stream %s: index %d failed closed: %s", s.name, index, why)
+		}
 		k := s.keys[index]
 		ready := k != nil && (k.acked || !s.owner)
 		var msg []byte
@@ -224,6 +243,7 @@ func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte,
 		var key [StreamKeySize]byte
 		if ready {
 			s.stats.Served++
+			k.served = true
 			key = k.key
 		}
 		ch := s.changed
@@ -255,7 +275,7 @@ func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte,
 func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 	var missing []uint64
 	for i := index; i < index+uint64(s.ahead); i++ {
-		if s.keys[i] == nil {
+		if _, failed := s.failed[i]; s.keys[i] == nil && !failed {
 			missing = append(missing, i)
 		}
 	}
@@ -321,6 +341,11 @@ func (s *KeyStream) apply(es []streamEntry) []streamAck {
 			// Already used and released: nothing to do.
 		case k != nil && k.id == e.id:
 			// Held already (a repeated announcement).
+		case k != nil && k.served:
+			// The owner chose again after a restart, but this index's
+			// key is in use here: keep it, and the owner fails the
+			// index closed.
+			ack = streamAck{e.index, streamServed, fmt.Sprintf("index %d was served with key %s already", e.index, k.id)}
 		case perr != nil:
 			ack = streamAck{e.index, streamKeyRefused, perr.Error()}
 		default:
@@ -380,6 +405,17 @@ func (s *KeyStream) acked(acks []streamAck) {
 			}
 			continue
 		}
+		if a.status == streamServed || k.served {
+			// Another key for this index is in use at the other end,
+			// or this one is in use here and the other end lost it.
+			why := fmt.Sprintf("the two nodes hold different keys for it after a restart (%s)", a.msg)
+			s.n.log.Error("stream index failed closed", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
+			s.failed[a.index] = why
+			s.stats.Refused++
+			clear(k.key[:])
+			delete(s.keys, a.index)
+			continue
+		}
 		// The other node cannot hold this key: choose another.
 		s.n.log.Warn("stream key refused by the other node; choosing another", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
 		s.stats.Refused++
@@ -398,11 +434,33 @@ func (s *KeyStream) Release(below uint64) {
 		return
 	}
 	s.floor = below
+	for i := range s.failed {
+		if i < below {
+			delete(s.failed, i)
+		}
+	}
 	for i, k := range s.keys {
 		if i < below {
 			clear(k.key[:])
 			delete(s.keys, i)
 			s.stats.Released++
+		}
+	}
+}
+
+// peerRestarted (owner) forgets which unserved indices the other node
+// acknowledged: it restarted, and may have lost them. Each is announced
+// again before use, and replaced if refused; served ones fail closed if
+// refused (see the top of this file).
+func (s *KeyStream) peerRestarted() {
+	if !s.owner {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range s.keys {
+		if !k.served {
+			k.acked = false
 		}
 	}
 }
