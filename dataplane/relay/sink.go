@@ -10,16 +10,17 @@ import (
 
 // PoolSink stores relayed keys in the end-to-end pool of each remote node.
 type PoolSink struct {
-	mu    sync.Mutex
-	pools map[string]*ringstore.Pool
-	open  func(remote string) (*ringstore.Pool, error)
+	mu      sync.Mutex
+	pools   map[string]*ringstore.Pool
+	opening map[string]chan struct{} // closed when the open of a pool ends
+	open    func(remote string) (*ringstore.Pool, error)
 }
 
 // NewLazyPoolSink returns a sink that opens the pool of a remote node with
 // open when keys shared with that node first arrive, so that a node needs
 // no list of every node it may exchange keys with.
 func NewLazyPoolSink(open func(remote string) (*ringstore.Pool, error)) *PoolSink {
-	return &PoolSink{pools: map[string]*ringstore.Pool{}, open: open}
+	return &PoolSink{pools: map[string]*ringstore.Pool{}, opening: map[string]chan struct{}{}, open: open}
 }
 
 // Pools returns the pools opened so far, by remote node.
@@ -34,18 +35,39 @@ func (s *PoolSink) Pools() map[string]*ringstore.Pool {
 }
 
 // Open returns the pool of remote, opening it if the sink is lazy; nil
-// if it is not lazy and has none.
+// if it is not lazy and has none. Opening a durable pool reads its index
+// from the metadata store, which takes a while: the pools of other
+// remotes stay usable meanwhile, and callers asking for the same pool
+// wait for the one open.
 func (s *PoolSink) Open(remote string) (*ringstore.Pool, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p := s.pools[remote]; p != nil || s.open == nil {
-		return p, nil
+	for {
+		if p := s.pools[remote]; p != nil || s.open == nil {
+			s.mu.Unlock()
+			return p, nil
+		}
+		ch := s.opening[remote]
+		if ch == nil {
+			break
+		}
+		s.mu.Unlock()
+		<-ch // then use its pool, or try again if it failed
+		s.mu.Lock()
 	}
+	ch := make(chan struct{})
+	s.opening[remote] = ch
+	s.mu.Unlock()
 	p, err := s.open(remote)
+	s.mu.Lock()
+	delete(s.opening, remote)
+	if err == nil {
+		s.pools[remote] = p
+	}
+	close(ch)
+	s.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("opening the end-to-end pool for node %s: %w", remote, err)
 	}
-	s.pools[remote] = p
 	return p, nil
 }
 
