@@ -126,6 +126,40 @@ func poolName(remote, role string) string {
 	return name
 }
 
+// openStoredPools opens, in the background and in parallel, the durable
+// pools a node finds on disk at start: reading a pool's index takes a
+// moment, and the first relay, enc_keys or reconciliation with each node
+// would otherwise wait for it. Pools whose name is a hash of a long node
+// ID are left to open when first needed.
+func (n *Node) openStoredPools() {
+	if n.meta == nil {
+		return
+	}
+	entries, err := os.ReadDir(filepath.Join(n.cfg.Storage.Dir, "pools"))
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range entries {
+		name, ok1 := strings.CutPrefix(e.Name(), "pool-")
+		name, ok2 := strings.CutSuffix(name, ".slots")
+		if !ok1 || !ok2 {
+			continue
+		}
+		letter, remote, _ := strings.Cut(name, "-")
+		role := map[string]string{"o": roleOut, "i": roleIn}[letter]
+		if role == "" || remote == "" || poolName(remote, role) != name {
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if _, err := n.sink.pool(remote, role); err != nil {
+				n.log.Warn("end-to-end key pool not opened at start; it is tried again when needed", "remote", remote, "role", role, "err", err)
+			}
+		}()
+	}
+}
+
 // openPool opens the pool shared with node remote in role, the first time
 // it is needed.
 func (n *Node) openPool(remote, role string) (*ringstore.Pool, error) {
