@@ -201,6 +201,7 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	n.assigner.start()
 	n.syncer.start()
 	n.startFillers()
+	n.openStoredPools()
 	if err := n.startWireGuard(opt.WireGuard); err != nil {
 		return nil, err
 	}
@@ -265,6 +266,8 @@ func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Res
 		return relay.Result{}, err
 	}
 	defer leave()
+	ctx, cancel := n.gate.relayContext(ctx, dst)
+	defer cancel()
 	t0 := time.Now()
 	res, err := n.eng.Relay(ctx, dst, keys, size)
 	n.metrics.observeRelay(dst, time.Since(t0), res, err)

@@ -37,6 +37,12 @@ type supplyGate struct {
 }
 
 type gatePeer struct {
+	// boot ends when the remote node restarts: relays to it begun
+	// before cannot complete, and the round after the restart would
+	// otherwise wait out their completion timeout.
+	boot       context.Context
+	cancelBoot context.CancelCauseFunc
+
 	paused  int           // pauses in force (a node can be coordinator of one round and answer another)
 	active  int           // holders of the gate
 	idle    chan struct{} // closed when active falls to 0, if a pause waits
@@ -49,9 +55,33 @@ func (g *supplyGate) peer(remote string) *gatePeer {
 	p := g.peers[remote]
 	if p == nil {
 		p = &gatePeer{}
+		p.boot, p.cancelBoot = context.WithCancelCause(context.Background())
 		g.peers[remote] = p
 	}
 	return p
+}
+
+// errPeerRestarted ends relays to a node that restarted since they began.
+var errPeerRestarted = errors.New("the destination node restarted: keys in flight to it are discarded")
+
+// relayContext returns ctx, ended also when remote restarts, for a relay
+// to remote.
+func (g *supplyGate) relayContext(ctx context.Context, remote string) (context.Context, context.CancelFunc) {
+	g.mu.Lock()
+	boot := g.peer(remote).boot
+	g.mu.Unlock()
+	rctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(boot, func() { cancel(errPeerRestarted) })
+	return rctx, func() { stop(); cancel(context.Canceled) }
+}
+
+// peerRestarted ends the relays to remote in flight.
+func (g *supplyGate) peerRestarted(remote string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.peer(remote)
+	p.cancelBoot(errPeerRestarted)
+	p.boot, p.cancelBoot = context.WithCancelCause(context.Background())
 }
 
 // enter lets one operation supply keys shared with remote, waiting while

@@ -244,6 +244,7 @@ func (ps *poolSyncer) heardHello(p *syncPeer, h poolHello) {
 	answer := news || !p.echoed
 	ps.mu.Unlock()
 	if restarted {
+		ps.gate.peerRestarted(p.remote)
 		ps.n.log.Info("node restarted: its pools shared with this node will be reconciled", "remote", p.remote)
 		ps.streamsPeerRestarted(p.remote)
 	}
@@ -410,6 +411,7 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 	if err != nil {
 		return fmt.Errorf("pausing supply: %w", err)
 	}
+	paused := time.Since(t0)
 	for len(p.round) > 0 { // answers of an earlier round
 		<-p.round
 	}
@@ -430,6 +432,7 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 	if err != nil {
 		return err
 	}
+	readyIn := time.Since(t0)
 	if ready.status != readyOK {
 		if ready.status == readyRefused {
 			ps.mu.Lock()
@@ -513,6 +516,7 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 	ps.mu.Unlock()
 	n.metrics.poolSyncRound(p.remote, true)
 	n.log.Info("pools reconciled", "remote", p.remote, "took", time.Since(t0).Round(time.Millisecond),
+		"paused_in", paused.Round(time.Millisecond), "ready_in", readyIn.Round(time.Millisecond),
 		"keys_here", len(mine.out)+len(mine.in), "keys_there", len(theirs.out)+len(theirs.in),
 		"dropped_there", theirDropped, "orphans_there", theirOrphans, "restarted_here", restarted, "restarted_there", ready.restarted)
 	return nil
@@ -540,6 +544,9 @@ func (ps *poolSyncer) answerReq(p *syncPeer, q syncReq) {
 	}
 	ps.mu.Lock()
 	if p.heard != q.boot {
+		if p.heard != 0 {
+			ps.gate.peerRestarted(p.remote)
+		}
 		p.heard, p.durable = q.boot, q.durable
 	}
 	a := p.answering
@@ -704,4 +711,17 @@ func (ps *poolSyncer) reconciledWith(remote string, boot uint64) bool {
 	defer ps.mu.Unlock()
 	p := ps.peers[remote]
 	return p != nil && p.completed && p.reconciled == boot
+}
+
+// poolsAgreed says whether the pools shared with remote are reconciled
+// with its current boot, as far as this node has heard, and not being
+// reconciled now.
+func (ps *poolSyncer) poolsAgreed(remote string) bool {
+	if ps.gate.paused(remote) {
+		return false
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	p := ps.peers[remote]
+	return p != nil && p.heard != 0 && p.reconciled == p.heard
 }

@@ -124,7 +124,9 @@ func (n *Node) keepReserved(r *reservation) {
 // the slave's node, and says whether it did. It does nothing while the
 // pools shared with r's node are being reconciled.
 func (n *Node) reserveBatch(p *ringstore.Pool, r *reservation, asg ringstore.Assignment, short int) bool {
-	if n.gate.paused(r.remote) {
+	if _, ok := n.router.NextHop(r.remote); !ok || n.gate.paused(r.remote) {
+		// No route: the assignment could not be sent, and the keys
+		// reserved for it would be discarded.
 		return false
 	}
 	leave, err := n.gate.enter(n.ctx, r.remote)

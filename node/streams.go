@@ -280,6 +280,13 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 		}
 	}
 	var takeErr error
+	if len(missing) > 0 && !s.n.syncer.poolsAgreed(s.remote) {
+		// Until the two nodes' pools are reconciled after a restart of
+		// either, the out pool may hold keys the other node lost: each
+		// would be refused, and another taken at once.
+		takeErr = fmt.Errorf("the key pools shared with node %s are being reconciled after a restart", s.remote)
+		missing = nil
+	}
 	if len(missing) > 0 {
 		p, err := s.n.sink.pool(s.remote, roleOut)
 		if err == nil {
