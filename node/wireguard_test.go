@@ -214,3 +214,52 @@ func TestWireGuardFailsClosedWithoutKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestWireGuardRotationAcrossRestart restarts each node of a tunnel while
+// its PSK rotates every second: in every epoch the two devices hold the
+// same PSK or one of them failed closed (a random PSK: no session), never
+// two different stream keys, and a few epochs after the restart the
+// tunnel rotates on stream keys again with handshakes completing.
+func TestWireGuardRotationAcrossRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 30 s: rotations of one second around two restarts")
+	}
+	const interval = time.Second
+	c, pair := wgCluster(t, "1s", "fail_closed")
+	healthy := func(n uint64) bool {
+		return epochInUse(c, pair, n, wgkey.EpochStart(n, interval), wgtest.PeerInfo{}) == ""
+	}
+	waitHealthy := func(what string) {
+		waitFor(t, what, 30*time.Second, func() bool {
+			return healthy(wgkey.EpochAt(time.Now(), interval))
+		})
+	}
+	waitHealthy("both ends on the same stream key with a handshake")
+	for _, id := range []string{"a", "b"} { // the stream's owner, then the other node
+		c.restart(id)
+		// Watch every epoch until the tunnel is healthy again: whenever
+		// both ends say they installed the same epoch's stream key, the
+		// two devices must hold the same PSK.
+		deadline := time.Now().Add(20 * time.Second)
+		for !healthy(wgkey.EpochAt(time.Now(), interval)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("restart of %s: the tunnel did not rotate on stream keys again within 20 s (a %+v, b %+v)", id, c.tunnel("a"), c.tunnel("b"))
+			}
+			ta, tb := c.tunnel("a"), c.tunnel("b")
+			ia, errA := pair.A.Info(pair.B.Public)
+			ib, errB := pair.B.Info(pair.A.Public)
+			ta2, tb2 := c.tunnel("a"), c.tunnel("b")
+			same := ta.Epoch == tb.Epoch && ta == ta2 && tb == tb2 && !ta.FailedClosed && !tb.FailedClosed && ta.Rotations > 0 && tb.Rotations > 0
+			if same && errA == nil && errB == nil && ia.PSK != ib.PSK {
+				t.Fatalf("restart of %s, epoch %d: both ends installed their stream key, and the two PSKs differ", id, ta.Epoch)
+			}
+			time.Sleep(25 * time.Millisecond) // each look reads both devices and both nodes
+		}
+		t.Logf("restart of %s: rotating on stream keys again (a %+v, b %+v)", id, c.tunnel("a"), c.tunnel("b"))
+		// The owner does not burn keys the other node lost: it takes new
+		// ones once the pools are reconciled.
+		if r := c.nodes["a"].Stream("dc").Stats().Refused; r > 200 {
+			t.Errorf("restart of %s: the other node refused %d stream keys", id, r)
+		}
+	}
+}
