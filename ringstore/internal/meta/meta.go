@@ -88,13 +88,29 @@ func (d *DB) Get(key string) ([]byte, error) {
 }
 
 // Tx is one write transaction.
-type Tx struct{ txn *badger.Txn }
+type Tx struct {
+	txn    *badger.Txn
+	writes int // Sets and Deletes taken, for UpdateSeq
+}
 
-// Set stores val under key.
-func (t *Tx) Set(key string, val []byte) error { return t.txn.Set([]byte(key), val) }
+// Set stores val under key. badger keeps val until the commit, so the
+// caller must not reuse it.
+func (t *Tx) Set(key string, val []byte) error {
+	if err := t.txn.Set([]byte(key), val); err != nil {
+		return err
+	}
+	t.writes++
+	return nil
+}
 
 // Delete removes key.
-func (t *Tx) Delete(key string) error { return t.txn.Delete([]byte(key)) }
+func (t *Tx) Delete(key string) error {
+	if err := t.txn.Delete([]byte(key)); err != nil {
+		return err
+	}
+	t.writes++
+	return nil
+}
 
 // Update applies fn's writes atomically and syncs them to disk before it
 // returns: one fsync for everything fn wrote, so callers batch.
@@ -104,6 +120,65 @@ func (d *DB) Update(fn func(tx *Tx) error) error {
 		return fmt.Errorf("writing metadata store %s: %w", d.dir, err)
 	}
 	return nil
+}
+
+// UpdateSeq applies n units of writes in order, unit(tx, i) making the
+// i'th, in as many transactions as badger needs: a transaction takes units
+// until the next would make it too big (badger refuses one larger than 15%
+// of a memtable, about 3,000 small entries with the options above), is
+// committed and synced, and the next transaction goes on from there. So a
+// crash leaves the units up to some point written and none after it: each
+// unit is atomic, the sequence is not. One that fits is one transaction,
+// as Update.
+//
+// unit may be called more than once for the same i (a unit that did not
+// fit whole is written again in the next transaction), so it must make the
+// same writes each time. committed, if not nil, is called after each commit
+// with the number of units written so far. UpdateSeq returns that number:
+// n, or fewer with the error that stopped it.
+func (d *DB) UpdateSeq(n int, unit func(tx *Tx, i int) error, committed func(done int)) (int, error) {
+	done := 0
+	for done < n {
+		next, err := d.updateSome(done, n, unit)
+		if err != nil {
+			return done, fmt.Errorf("writing metadata store %s: %w", d.dir, err)
+		}
+		done = next
+		if committed != nil {
+			committed(done)
+		}
+	}
+	return done, nil
+}
+
+// updateSome writes units from from on in one transaction, as many as fit
+// whole, commits them and returns where the next transaction starts.
+func (d *DB) updateSome(from, n int, unit func(tx *Tx, i int) error) (int, error) {
+	txn := d.db.NewTransaction(true)
+	defer txn.Discard()
+	tx := &Tx{txn: txn}
+	i := from
+	for ; i < n; i++ {
+		before := tx.writes
+		err := unit(tx, i)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, badger.ErrTxnTooBig) || i == from {
+			return from, err // a unit too big on its own fails as in Update
+		}
+		if tx.writes > before {
+			// Unit i got in only in part, and badger cannot take writes
+			// back: the units before it go alone, in a new transaction.
+			txn.Discard()
+			return d.updateSome(from, i, unit)
+		}
+		break
+	}
+	if err := txn.Commit(); err != nil {
+		return from, err
+	}
+	return i, nil
 }
 
 // Scan calls fn for every key with the given prefix, in key order. The
