@@ -154,6 +154,7 @@ type PadRing struct {
 	persistedHead   uint64
 	persistedTail   uint64
 	persistedBlocks []blockSpan   // block records in the metadata store, oldest first
+	strayBlocks     []blockSpan   // records to delete: at or above persistedHead, or below persistedTail
 	syncedHead      atomic.Uint64 // persistedHead, for Append to read
 	flushKick       chan struct{} // Append asks the flusher to run
 	flushStop       chan struct{}

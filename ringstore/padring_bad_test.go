@@ -53,6 +53,12 @@ func TestPadRingRefusesDamage(t *testing.T) {
 			setRaw(t, db, "pad/linkAB/tx/blk/0000000000000000", []byte("nonsense, not a block record"))
 			return db
 		}, []string{"key pad/linkAB/tx/blk/0000000000000000", "malformed block record"}},
+		{"block record across the head", func(t *testing.T, dir string, db *meta.DB) *meta.DB {
+			// Records wholly above the head are pad a crash kept from being
+			// published, and are dropped; one across it fits no persist.
+			setRaw(t, db, "pad/linkAB/tx/blk/0000000000009858", BlockInfo{Pos: 39000, Size: 2000, ID: "across"}.encode())
+			return db
+		}, []string{`block "across" at [39000, 41000) does not fit the ring (head 40000)`}},
 		{"unused pad damaged on disk", func(t *testing.T, dir string, db *meta.DB) *meta.DB {
 			f, err := os.OpenFile(FilePath(dir, "linkAB/tx"), os.O_RDWR, 0)
 			if err != nil {

@@ -29,17 +29,41 @@ import (
 //     the mark: after a crash, positions below it are never handed out.
 //   - A flush (persistFlush), by a background goroutine every flushBytes of
 //     appended pad or flushEvery, and at Close: appended pad and zeroised
-//     segments are synced to the file first, then one transaction records
-//     head, tail and the new blocks. So every recorded block's bytes are on
-//     disk, and the recorded tail is never ahead of zeroes on disk.
+//     segments are synced to the file first, then the new blocks and the
+//     head and tail are recorded (writeDir, below). So every recorded
+//     block's bytes are on disk, and the recorded tail is never ahead of
+//     zeroes on disk.
 //   - A resync (persistResync, padring_resync.go), when a link comes up: the
-//     mark raised to the agreement's from, then one transaction recording
-//     the new head, tail and directory. Pad it drops is zeroised only after
-//     that transaction, so the old records never meet zeroed bytes.
+//     mark raised to the agreement's from, then the new head, tail and
+//     directory recorded. Pad it drops is zeroised only after the cursor
+//     record, so the records it names never meet zeroed bytes.
 //
 // The mark may thus be ahead of the recorded head. A restart then moves the
 // head up to the mark: those positions may have been used, so the QKD side
 // resumes above them.
+//
+// A flush or a resync may have more block records to write and delete than
+// one badger transaction takes: a ring of ETSI 014 keys (32 to 128 bytes)
+// holds hundreds of thousands of blocks. So writeDir writes them in order,
+// in as many transactions as needed (meta.UpdateSeq; usually one), and only
+// the cursor record is atomic:
+//
+//  1. deletes of stray records (below),
+//  2. the records of blocks whose bytes are synced, all at or above the
+//     recorded head,
+//  3. the cursor record (with the one record a resync shortens at its new
+//     head, which must change with it),
+//  4. deletes of the records the tail has passed, or that a resync dropped
+//     above its new head.
+//
+// A crash between two transactions thus leaves, besides the records the
+// cursor record describes, only records at or above the recorded head
+// (pad synced but never published) or wholly below the recorded tail (pad
+// zeroised). openDurable deletes both kinds; neither names pad that could
+// be handed out. A write that fails part way, without a crash, leaves the
+// same kinds behind: strayBlocks remembers them, and the next write deletes
+// them first, before a head recorded above them could make them look like
+// blocks of the ring.
 
 const padStateMagic = "QPR1"
 
@@ -196,8 +220,14 @@ func (r *PadRing) openDurable() error {
 			return fmt.Errorf("metadata store %s, key %s: %v", cfg.Meta.Dir(), key, err)
 		}
 		end := info.Pos + uint64(info.Size)
-		if key != r.blockKey(info.Pos) || end > st.head || info.Size > cfg.Capacity {
+		if key != r.blockKey(info.Pos) || info.Pos < st.head && end > st.head || info.Size > cfg.Capacity {
 			return fmt.Errorf("metadata store %s, key %s: block %q at [%d, %d) does not fit the ring (head %d)", cfg.Meta.Dir(), key, info.ID, info.Pos, end, st.head)
+		}
+		if info.Pos >= st.head {
+			// Written by a persist that died before its cursor record: the
+			// pad was never published. Deleted by the persist below.
+			r.strayBlocks = append(r.strayBlocks, blockSpan{info.Pos, end})
+			return nil
 		}
 		if info.Pos >= st.mark {
 			at := info.Pos & r.mask
@@ -216,6 +246,10 @@ func (r *PadRing) openDurable() error {
 	if err != nil {
 		r.mem.Close()
 		return fmt.Errorf("pad ring %s: %w", cfg.Name, err)
+	}
+	if len(r.strayBlocks) > 0 {
+		slog.Info("pad ring: dropping block records above the recorded head, left by a persist a crash cut short; their pad was never handed out",
+			"ring", cfg.Name, "records", len(r.strayBlocks), "head", st.head)
 	}
 
 	// Restart at the mark: everything below it may have been handed out
@@ -339,7 +373,7 @@ const (
 // markMu.
 func (r *PadRing) persist(mark uint64, kind persistKind) error {
 	if kind == persistMark {
-		return r.writeState(mark, r.persistedHead, r.persistedTail, false, nil, 0)
+		return r.writeState(mark, r.persistedHead, r.persistedTail, false, nil, nil)
 	}
 	h, t := r.head.Load(), r.tail.Load()
 	if err := r.syncRange(r.persistedHead, h); err != nil {
@@ -362,7 +396,7 @@ func (r *PadRing) persist(mark uint64, kind persistKind) error {
 	for gone < len(r.persistedBlocks) && r.persistedBlocks[gone].end <= t {
 		gone++
 	}
-	if err := r.writeState(mark, h, t, kind == persistClean, ready, gone); err != nil {
+	if err := r.writeState(mark, h, t, kind == persistClean, ready, r.persistedBlocks[:gone]); err != nil {
 		// The blocks stay pending, to be written with the next flush.
 		r.dirMu.Lock()
 		r.pendingBlocks = append(ready, r.pendingBlocks...)
@@ -378,28 +412,15 @@ func (r *PadRing) persist(mark uint64, kind persistKind) error {
 	return nil
 }
 
-// writeState writes the cursor record, adding the ready blocks and deleting
-// the first gone persisted ones, in one transaction.
-func (r *PadRing) writeState(mark, head, tail uint64, clean bool, ready []BlockInfo, gone int) error {
+// writeState writes the cursor record, adding the ready blocks' records
+// before it and deleting the gone ones after it (writeDir).
+func (r *PadRing) writeState(mark, head, tail uint64, clean bool, ready []BlockInfo, gone []blockSpan) error {
 	st := padState{
 		capacity: uint64(r.cfg.Capacity), segment: uint64(r.cfg.SegmentSize),
 		head: head, mark: mark, tail: tail, // tail <= reserved <= mark
 		reservedAtPersist: r.reserved.Load() &^ closedBit, clean: clean,
 	}
-	err := r.cfg.Meta.Update(func(tx *meta.Tx) error {
-		for _, b := range r.persistedBlocks[:gone] {
-			if err := tx.Delete(r.blockKey(b.pos)); err != nil {
-				return err
-			}
-		}
-		for _, b := range ready {
-			if err := tx.Set(r.blockKey(b.Pos), b.encode()); err != nil {
-				return err
-			}
-		}
-		return tx.Set(r.stateKey(), st.encode())
-	})
-	if err != nil {
+	if err := r.writeDir(st, ready, nil, gone); err != nil {
 		return fmt.Errorf("pad ring %s: persisting mark %d: %w", r.cfg.Name, mark, err)
 	}
 	if mark > r.mark.Load() {
@@ -408,3 +429,64 @@ func (r *PadRing) writeState(mark, head, tail uint64, clean bool, ready []BlockI
 	r.statMarkWrites.Add(1)
 	return nil
 }
+
+// writeDir writes, in order (see the top of this file): deletes of the
+// stray records, the records of ready (each at or above the recorded
+// head), the cursor record st together with the records of with, and
+// deletes of the records gone (each below st.tail, or at or above
+// st.head). It returns an error only if st was not written; what it wrote
+// before st is then stray. Records of gone it could not delete after st
+// are stray too, and logged. The caller holds markMu.
+func (r *PadRing) writeDir(st padState, ready, with []BlockInfo, gone []blockSpan) error {
+	stray := r.strayBlocks
+	ns, nr := len(stray), len(ready)
+	at := ns + nr // the unit of the cursor record
+	n := at + 1 + len(gone)
+	cursor := st.encode()
+	done, err := r.cfg.Meta.UpdateSeq(n, func(tx *meta.Tx, i int) error {
+		switch {
+		case i < ns:
+			return tx.Delete(r.blockKey(stray[i].pos))
+		case i < at:
+			b := &ready[i-ns]
+			return tx.Set(r.blockKey(b.Pos), b.encode())
+		case i == at:
+			for _, b := range with {
+				if err := tx.Set(r.blockKey(b.Pos), b.encode()); err != nil {
+					return err
+				}
+			}
+			return tx.Set(r.stateKey(), cursor)
+		default:
+			return tx.Delete(r.blockKey(gone[i-at-1].pos))
+		}
+	}, func(done int) {
+		if testHookDirTxn != nil && done < n {
+			if done <= at {
+				testHookDirTxn("blocks")
+			} else {
+				testHookDirTxn("cursors")
+			}
+		}
+	})
+	left := append([]blockSpan(nil), stray[min(done, ns):]...)
+	if done <= at {
+		for _, b := range ready[:max(done, ns)-ns] {
+			left = append(left, blockSpan{b.Pos, b.Pos + uint64(b.Size)})
+		}
+		r.strayBlocks = left
+		return err
+	}
+	r.strayBlocks = append(left, gone[done-at-1:]...)
+	if err != nil {
+		slog.Warn("pad ring: cursors recorded, but deleting block records they no longer name failed; the next persist or restart deletes them",
+			"ring", r.cfg.Name, "records", len(gone)-(done-at-1), "err", err)
+	}
+	return nil
+}
+
+// testHookDirTxn, if set, is called after each metadata transaction of
+// writeDir that leaves more to write: step "blocks" while the cursor record
+// is not yet written, "cursors" after it. A crash test kills the process
+// there.
+var testHookDirTxn func(step string)

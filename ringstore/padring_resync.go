@@ -6,8 +6,6 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"runtime"
-
-	"github.com/qrelay/qrelay/ringstore/internal/meta"
 )
 
 // ErrResyncBusy means a Resync that skips further than the ring can hold
@@ -38,12 +36,15 @@ var ErrResyncBusy = errors.New("pad ring busy: reserved pad not yet released")
 //     Resync returns an error wrapping ErrResyncBusy.
 //
 // Afterwards Stats().Stock is to - from. A durable ring records the new
-// state in one metadata transaction before Resync returns (and raises its
+// state with one cursor record before Resync returns (and raises its
 // reservation mark to from before that, so a crash at any moment never
 // hands out a position below from); after a crash the ring reopens either
-// in its state before Resync or in the new one. If writing the metadata
-// fails, Resync returns the error with the ring unchanged, except that its
-// mark may have been raised to from (which wastes pad, never reuses it).
+// in its state before Resync or in the new one. (Block records that the
+// cursor record does not name, new ones above the old head or old ones it
+// dropped, may go in transactions of their own: see writeDir.) If writing
+// the metadata fails, Resync returns the error with the ring unchanged,
+// except that its mark may have been raised to from (which wastes pad,
+// never reuses it).
 //
 // The caller must make sure that no Append and no Reserve runs during
 // Resync (a link resynchronises before any key-bearing frame flows).
@@ -203,7 +204,7 @@ func (r *PadRing) persistResync(p *resyncPlan) error {
 	if p.from > r.mark.Load() {
 		// First the mark alone, so that even a crash before the new state is
 		// recorded never hands out a position below from.
-		if err := r.writeState(p.from, r.persistedHead, r.persistedTail, false, nil, 0); err != nil {
+		if err := r.writeState(p.from, r.persistedHead, r.persistedTail, false, nil, nil); err != nil {
 			return err
 		}
 		resyncStep("marked")
@@ -227,39 +228,48 @@ func (r *PadRing) persistResync(p *resyncPlan) error {
 	resyncStep("synced")
 
 	// The records after the commit: the blocks of the new directory that
-	// end above the recorded tail (a recorded straddler is rewritten under
-	// its key; pending blocks are written now, their bytes being synced).
-	var keep []BlockInfo
+	// end above the recorded tail. Of those, only what differs from the
+	// store is written (both lists are in order of position): pending
+	// blocks, their bytes now synced, go before the cursor record, being at
+	// or above the recorded head; a recorded block cut at to goes with it.
+	// Recorded blocks the new directory does not keep are deleted after it:
+	// they lie below the new tail, or at or above the new head.
+	var keep, gone []blockSpan
+	var add, cut []BlockInfo
+	rec := r.persistedBlocks
+	j := 0
 	for _, b := range p.blocks {
-		if b.Pos+uint64(b.Size) > recTail {
-			keep = append(keep, b)
+		end := b.Pos + uint64(b.Size)
+		for j < len(rec) && rec[j].pos < b.Pos {
+			gone = append(gone, rec[j])
+			j++
 		}
+		recorded := j < len(rec) && rec[j].pos == b.Pos
+		var recEnd uint64
+		if recorded {
+			recEnd = rec[j].end
+			j++
+		}
+		switch {
+		case end <= recTail:
+			if recorded {
+				gone = append(gone, blockSpan{b.Pos, recEnd})
+			}
+			continue
+		case !recorded:
+			add = append(add, b)
+		case recEnd != end:
+			cut = append(cut, b)
+		}
+		keep = append(keep, blockSpan{b.Pos, end})
 	}
-	inKeep := make(map[uint64]bool, len(keep))
-	for _, b := range keep {
-		inKeep[b.Pos] = true
-	}
+	gone = append(gone, rec[j:]...)
 	st := padState{
 		capacity: uint64(r.cfg.Capacity), segment: uint64(r.cfg.SegmentSize),
 		head: p.to, mark: max(r.mark.Load(), p.from), tail: recTail,
 		reservedAtPersist: p.from,
 	}
-	err := r.cfg.Meta.Update(func(tx *meta.Tx) error {
-		for _, b := range r.persistedBlocks {
-			if !inKeep[b.pos] {
-				if err := tx.Delete(r.blockKey(b.pos)); err != nil {
-					return err
-				}
-			}
-		}
-		for _, b := range keep {
-			if err := tx.Set(r.blockKey(b.Pos), b.encode()); err != nil {
-				return err
-			}
-		}
-		return tx.Set(r.stateKey(), st.encode())
-	})
-	if err != nil {
+	if err := r.writeDir(st, add, cut, gone); err != nil {
 		return fmt.Errorf("pad ring %s: persisting resync to from %d, to %d: %w", r.cfg.Name, p.from, p.to, err)
 	}
 	r.statMarkWrites.Add(1)
@@ -268,10 +278,7 @@ func (r *PadRing) persistResync(p *resyncPlan) error {
 	}
 	r.persistedHead, r.persistedTail = p.to, recTail
 	r.syncedHead.Store(p.to)
-	r.persistedBlocks = r.persistedBlocks[:0]
-	for _, b := range keep {
-		r.persistedBlocks = append(r.persistedBlocks, blockSpan{b.Pos, b.Pos + uint64(b.Size)})
-	}
+	r.persistedBlocks = keep
 	p.pending = nil // all recorded
 	resyncStep("committed")
 	return nil
