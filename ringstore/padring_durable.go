@@ -460,14 +460,14 @@ func (r *PadRing) writeDir(st padState, ready, with []BlockInfo, gone []blockSpa
 		default:
 			return tx.Delete(r.blockKey(gone[i-at-1].pos))
 		}
-	}, func(done int) {
-		if testHookDirTxn != nil && done < n {
-			if done <= at {
-				testHookDirTxn("blocks")
-			} else {
-				testHookDirTxn("cursors")
-			}
+	}, func(done int) error {
+		if testHookDirTxn == nil || done == n {
+			return nil
 		}
+		if done <= at {
+			return testHookDirTxn("blocks")
+		}
+		return testHookDirTxn("cursors")
 	})
 	left := append([]blockSpan(nil), stray[min(done, ns):]...)
 	if done <= at {
@@ -488,5 +488,5 @@ func (r *PadRing) writeDir(st padState, ready, with []BlockInfo, gone []blockSpa
 // testHookDirTxn, if set, is called after each metadata transaction of
 // writeDir that leaves more to write: step "blocks" while the cursor record
 // is not yet written, "cursors" after it. A crash test kills the process
-// there.
-var testHookDirTxn func(step string)
+// there; an error from it fails the write there.
+var testHookDirTxn func(step string) error

@@ -134,9 +134,10 @@ func (d *DB) Update(fn func(tx *Tx) error) error {
 // unit may be called more than once for the same i (a unit that did not
 // fit whole is written again in the next transaction), so it must make the
 // same writes each time. committed, if not nil, is called after each commit
-// with the number of units written so far. UpdateSeq returns that number:
-// n, or fewer with the error that stopped it.
-func (d *DB) UpdateSeq(n int, unit func(tx *Tx, i int) error, committed func(done int)) (int, error) {
+// with the number of units written so far; an error from it stops the
+// sequence there. UpdateSeq returns that number: n, or fewer with the error
+// that stopped it.
+func (d *DB) UpdateSeq(n int, unit func(tx *Tx, i int) error, committed func(done int) error) (int, error) {
 	done := 0
 	for done < n {
 		next, err := d.updateSome(done, n, unit)
@@ -145,7 +146,9 @@ func (d *DB) UpdateSeq(n int, unit func(tx *Tx, i int) error, committed func(don
 		}
 		done = next
 		if committed != nil {
-			committed(done)
+			if err := committed(done); err != nil {
+				return done, err
+			}
 		}
 	}
 	return done, nil

@@ -102,7 +102,7 @@ func TestUpdateSeq(t *testing.T) {
 			return err
 		}
 		return tx.Set(fmt.Sprintf("k/%06d/b", i), []byte("y"))
-	}, func(done int) { commits = append(commits, done) })
+	}, func(done int) error { commits = append(commits, done); return nil })
 	if err != nil || done != n {
 		t.Fatalf("UpdateSeq = %d, %v; want %d, nil", done, err, n)
 	}
