@@ -19,7 +19,7 @@ func (n *Node) openRouter() error {
 		MaxAge:   c.MaxAge,
 		SPFDelay: c.SPFDelay,
 		Logger:   n.baseLog, // the router adds the node itself
-		OnChange: func() { n.metrics.routesChanged() },
+		OnChange: func() { n.metrics.routesChanged(); n.syncer.routesChanged() },
 	})
 	if err != nil {
 		return err

@@ -95,15 +95,19 @@ func (k keyService) EncKeys(ctx context.Context, req supply.EncRequest) ([]suppl
 	if err != nil {
 		return nil, err
 	}
-	// Reserved keys first: assigned at both ends already.
+	// Reserved keys first: assigned at both ends already, unless the
+	// slave's node restarted since (then the pools' reconciliation drops
+	// them where they are gone).
 	var keys []ringstore.Key
 	r := n.reservationFor(remote, req.Master, req.Slave)
-	if ids := r.take(req.Number); ids != nil {
-		keys, err = p.TakeByIDs(ids)
-		if err != nil {
-			// Expired meanwhile (pools.ttl): ask the slow way.
-			n.log.Debug("reserved keys gone; assigning others", "remote", remote, "err", err)
-			keys = nil
+	if n.syncer.poolsAgreed(remote) {
+		if ids := r.take(req.Number); ids != nil {
+			keys, err = p.TakeByIDs(ids)
+			if err != nil {
+				// Expired meanwhile (pools.ttl): ask the slow way.
+				n.log.Debug("reserved keys gone; assigning others", "remote", remote, "err", err)
+				keys = nil
+			}
 		}
 	}
 	if keys == nil {

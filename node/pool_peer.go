@@ -25,7 +25,7 @@ const (
 	stepTimeout   = 5 * time.Second
 	answerIdle    = 10 * time.Second
 	// discoverEvery is how often the syncer looks for nodes the router
-	// newly reaches.
+	// newly reaches, besides whenever the routing table changes.
 	discoverEvery = 250 * time.Millisecond
 )
 
@@ -36,7 +36,8 @@ type poolSyncer struct {
 	boot uint64
 	gate *supplyGate
 
-	inbox chan routedMsg
+	inbox    chan routedMsg
+	discover chan struct{} // the routing table changed
 
 	mu    sync.Mutex
 	peers map[string]*syncPeer
@@ -63,7 +64,7 @@ func newPoolSyncer(n *Node, gate *supplyGate) *poolSyncer {
 		rand.Read(b[:])
 	}
 	return &poolSyncer{n: n, boot: binary.BigEndian.Uint64(b[:]), gate: gate,
-		inbox: make(chan routedMsg, 256), peers: map[string]*syncPeer{}}
+		inbox: make(chan routedMsg, 256), discover: make(chan struct{}, 1), peers: map[string]*syncPeer{}}
 }
 
 func randomID() uint64 {
@@ -111,10 +112,17 @@ func (ps *poolSyncer) start() {
 			case <-n.ctx.Done():
 				return
 			case <-t.C:
+			case <-ps.discover:
 			}
 		}
 	}()
 }
+
+// routesChanged has the syncer look for newly reachable nodes now: a node
+// that restarted says HELLO as soon as it has a route, so that the other
+// learns of the restart before it hands out keys reserved with the old
+// life.
+func (ps *poolSyncer) routesChanged() { poke(ps.discover) }
 
 // peer returns the state of remote, starting its loop the first time.
 func (ps *poolSyncer) peer(remote string) *syncPeer {
