@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -55,12 +56,16 @@ type cluster struct {
 	opCert  tls.Certificate
 	nodes   map[string]*proc
 	proxies map[string]*udpproxy.Proxy // "a-b" with a < b
+	bin     string                     // the qrelayd binary the nodes run
 }
 
 type proc struct {
 	id       string
 	cfgPath  string
 	kmAddr   string
+	etsiAddr string     // with clusterOpts.etsi014
+	env      []string   // extra environment of its next start
+	mu       sync.Mutex // guards exited, replaced at each start
 	api      *adminapi.Client
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -97,7 +102,23 @@ func newCluster(t testing.TB, ids []string, edges [][2]string) *cluster {
 // config, if extra is not nil.
 func newClusterWith(t testing.TB, ids []string, edges [][2]string, extra func(id string) string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*proc{}, proxies: map[string]*udpproxy.Proxy{}}
+	return newClusterOpts(t, ids, edges, clusterOpts{extra: extra})
+}
+
+// clusterOpts are the options of newClusterOpts.
+type clusterOpts struct {
+	extra   func(id string) string // YAML appended to node id's config
+	etsi014 bool                   // every node serves ETSI 014, with SAE sae-<id> at node <id>
+	durable bool                   // storage in durable mode
+	bin     string                 // the qrelayd binary (default qrelaydBin)
+	slots   int                    // pools.slots (default 1048576); refills stop at a quarter
+}
+
+// newClusterOpts writes certificates and configs and starts every node.
+func newClusterOpts(t testing.TB, ids []string, edges [][2]string, o clusterOpts) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*proc{}, proxies: map[string]*udpproxy.Proxy{}, bin: cmp.Or(o.bin, qrelaydBin)}
+	extra := o.extra
 	var err error
 	if c.ca, err = pki.NewCA("qrelay test CA", time.Hour); err != nil {
 		t.Fatal(err)
@@ -137,7 +158,24 @@ func newClusterWith(t testing.TB, ids []string, edges [][2]string, extra func(id
 	for _, id := range ids {
 		p := c.nodes[id]
 		admin := freeport.Loopback(t, "tcp")
-		cfg := fmt.Sprintf(nodeYAML, id, id, id, p.kmAddr, admin, strings.Join(links[id], ""))
+		etsi := ""
+		if o.etsi014 {
+			p.etsiAddr = freeport.Loopback(t, "tcp")
+			etsi = fmt.Sprintf("  etsi014: {listen: %q}\n", p.etsiAddr)
+		}
+		cfg := fmt.Sprintf(nodeYAML, id, id, id, p.kmAddr, admin, etsi, strings.Join(links[id], ""))
+		if o.slots != 0 {
+			cfg = strings.Replace(cfg, "slots: 1048576", fmt.Sprintf("slots: %d, high: %d, low: %d", o.slots, o.slots/4, o.slots/8), 1)
+		}
+		if o.etsi014 {
+			cfg += "saes:\n"
+			for _, other := range ids {
+				cfg += fmt.Sprintf("  - {id: sae-%s, node: %s}\n", other, other)
+			}
+		}
+		if o.durable {
+			cfg += "storage: {mode: durable, dir: data-" + id + "}\n"
+		}
 		if extra != nil {
 			cfg += extra(id)
 		}
@@ -162,7 +200,7 @@ km:
   completion_timeout: 3s
 api:
   admin: {listen: "%s"}
-pools: {slots: 1048576, slot_size: 32}
+%spools: {slots: 1048576, slot_size: 32, orphan_ttl: 5s}
 control: {refresh: 5s, max_age: 30s, spf_delay: 5ms}
 links:
 %s`
@@ -179,14 +217,18 @@ func (c *cluster) start(id string) {
 	t := c.t
 	p := c.nodes[id]
 	p.log = &lockedBuffer{}
+	p.mu.Lock() // alive may be asked from another goroutine
 	p.exited = make(chan struct{})
+	p.mu.Unlock()
 	p.stopOnce = sync.Once{}
-	p.cmd = exec.Command(qrelaydBin, "-config", p.cfgPath)
+	p.cmd = exec.Command(c.bin, "-config", p.cfgPath)
+	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.exitErr = p.cmd.Wait(); close(p.exited) }()
+	cmd, exited := p.cmd, p.exited
+	go func() { p.exitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		c.stop(id, syscall.SIGTERM)
 		if t.Failed() {
@@ -284,27 +326,36 @@ func (c *cluster) checkPools(pairs [][2]string) (keys int) {
 		}
 		return true, ""
 	})
-	for _, pr := range pairs {
-		a, err := c.nodes[pr[0]].api.PoolDigest(ctx, pr[1])
-		if err != nil {
-			t.Fatalf("pool digest at %s for %s: %v", pr[0], pr[1], err)
+	// Keys a restarted master handed to its SAE wait as orphans at the
+	// other end until pools.orphan_ttl: the pools agree once they expire.
+	waitFor(t, "pools identical at both ends of every pair", 30*time.Second, func() (bool, string) {
+		keys = 0
+		var differ []string
+		for _, pr := range pairs {
+			a, err := c.nodes[pr[0]].api.PoolDigest(ctx, pr[1])
+			if err != nil {
+				t.Fatalf("pool digest at %s for %s: %v", pr[0], pr[1], err)
+			}
+			b, err := c.nodes[pr[1]].api.PoolDigest(ctx, pr[0])
+			if err != nil {
+				t.Fatalf("pool digest at %s for %s: %v", pr[1], pr[0], err)
+			}
+			if a.Keys != b.Keys || a.Digest != b.Digest {
+				differ = append(differ, fmt.Sprintf("%s and %s: %d keys (digest %s) vs %d keys (digest %s)", pr[0], pr[1], a.Keys, a.Digest, b.Keys, b.Digest))
+			}
+			keys += a.Keys
 		}
-		b, err := c.nodes[pr[1]].api.PoolDigest(ctx, pr[0])
-		if err != nil {
-			t.Fatalf("pool digest at %s for %s: %v", pr[1], pr[0], err)
-		}
-		if a.Keys != b.Keys || a.Digest != b.Digest {
-			t.Errorf("pools of %s and %s differ: %d keys (digest %s) vs %d keys (digest %s): some key is usable at one end only",
-				pr[0], pr[1], a.Keys, a.Digest, b.Keys, b.Digest)
-		}
-		keys += a.Keys
-	}
+		return len(differ) == 0, "some key is usable at one end only: " + strings.Join(differ, "; ")
+	})
 	return keys
 }
 
 func (p *proc) alive() bool {
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
 	select {
-	case <-p.exited:
+	case <-exited:
 		return false
 	default:
 		return true
