@@ -101,6 +101,7 @@ func TestKeyStreamMismatchSpendsNoKeys(t *testing.T) {
 		return ""
 	}})
 	c.waitPath("a", "b", "a", "b")
+	c.waitReconciled("a", "b") // a stream takes keys once the pools agree
 	s := c.nodes["a"].Stream("t1")
 	ask := func() StreamStats {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
