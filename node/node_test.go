@@ -45,12 +45,15 @@ func TestRerouteTriggers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fault()
+			// Both ways: the completion comes back along c's route.
 			c.waitPath("a", "c", "a", "e", "d", "c")
+			c.waitPath("c", "a", "c", "d", "e", "a")
 			if _, err := a.Relay(ctx, "c", 1000, 32); err != nil {
 				t.Fatalf("relay a→c the long way: %v", err)
 			}
 			tc.fix()
 			c.waitPath("a", "c", "a", "b", "c")
+			c.waitPath("c", "a", "c", "b", "a")
 			if _, err := a.Relay(ctx, "c", 1000, 32); err != nil {
 				t.Fatalf("relay a→c after the fault cleared: %v", err)
 			}
