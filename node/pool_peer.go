@@ -51,7 +51,6 @@ type syncPeer struct {
 
 	// under poolSyncer.mu
 	heard      uint64 // the remote's boot ID as last heard (0: never)
-	durable    bool   // the remote said it stores durably
 	echoed     bool   // the remote has heard this node's boot ID
 	reconciled uint64 // the remote boot ID of the last round completed
 	completed  bool   // a round with the remote completed since this node started
@@ -59,11 +58,7 @@ type syncPeer struct {
 }
 
 func newPoolSyncer(n *Node, gate *supplyGate) *poolSyncer {
-	var b [8]byte
-	for binary.BigEndian.Uint64(b[:]) == 0 {
-		rand.Read(b[:])
-	}
-	return &poolSyncer{n: n, boot: binary.BigEndian.Uint64(b[:]), gate: gate,
+	return &poolSyncer{n: n, boot: randomID(), gate: gate,
 		inbox: make(chan routedMsg, 256), discover: make(chan struct{}, 1), peers: map[string]*syncPeer{}}
 }
 
@@ -243,7 +238,7 @@ func (ps *poolSyncer) heardHello(p *syncPeer, h poolHello) {
 	restarted := p.heard != 0 && p.heard != h.boot
 	news := p.heard != h.boot
 	if news {
-		p.heard, p.durable = h.boot, h.durable
+		p.heard = h.boot
 	}
 	p.echoed = h.seen == ps.boot
 	// Answer what told this node something new, or came from a node
@@ -536,8 +531,7 @@ type answerRound struct {
 	ready       []byte // POOL_SYNC_READY once paused and inventoried
 	inv         poolInventory
 	acks        map[uint32][]byte // POOL_DROP_ACK sent, by chunk
-	chunks      uint32
-	last        time.Time // the coordinator's last message
+	last        time.Time         // the coordinator's last message
 	done        chan struct{}
 	endOnce     sync.Once
 }
@@ -555,7 +549,7 @@ func (ps *poolSyncer) answerReq(p *syncPeer, q syncReq) {
 		if p.heard != 0 {
 			ps.gate.peerRestarted(p.remote)
 		}
-		p.heard, p.durable = q.boot, q.durable
+		p.heard = q.boot
 	}
 	a := p.answering
 	if a != nil && a.round == q.round {
@@ -570,13 +564,15 @@ func (ps *poolSyncer) answerReq(p *syncPeer, q syncReq) {
 	if a != nil {
 		a.end(p) // the coordinator gave up on it
 	}
-	if q.restarted {
-		ps.streamsPeerRestarted(p.remote)
-	}
 	a = &answerRound{round: q.round, from: q.boot, acks: map[uint32][]byte{}, last: time.Now(), done: make(chan struct{})}
 	p.answering = a
 	restarted := !p.completed
 	ps.mu.Unlock()
+	if q.restarted {
+		// Not under ps.mu: KeyStream.Key asks poolsAgreed holding its
+		// own lock.
+		ps.streamsPeerRestarted(p.remote)
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -697,7 +693,7 @@ func (ps *poolSyncer) answerDrop(p *syncPeer, c dropChunk) {
 	b := appendDropAck(nil, ack)
 	ps.mu.Lock()
 	if err == nil {
-		a.acks[c.chunk], a.chunks = b, c.chunks
+		a.acks[c.chunk] = b
 	}
 	finished := err == nil && uint32(len(a.acks)) == c.chunks
 	if finished {
