@@ -16,6 +16,7 @@ import (
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/http1"
 	"github.com/qrelay/qrelay/supply"
+	"github.com/qrelay/qrelay/supply/etsi014"
 )
 
 // startAPIs starts the admin API (HTTPS, mTLS) and the metrics listener
@@ -43,13 +44,13 @@ func (n *Node) startAPIs() error {
 		if err != nil {
 			return fmt.Errorf("api.etsi014.sae_identity: %w", err)
 		}
-		limits := map[string]supply.Limit{}
+		limits := map[string]etsi014.Limit{}
 		for _, s := range n.cfg.SAEs {
 			if s.Node == n.cfg.Node.ID && s.KeysPerSecond > 0 {
-				limits[s.ID] = supply.Limit{KeysPerSecond: s.KeysPerSecond, Burst: s.Burst}
+				limits[s.ID] = etsi014.Limit{KeysPerSecond: s.KeysPerSecond, Burst: s.Burst}
 			}
 		}
-		h, err := supply.NewHandler(supply.Config{
+		h, err := etsi014.NewHandler(etsi014.Config{
 			Service:           keyService{n},
 			Identity:          id,
 			KeySize:           e.KeySize,
@@ -70,7 +71,7 @@ func (n *Node) startAPIs() error {
 		// per-request machinery costs more than the key service.
 		srv := &http1.Server{
 			Handler:           promhttp.InstrumentHandlerDuration(n.metrics.apiDuration.MustCurryWith(map[string]string{"api": "etsi014"}), h),
-			TLSConfig:         supply.TLSConfig(n.tlsCrt, n.roots),
+			TLSConfig:         etsi014.TLSConfig(n.tlsCrt, n.roots),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			Log:               n.log.With("api", "etsi014"),

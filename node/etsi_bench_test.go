@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/internal/pki"
-	"github.com/qrelay/qrelay/supply"
+	"github.com/qrelay/qrelay/supply/etsi014"
 )
 
 // BenchmarkETSI014 measures the ETSI 014 API of a node as an SAE sees it:
@@ -155,7 +155,7 @@ func rawHTTPS(b *testing.B, c *testCluster) string {
 			w.Header().Set("Content-Type", "application/json")
 			w.Write(body)
 		}),
-		TLSConfig: supply.TLSConfig(crt.TLS, c.ca.Pool()),
+		TLSConfig: etsi014.TLSConfig(crt.TLS, c.ca.Pool()),
 	}
 	go srv.ServeTLS(ln, "", "")
 	b.Cleanup(func() { srv.Close() })

@@ -1,31 +1,18 @@
-// Package supply serves keys to applications: it implements the ETSI GS QKD
-// 014 v1.1.1 REST key delivery API ("Protocol and data format of REST-based
-// key delivery API"), in which this node is the KME and applications are
-// SAEs.
+// Package supply is the node's key-supply service: it hands end-to-end keys
+// to applications (SAEs) and keeps both ends of every hand-out in step.
 //
-// The handler answers the three routes of the standard:
+// It owns the authorisation of SAEs (which node serves which SAE, and that
+// only the slave named when keys were handed out may fetch them), the
+// assignment of keys to SAEs at both ends (ASSIGN, ASSIGN_ACK and
+// ASSIGN_CANCEL, routed between nodes), reservations made ahead of demand,
+// the refill policy that keeps each out pool between its watermarks by
+// relaying, key streams (STREAM, STREAM_ACK: key n of a stream is the same
+// at both nodes; WireGuard epochs use them), and the reconciliation of the
+// pools with another node after either restarts (POOL_*), with the gate
+// that pauses supply meanwhile and the orphans it leaves.
 //
-//	GET        /api/v1/keys/{slave_SAE_ID}/status
-//	POST, GET  /api/v1/keys/{slave_SAE_ID}/enc_keys   (GET: ?number=N&size=S)
-//	POST, GET  /api/v1/keys/{master_SAE_ID}/dec_keys  (GET: ?key_ID=UUID)
-//
-// over HTTPS with mutual TLS (TLSConfig). The caller's SAE ID always comes
-// from its verified client certificate (Identity), never from the request;
-// a request without one is answered 401 with no body, as the standard says.
-// Requests are validated here (sizes, counts, key IDs, extensions, strict
-// JSON) before the KeyService behind the API is called; the service owns
-// the pools, the assignment of keys to the slave SAE's node and the rule
-// that only the named slave may fetch a key with dec_keys. enc_keys is rate
-// limited per master SAE with a token bucket of keys (Limit).
-//
-// Key material is written straight from the service's Key.Bytes into a
-// pooled response buffer as base64; after the response is written the
-// handler zeroises both the Key.Bytes and the buffer region that held the
-// base64 text. Copies that net/http and crypto/tls keep in their own
-// buffers are outside its reach. Key bytes are never logged.
-//
-// Error bodies follow the standard's Error object:
-// {"message": "...", "details": [...]}; 400 for a request the standard or
-// this KME refuses, 503 when the KME cannot serve it now (the service
-// failed, the pool is short, the SAE's rate limit is reached).
+// The front ends are subpackages that call a KeyService: etsi014 (the
+// ETSI GS QKD 014 REST API). The service reaches the rest of the node only
+// through the small interfaces of Config: the relay (Relay, SendRouted),
+// the routes, the pad stock of the first hop, the pools.
 package supply

@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qrelay/qrelay/supply"
 
 	"github.com/qrelay/qrelay/internal/pki"
 )
@@ -32,7 +34,7 @@ func BenchmarkEncKeys(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			e := newEnv(b, nil, nil)
-			e.svc.constKeys = []Key{{ID: uuidN(1), Bytes: bytes.Repeat([]byte{0x5a}, 32)}}
+			e.svc.constKeys = []supply.Key{{ID: uuidN(1), Bytes: bytes.Repeat([]byte{0x5a}, 32)}}
 			if strings.HasPrefix(tc.name, "baseline") {
 				e.srv.Config.Handler = http.HandlerFunc(constantKeys)
 			}
@@ -142,7 +144,7 @@ func BenchmarkHandler(b *testing.B) {
 		b.Fatal(err)
 	}
 	svc := newFake()
-	svc.constKeys = []Key{{ID: uuidN(1), Bytes: bytes.Repeat([]byte{0x5a}, 32)}}
+	svc.constKeys = []supply.Key{{ID: uuidN(1), Bytes: bytes.Repeat([]byte{0x5a}, 32)}}
 	cfg := testConfig(svc)
 	cfg.Limits = map[string]Limit{"sae-1": {KeysPerSecond: 1e12, Burst: 1 << 30}}
 	h, err := NewHandler(cfg)

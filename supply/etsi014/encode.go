@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/qrelay/qrelay/supply"
 )
 
 // The hot answers (Key container, Status) are written by hand into a
@@ -75,7 +77,7 @@ const (
 // containerLen bounds the length of the Key container of keys, so that
 // its buffer is sized once and never reallocated (a reallocation would
 // leave a copy of key text behind).
-func containerLen(keys []Key) int {
+func containerLen(keys []supply.Key) int {
 	n := len(containerHead) + len(containerTail)
 	for _, k := range keys {
 		n += len(keyHead) + stringLen(k.ID) + len(keyMid) + base64.StdEncoding.EncodedLen(len(k.Bytes)) + len(keyTail) + 1
@@ -85,7 +87,7 @@ func containerLen(keys []Key) int {
 
 // appendContainer appends the standard's Key container:
 // {"keys":[{"key_ID":"…","key":"<base64>"},…]}.
-func appendContainer(dst []byte, keys []Key) []byte {
+func appendContainer(dst []byte, keys []supply.Key) []byte {
 	dst = append(dst, containerHead...)
 	for i, k := range keys {
 		if i > 0 {
@@ -101,7 +103,7 @@ func appendContainer(dst []byte, keys []Key) []byte {
 }
 
 // appendStatus appends the standard's Status object.
-func appendStatus(dst []byte, s Status) []byte {
+func appendStatus(dst []byte, s supply.Status) []byte {
 	str := func(dst []byte, name, v string) []byte {
 		dst = append(dst, name...)
 		return appendString(dst, v)

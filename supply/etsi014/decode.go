@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/qrelay/qrelay/supply"
 )
 
 // encParams is an enc_keys request as read from the query or the body,
@@ -35,15 +37,15 @@ const (
 	fKeyIDsExt  = "key_IDs_extension"
 )
 
-func badf(format string, args ...any) *Error {
-	return BadRequest(fmt.Sprintf(format, args...))
+func badf(format string, args ...any) *supply.Error {
+	return supply.BadRequest(fmt.Sprintf(format, args...))
 }
 
 // ---- query strings (GET) ----
 
 // nextParam splits the first name=value pair off a raw query and
 // percent-decodes it; empty pairs ("a=1&&b=2") yield an empty name.
-func nextParam(raw string) (name, value, rest string, e *Error) {
+func nextParam(raw string) (name, value, rest string, e *supply.Error) {
 	pair, rest, _ := strings.Cut(raw, "&")
 	name, value, _ = strings.Cut(pair, "=")
 	if strings.ContainsAny(pair, "%+") {
@@ -58,7 +60,7 @@ func nextParam(raw string) (name, value, rest string, e *Error) {
 }
 
 // queryInt reads the decimal integer value of query parameter name.
-func queryInt(name, value string) (int, *Error) {
+func queryInt(name, value string) (int, *supply.Error) {
 	n, err := strconv.Atoi(value)
 	if err != nil {
 		if errors.Is(err, strconv.ErrRange) {
@@ -71,7 +73,7 @@ func queryInt(name, value string) (int, *Error) {
 
 // parseEncQuery reads the query of GET enc_keys: number and size, each at
 // most once, and nothing else (the standard allows GET only for those).
-func parseEncQuery(raw string) (encParams, *Error) {
+func parseEncQuery(raw string) (encParams, *supply.Error) {
 	var p encParams
 	for raw != "" {
 		name, value, rest, e := nextParam(raw)
@@ -79,7 +81,7 @@ func parseEncQuery(raw string) (encParams, *Error) {
 			return p, e
 		}
 		raw = rest
-		var err *Error
+		var err *supply.Error
 		switch name {
 		case "":
 			if value != "" {
@@ -109,7 +111,7 @@ func parseEncQuery(raw string) (encParams, *Error) {
 }
 
 // parseDecQuery reads the query of GET dec_keys: exactly one key_ID.
-func parseDecQuery(raw string) (string, *Error) {
+func parseDecQuery(raw string) (string, *supply.Error) {
 	id, have := "", false
 	for raw != "" {
 		name, value, rest, e := nextParam(raw)
@@ -328,7 +330,7 @@ func isNull(raw []byte) bool { return kind(raw) == "null" }
 
 // topValue checks that body is one JSON value with nothing after it and
 // returns it.
-func topValue(body []byte) (json.RawMessage, *Error) {
+func topValue(body []byte) (json.RawMessage, *supply.Error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var v json.RawMessage
 	if err := dec.Decode(&v); err != nil {
@@ -341,7 +343,7 @@ func topValue(body []byte) (json.RawMessage, *Error) {
 	return v, nil
 }
 
-func syntaxError(err error) *Error {
+func syntaxError(err error) *supply.Error {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &se):
@@ -354,7 +356,7 @@ func syntaxError(err error) *Error {
 
 // walkObject calls fn for each member of the JSON object raw (whose
 // syntax is already checked), refusing non-objects and repeated names.
-func walkObject(raw []byte, path string, fn func(name string, v json.RawMessage) *Error) *Error {
+func walkObject(raw []byte, path string, fn func(name string, v json.RawMessage) *supply.Error) *supply.Error {
 	if k := kind(raw); k != "an object" {
 		return badf("%s: got %s, want an object", path, k)
 	}
@@ -386,7 +388,7 @@ func walkObject(raw []byte, path string, fn func(name string, v json.RawMessage)
 
 // walkArray calls fn for each element of the JSON array raw; null is an
 // empty array.
-func walkArray(raw []byte, path string, fn func(i int, v json.RawMessage) *Error) *Error {
+func walkArray(raw []byte, path string, fn func(i int, v json.RawMessage) *supply.Error) *supply.Error {
 	if isNull(raw) {
 		return nil
 	}
@@ -409,7 +411,7 @@ func walkArray(raw []byte, path string, fn func(i int, v json.RawMessage) *Error
 	return nil
 }
 
-func jsonInt(raw []byte, path string) (int, *Error) {
+func jsonInt(raw []byte, path string) (int, *supply.Error) {
 	if k := kind(raw); k != "a number" {
 		return 0, badf("%s: got %s, want an integer", path, k)
 	}
@@ -423,7 +425,7 @@ func jsonInt(raw []byte, path string) (int, *Error) {
 	return n, nil
 }
 
-func jsonString(raw []byte, path string) (string, *Error) {
+func jsonString(raw []byte, path string) (string, *supply.Error) {
 	if k := kind(raw); k != "a string" {
 		return "", badf("%s: got %s, want a string", path, k)
 	}
@@ -436,7 +438,7 @@ func jsonString(raw []byte, path string) (string, *Error) {
 
 // jsonExtension checks that an extension is an object (or null) and
 // ignores its content.
-func jsonExtension(raw []byte, path string) *Error {
+func jsonExtension(raw []byte, path string) *supply.Error {
 	if k := kind(raw); k != "an object" && k != "null" {
 		return badf("%s: got %s, want an object", path, k)
 	}
@@ -450,7 +452,7 @@ const (
 
 // parseEncBody reads a POST enc_keys body: the standard's Key request
 // object, every field optional, an empty body meaning all defaults.
-func parseEncBody(body []byte) (encParams, *Error) {
+func parseEncBody(body []byte) (encParams, *supply.Error) {
 	if p, ok := fastEncBody(body); ok {
 		return p, nil
 	}
@@ -458,7 +460,7 @@ func parseEncBody(body []byte) (encParams, *Error) {
 }
 
 // strictEncBody is parseEncBody without the fast path.
-func strictEncBody(body []byte) (encParams, *Error) {
+func strictEncBody(body []byte) (encParams, *supply.Error) {
 	var p encParams
 	if len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
 		return p, nil
@@ -467,7 +469,7 @@ func strictEncBody(body []byte) (encParams, *Error) {
 	if e != nil {
 		return p, e
 	}
-	e = walkObject(top, bodyPath, func(name string, v json.RawMessage) *Error {
+	e = walkObject(top, bodyPath, func(name string, v json.RawMessage) *supply.Error {
 		path := bodyPath + ": " + name
 		switch name {
 		case fNumber, fSize:
@@ -482,17 +484,17 @@ func strictEncBody(body []byte) (encParams, *Error) {
 			}
 			return e
 		case fAdditional:
-			return walkArray(v, path, func(i int, v json.RawMessage) *Error {
+			return walkArray(v, path, func(i int, v json.RawMessage) *supply.Error {
 				s, e := jsonString(v, fmt.Sprintf("%s[%d]", path, i))
 				p.additional = append(p.additional, s)
 				return e
 			})
 		case fMandatory, fOptional:
-			return walkArray(v, path, func(i int, v json.RawMessage) *Error {
+			return walkArray(v, path, func(i int, v json.RawMessage) *supply.Error {
 				if name == fMandatory {
 					p.mandatory++
 				}
-				return walkObject(v, fmt.Sprintf("%s[%d]", path, i), func(ext string, _ json.RawMessage) *Error {
+				return walkObject(v, fmt.Sprintf("%s[%d]", path, i), func(ext string, _ json.RawMessage) *supply.Error {
 					if name == fMandatory {
 						p.mandatoryNames = append(p.mandatoryNames, ext)
 					}
@@ -507,7 +509,7 @@ func strictEncBody(body []byte) (encParams, *Error) {
 
 // parseDecBody reads a POST dec_keys body: the standard's Key IDs object.
 // It returns the key IDs as sent; checking them is the caller's.
-func parseDecBody(body []byte) ([]string, *Error) {
+func parseDecBody(body []byte) ([]string, *supply.Error) {
 	if ids, ok := fastDecBody(body); ok {
 		return ids, nil
 	}
@@ -515,7 +517,7 @@ func parseDecBody(body []byte) ([]string, *Error) {
 }
 
 // strictDecBody is parseDecBody without the fast path.
-func strictDecBody(body []byte) ([]string, *Error) {
+func strictDecBody(body []byte) ([]string, *supply.Error) {
 	if len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
 		return nil, badf("%s is empty: dec_keys needs a Key IDs object {\"key_IDs\":[{\"key_ID\":\"<UUID>\"}]}", bodyPath)
 	}
@@ -524,14 +526,14 @@ func strictDecBody(body []byte) ([]string, *Error) {
 		return nil, e
 	}
 	var ids []string
-	e = walkObject(top, bodyPath, func(name string, v json.RawMessage) *Error {
+	e = walkObject(top, bodyPath, func(name string, v json.RawMessage) *supply.Error {
 		path := bodyPath + ": " + name
 		switch name {
 		case fKeyIDs:
-			return walkArray(v, path, func(i int, v json.RawMessage) *Error {
+			return walkArray(v, path, func(i int, v json.RawMessage) *supply.Error {
 				elem := fmt.Sprintf("%s[%d]", path, i)
 				have := false
-				e := walkObject(v, elem, func(name string, v json.RawMessage) *Error {
+				e := walkObject(v, elem, func(name string, v json.RawMessage) *supply.Error {
 					switch name {
 					case fKeyID:
 						s, e := jsonString(v, elem+"."+name)

@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"context"
@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/supply"
+
 	"github.com/qrelay/qrelay/internal/pki"
 )
 
@@ -30,32 +32,32 @@ import (
 // slave they were made for.
 type fakeService struct {
 	mu        sync.Mutex
-	status    Status
+	status    supply.Status
 	statusErr error
 	encErr    error
 	decErr    error
 	keyByte   byte
 	short     bool // EncKeys returns one key too few
-	encCalls  []EncRequest
-	decCalls  []DecRequest
-	handed    []Key            // every key returned, for zeroisation checks
-	stored    map[string][]Key // by ID (lower case): slaves
+	encCalls  []supply.EncRequest
+	decCalls  []supply.DecRequest
+	handed    []supply.Key            // every key returned, for zeroisation checks
+	stored    map[string][]supply.Key // by ID (lower case): slaves
 	slaves    map[string]string
 	next      int
-	constKeys []Key // if set, EncKeys returns copies of these (benchmark)
+	constKeys []supply.Key // if set, EncKeys returns copies of these (benchmark)
 }
 
-var _ KeyService = (*fakeService)(nil)
+var _ supply.KeyService = (*fakeService)(nil)
 
 func newFake() *fakeService {
-	return &fakeService{keyByte: 0xa5, stored: map[string][]Key{}, slaves: map[string]string{}}
+	return &fakeService{keyByte: 0xa5, stored: map[string][]supply.Key{}, slaves: map[string]string{}}
 }
 
-func (f *fakeService) Status(_ context.Context, master, slave string) (Status, error) {
+func (f *fakeService) Status(_ context.Context, master, slave string) (supply.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.statusErr != nil {
-		return Status{}, f.statusErr
+		return supply.Status{}, f.statusErr
 	}
 	s := f.status
 	s.MasterSAEID, s.SlaveSAEID = master, slave
@@ -64,11 +66,11 @@ func (f *fakeService) Status(_ context.Context, master, slave string) (Status, e
 
 func uuidN(n int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", n, n) }
 
-func (f *fakeService) EncKeys(_ context.Context, req EncRequest) ([]Key, error) {
+func (f *fakeService) EncKeys(_ context.Context, req supply.EncRequest) ([]supply.Key, error) {
 	if f.constKeys != nil {
-		keys := make([]Key, len(f.constKeys))
+		keys := make([]supply.Key, len(f.constKeys))
 		for i, k := range f.constKeys {
-			keys[i] = Key{ID: k.ID, Bytes: append([]byte(nil), k.Bytes...)}
+			keys[i] = supply.Key{ID: k.ID, Bytes: append([]byte(nil), k.Bytes...)}
 		}
 		return keys, nil
 	}
@@ -82,39 +84,39 @@ func (f *fakeService) EncKeys(_ context.Context, req EncRequest) ([]Key, error) 
 	if f.short {
 		n--
 	}
-	keys := make([]Key, n)
+	keys := make([]supply.Key, n)
 	for i := range keys {
 		f.next++
 		b := make([]byte, req.Size/8)
 		for j := range b {
 			b[j] = f.keyByte
 		}
-		keys[i] = Key{ID: uuidN(f.next), Bytes: b}
+		keys[i] = supply.Key{ID: uuidN(f.next), Bytes: b}
 		f.handed = append(f.handed, keys[i])
-		stored := Key{ID: keys[i].ID, Bytes: append([]byte(nil), b...)}
-		f.stored[keys[i].ID] = []Key{stored}
+		stored := supply.Key{ID: keys[i].ID, Bytes: append([]byte(nil), b...)}
+		f.stored[keys[i].ID] = []supply.Key{stored}
 		f.slaves[keys[i].ID] = req.Slave
 	}
 	return keys, nil
 }
 
-func (f *fakeService) DecKeys(_ context.Context, req DecRequest) ([]Key, error) {
+func (f *fakeService) DecKeys(_ context.Context, req supply.DecRequest) ([]supply.Key, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.decCalls = append(f.decCalls, req)
 	if f.decErr != nil {
 		return nil, f.decErr
 	}
-	keys := make([]Key, 0, len(req.IDs))
+	keys := make([]supply.Key, 0, len(req.IDs))
 	for _, id := range req.IDs {
 		s, ok := f.stored[strings.ToLower(id)]
 		if !ok {
-			return nil, BadRequest(MsgKeysNotFound, map[string]any{"key_ID": id})
+			return nil, supply.BadRequest(supply.MsgKeysNotFound, map[string]any{"key_ID": id})
 		}
 		if f.slaves[strings.ToLower(id)] != req.Slave {
-			return nil, ErrUnauthorized
+			return nil, supply.ErrUnauthorized
 		}
-		k := Key{ID: s[0].ID, Bytes: append([]byte(nil), s[0].Bytes...)}
+		k := supply.Key{ID: s[0].ID, Bytes: append([]byte(nil), s[0].Bytes...)}
 		keys = append(keys, k)
 		f.handed = append(f.handed, k)
 	}
@@ -148,7 +150,7 @@ type env struct {
 	log   *strings.Builder
 }
 
-func testConfig(svc KeyService) Config {
+func testConfig(svc supply.KeyService) Config {
 	return Config{
 		Service:           svc,
 		KeySize:           256,
@@ -168,7 +170,7 @@ func newEnv(tb testing.TB, mod func(*Config), tlsMod func(*tls.Config)) *env {
 		tb.Fatal(err)
 	}
 	e := &env{ca: ca, svc: newFake(), clock: &clock{t: time.Unix(1_700_000_000, 0)}, log: &strings.Builder{}}
-	e.svc.status = Status{SourceKMEID: "node-a", TargetKMEID: "node-b", KeySize: 256, StoredKeyCount: 25000,
+	e.svc.status = supply.Status{SourceKMEID: "node-a", TargetKMEID: "node-b", KeySize: 256, StoredKeyCount: 25000,
 		MaxKeyCount: 100000, MaxKeyPerRequest: 128, MaxKeySize: 1024, MinKeySize: 64}
 	cfg := testConfig(e.svc)
 	cfg.Now = e.clock.Now

@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"crypto/tls"

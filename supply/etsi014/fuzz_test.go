@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/qrelay/qrelay/supply"
 )
 
 // Seeds beyond those in testdata/fuzz come from the error table.
@@ -20,7 +22,7 @@ func addBodySeeds(f *testing.F, op string) {
 	}
 }
 
-func checkRefusal(t *testing.T, e *Error) {
+func checkRefusal(t *testing.T, e *supply.Error) {
 	t.Helper()
 	if e.Code != 400 || e.Message == "" || !utf8.ValidString(e.Message) {
 		t.Fatalf("refusal %+v: want 400 with a UTF-8 message", e)

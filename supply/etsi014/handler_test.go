@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/qrelay/qrelay/supply"
 
 	"github.com/qrelay/qrelay/internal/pki"
 )
@@ -74,26 +76,26 @@ func TestEncKeys(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path, body string
 		maxSAEs                  int
-		want                     EncRequest
+		want                     supply.EncRequest
 	}{
-		{"GET defaults", "GET", encPath, "", 0, EncRequest{Number: 1, Size: 256}},
-		{"GET number and size", "GET", encPath + "?number=3&size=128", "", 0, EncRequest{Number: 3, Size: 128}},
-		{"GET size only", "GET", encPath + "?size=1024", "", 0, EncRequest{Number: 1, Size: 1024}},
-		{"GET escaped", "GET", encPath + "?%6Eumber=2", "", 0, EncRequest{Number: 2, Size: 256}},
-		{"POST empty body", "POST", encPath, "", 0, EncRequest{Number: 1, Size: 256}},
-		{"POST blank body", "POST", encPath, " \n", 0, EncRequest{Number: 1, Size: 256}},
-		{"POST empty object", "POST", encPath, "{}", 0, EncRequest{Number: 1, Size: 256}},
-		{"POST number", "POST", encPath, `{"number":2}`, 0, EncRequest{Number: 2, Size: 256}},
-		{"POST many", "POST", encPath, `{"number":128,"size":1024}`, 0, EncRequest{Number: 128, Size: 1024}},
-		{"POST both", "POST", encPath, `{ "number" : 4 , "size" : 64 }`, 0, EncRequest{Number: 4, Size: 64}},
-		{"POST nulls", "POST", encPath, `{"number":null,"size":null,"additional_slave_SAE_IDs":null}`, 0, EncRequest{Number: 1, Size: 256}},
+		{"GET defaults", "GET", encPath, "", 0, supply.EncRequest{Number: 1, Size: 256}},
+		{"GET number and size", "GET", encPath + "?number=3&size=128", "", 0, supply.EncRequest{Number: 3, Size: 128}},
+		{"GET size only", "GET", encPath + "?size=1024", "", 0, supply.EncRequest{Number: 1, Size: 1024}},
+		{"GET escaped", "GET", encPath + "?%6Eumber=2", "", 0, supply.EncRequest{Number: 2, Size: 256}},
+		{"POST empty body", "POST", encPath, "", 0, supply.EncRequest{Number: 1, Size: 256}},
+		{"POST blank body", "POST", encPath, " \n", 0, supply.EncRequest{Number: 1, Size: 256}},
+		{"POST empty object", "POST", encPath, "{}", 0, supply.EncRequest{Number: 1, Size: 256}},
+		{"POST number", "POST", encPath, `{"number":2}`, 0, supply.EncRequest{Number: 2, Size: 256}},
+		{"POST many", "POST", encPath, `{"number":128,"size":1024}`, 0, supply.EncRequest{Number: 128, Size: 1024}},
+		{"POST both", "POST", encPath, `{ "number" : 4 , "size" : 64 }`, 0, supply.EncRequest{Number: 4, Size: 64}},
+		{"POST nulls", "POST", encPath, `{"number":null,"size":null,"additional_slave_SAE_IDs":null}`, 0, supply.EncRequest{Number: 1, Size: 256}},
 		{"POST optional ignored", "POST", encPath,
-			`{"number":1,"extension_optional":[{"abc_route_type":"direct"}],"extension_mandatory":[]}`, 0, EncRequest{Number: 1, Size: 256}},
+			`{"number":1,"extension_optional":[{"abc_route_type":"direct"}],"extension_mandatory":[]}`, 0, supply.EncRequest{Number: 1, Size: 256}},
 		{"POST additional", "POST", encPath, `{"additional_slave_SAE_IDs":["sae-3","sae-4"]}`, 2,
-			EncRequest{Number: 1, Size: 256, AdditionalSlaves: []string{"sae-3", "sae-4"}}},
+			supply.EncRequest{Number: 1, Size: 256, AdditionalSlaves: []string{"sae-3", "sae-4"}}},
 		{"POST escaped string", "POST", encPath, `{"additional_slave_SAE_IDs":["sae\u002d3"],"size":512}`, 1,
-			EncRequest{Number: 1, Size: 512, AdditionalSlaves: []string{"sae-3"}}},
-		{"percent-encoded SAE", "GET", "/api/v1/keys/sae%2D2/enc_keys", "", 0, EncRequest{Number: 1, Size: 256}},
+			supply.EncRequest{Number: 1, Size: 512, AdditionalSlaves: []string{"sae-3"}}},
+		{"percent-encoded SAE", "GET", "/api/v1/keys/sae%2D2/enc_keys", "", 0, supply.EncRequest{Number: 1, Size: 256}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.MaxSAEIDCount = tc.maxSAEs }, nil)
@@ -139,7 +141,7 @@ func TestDecKeys(t *testing.T) {
 	if len(got.Keys) != 1 || got.Keys[0] != c.Keys[2] {
 		t.Fatalf("dec_keys POST (fast path) gave %+v, want %+v", got, c.Keys[2])
 	}
-	want := []DecRequest{
+	want := []supply.DecRequest{
 		{Slave: "sae-2", Master: "sae-1", IDs: ids[:2]},
 		{Slave: "sae-2", Master: "sae-1", IDs: ids[2:]},
 		{Slave: "sae-2", Master: "sae-1", IDs: ids[2:]},
@@ -312,14 +314,14 @@ func TestServiceErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unauthorised", ErrUnauthorized, 401, ""},
-		{"unauthorised wrapped", fmt.Errorf("sae-1 to sae-9: %w", ErrUnauthorized), 401, ""},
-		{"bad request", BadRequest("slave SAE sae-2 is unknown"), 400, `{"message":"slave SAE sae-2 is unknown"}`},
-		{"unavailable", Unavailable("pool node-a→node-b holds 0 keys", map[string]any{"stored_key_count": 0}), 503,
+		{"unauthorised", supply.ErrUnauthorized, 401, ""},
+		{"unauthorised wrapped", fmt.Errorf("sae-1 to sae-9: %w", supply.ErrUnauthorized), 401, ""},
+		{"bad request", supply.BadRequest("slave SAE sae-2 is unknown"), 400, `{"message":"slave SAE sae-2 is unknown"}`},
+		{"unavailable", supply.Unavailable("pool node-a→node-b holds 0 keys", map[string]any{"stored_key_count": 0}), 503,
 			`{"message":"pool node-a→node-b holds 0 keys","details":[{"stored_key_count":0}]}`},
-		{"unmet", BadRequest(MsgMandatoryUnmet), 400, `{"message":"not all extension_mandatory request options could be met"}`},
-		{"odd code", &Error{Code: 418, Message: "teapot"}, 503, `{"message":"teapot"}`},
-		{"bad details", Unavailable("x", map[string]any{"ch": make(chan int)}), 503, `{"message":"x"}`},
+		{"unmet", supply.BadRequest(supply.MsgMandatoryUnmet), 400, `{"message":"not all extension_mandatory request options could be met"}`},
+		{"odd code", &supply.Error{Code: 418, Message: "teapot"}, 503, `{"message":"teapot"}`},
+		{"bad details", supply.Unavailable("x", map[string]any{"ch": make(chan int)}), 503, `{"message":"x"}`},
 		{"other", errors.New("node-b did not acknowledge the assignment"), 503,
 			`{"message":"OP: the KME failed: node-b did not acknowledge the assignment"}`},
 	} {
@@ -392,7 +394,7 @@ func TestWriteKeysClearsBuffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := []Key{
+	keys := []supply.Key{
 		{ID: uuidN(1), Bytes: bytes.Repeat([]byte{0xff}, 128)},
 		{ID: "odd\"id\x01\xff", Bytes: bytes.Repeat([]byte{0x7e}, 3)},
 	}
@@ -424,7 +426,7 @@ func TestWriteKeysClearsBuffer(t *testing.T) {
 }
 
 func TestIdentity(t *testing.T) {
-	for _, mode := range []Identity{IdentityURI, IdentityCN} {
+	for _, mode := range []supply.Identity{supply.IdentityURI, supply.IdentityCN} {
 		t.Run(mode.String(), func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Identity = mode }, nil)
 			get := func(c *http.Client) reply { return e.do(t, c, "GET", statusPath, "") }
@@ -444,7 +446,7 @@ func TestIdentity(t *testing.T) {
 			check("node certificate", get(e.sae(t, pki.Node, "sae-1")), "")
 			check("operator certificate", get(e.sae(t, pki.Operator, "sae-1")), "")
 			split := custom(t, e.ca, "cn-name", "qrelay:sae:uri-name")
-			byURI := map[Identity]string{IdentityURI: "uri-name", IdentityCN: "cn-name"}[mode]
+			byURI := map[supply.Identity]string{supply.IdentityURI: "uri-name", supply.IdentityCN: "cn-name"}[mode]
 			check("URI SAN and CN differ", get(e.client(t, split)), byURI)
 			check("CN only", get(e.client(t, custom(t, e.ca, "plain-cn"))), "plain-cn")
 			check("foreign URI SAN", get(e.client(t, custom(t, e.ca, "cn-x", "spiffe://lab/sae-x"))), "cn-x")
@@ -587,7 +589,7 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("above the burst: got %d %s, want 503 %s", r.code, r.body, want)
 	}
 	// A request the service fails costs nothing.
-	e.svc.encErr = Unavailable("pool empty")
+	e.svc.encErr = supply.Unavailable("pool empty")
 	if r := enc(sae1, 10); r.code != 503 || r.body != `{"message":"pool empty"}` {
 		t.Fatalf("service failure: %d %s", r.code, r.body)
 	}
@@ -650,12 +652,12 @@ func TestNewHandlerErrors(t *testing.T) {
 }
 
 func TestParseIdentity(t *testing.T) {
-	for s, want := range map[string]Identity{"uri": IdentityURI, "cn": IdentityCN} {
-		if got, err := ParseIdentity(s); err != nil || got != want || got.String() != s {
+	for s, want := range map[string]supply.Identity{"uri": supply.IdentityURI, "cn": supply.IdentityCN} {
+		if got, err := supply.ParseIdentity(s); err != nil || got != want || got.String() != s {
 			t.Errorf("ParseIdentity(%q) = %v, %v", s, got, err)
 		}
 	}
-	if _, err := ParseIdentity("dns"); err == nil {
+	if _, err := supply.ParseIdentity("dns"); err == nil {
 		t.Error("ParseIdentity(dns) succeeded")
 	}
 }

@@ -1,4 +1,4 @@
-package supply
+package etsi014
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/qrelay/qrelay/supply"
 
 	"github.com/qrelay/qrelay/internal/pki"
 )
@@ -42,8 +44,8 @@ var (
 var _ http.Handler = (*handler)(nil)
 
 type handler struct {
-	svc      KeyService
-	identity Identity
+	svc      supply.KeyService
+	identity supply.Identity
 
 	keySize, minSize, maxSize int
 	maxKeys, maxSAEs, maxBody int
@@ -60,7 +62,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Service == nil {
 		return nil, errors.New("supply: config: no KeyService")
 	}
-	if cfg.Identity != IdentityURI && cfg.Identity != IdentityCN {
+	if cfg.Identity != supply.IdentityURI && cfg.Identity != supply.IdentityCN {
 		return nil, fmt.Errorf("supply: config: identity %v: want IdentityURI or IdentityCN", cfg.Identity)
 	}
 	if cfg.KeySize <= 0 || cfg.KeySize%8 != 0 {
@@ -226,7 +228,7 @@ func (h *handler) caller(r *http.Request) (string, error) {
 	}
 	cert := r.TLS.PeerCertificates[0]
 	var id string
-	if h.identity == IdentityCN {
+	if h.identity == supply.IdentityCN {
 		for _, u := range cert.URIs {
 			if u.Scheme == "qrelay" && !strings.HasPrefix(u.Opaque, string(pki.SAE)+":") {
 				return "", fmt.Errorf("certificate %q is for %q, not an SAE", cert.Subject.CommonName, u.Opaque)
@@ -263,7 +265,7 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request, master, slave s
 
 func (h *handler) encKeys(w http.ResponseWriter, r *http.Request, master, slave string) {
 	var p encParams
-	var e *Error
+	var e *supply.Error
 	b := getBuffers()
 	defer b.put()
 	if r.Method == http.MethodGet {
@@ -311,7 +313,7 @@ func (h *handler) encKeys(w http.ResponseWriter, r *http.Request, master, slave 
 
 // postQuery refuses query parameters on a POST, which would otherwise be
 // silently ignored.
-func postQuery(r *http.Request) *Error {
+func postQuery(r *http.Request) *supply.Error {
 	if r.URL.RawQuery != "" {
 		return badf("query %q with POST: put the parameters in the JSON body, or use GET", r.URL.RawQuery)
 	}
@@ -320,8 +322,8 @@ func postQuery(r *http.Request) *Error {
 
 // checkEnc applies the defaults and this KME's limits to an enc_keys
 // request.
-func (h *handler) checkEnc(master, slave string, p encParams) (EncRequest, *Error) {
-	req := EncRequest{Master: master, Slave: slave, Number: 1, Size: h.keySize}
+func (h *handler) checkEnc(master, slave string, p encParams) (supply.EncRequest, *supply.Error) {
+	req := supply.EncRequest{Master: master, Slave: slave, Number: 1, Size: h.keySize}
 	if p.hasNumber {
 		req.Number = p.number
 	}
@@ -334,9 +336,9 @@ func (h *handler) checkEnc(master, slave string, p encParams) (EncRequest, *Erro
 		for i, n := range p.mandatoryNames {
 			details[i] = map[string]any{"extension_mandatory_unsupported": n}
 		}
-		return req, BadRequest(MsgMandatoryUnsupported, details...)
+		return req, supply.BadRequest(supply.MsgMandatoryUnsupported, details...)
 	case req.Size%8 != 0:
-		return req, BadRequest(MsgSizeMultipleOf8)
+		return req, supply.BadRequest(supply.MsgSizeMultipleOf8)
 	case req.Size < h.minSize || req.Size > h.maxSize:
 		return req, badf("size %d bits is outside min_key_size %d to max_key_size %d", req.Size, h.minSize, h.maxSize)
 	case req.Number < 1 || req.Number > h.maxKeys:
@@ -365,7 +367,7 @@ func (h *handler) checkEnc(master, slave string, p encParams) (EncRequest, *Erro
 
 func (h *handler) decKeys(w http.ResponseWriter, r *http.Request, slave, master string) {
 	var ids []string
-	var e *Error
+	var e *supply.Error
 	var where string
 	b := getBuffers()
 	defer b.put()
@@ -387,7 +389,7 @@ func (h *handler) decKeys(w http.ResponseWriter, r *http.Request, slave, master 
 		h.refuse(w, e)
 		return
 	}
-	keys, err := h.svc.DecKeys(r.Context(), DecRequest{Slave: slave, Master: master, IDs: ids})
+	keys, err := h.svc.DecKeys(r.Context(), supply.DecRequest{Slave: slave, Master: master, IDs: ids})
 	if err != nil {
 		zeroise(keys)
 		h.fail(w, r, "dec_keys", slave, err)
@@ -403,7 +405,7 @@ func (h *handler) decKeys(w http.ResponseWriter, r *http.Request, slave, master 
 
 // checkIDs refuses an empty or too long list, IDs that are not UUIDs and
 // repeated IDs.
-func (h *handler) checkIDs(ids []string, where string) *Error {
+func (h *handler) checkIDs(ids []string, where string) *supply.Error {
 	switch {
 	case len(ids) == 0:
 		return badf("%s: no key IDs: name at least one key_ID", where)
@@ -478,7 +480,7 @@ func unhex(c byte) (byte, bool) {
 
 // checkKeys checks what the service returned: n keys of size bytes each
 // (size < 0: any size, at least one byte).
-func checkKeys(keys []Key, n, size int) error {
+func checkKeys(keys []supply.Key, n, size int) error {
 	if len(keys) != n {
 		return fmt.Errorf("the key service returned %d keys for a request of %d", len(keys), n)
 	}
@@ -493,7 +495,7 @@ func checkKeys(keys []Key, n, size int) error {
 	return nil
 }
 
-func zeroise(keys []Key) {
+func zeroise(keys []supply.Key) {
 	for _, k := range keys {
 		clear(k.Bytes)
 	}
@@ -501,7 +503,7 @@ func zeroise(keys []Key) {
 
 // readBody reads the request body into dst, refusing more than maxBody
 // bytes.
-func (h *handler) readBody(r *http.Request, dst []byte) ([]byte, *Error) {
+func (h *handler) readBody(r *http.Request, dst []byte) ([]byte, *supply.Error) {
 	if r.ContentLength > int64(h.maxBody) {
 		return dst, badf("request body of %d bytes exceeds this KME's limit of %d bytes", r.ContentLength, h.maxBody)
 	}
@@ -533,7 +535,7 @@ func (h *handler) readBody(r *http.Request, dst []byte) ([]byte, *Error) {
 
 // writeKeys writes the Key container, then zeroises the keys and the
 // buffer that held their base64 text.
-func (h *handler) writeKeys(w http.ResponseWriter, b *buffers, keys []Key) {
+func (h *handler) writeKeys(w http.ResponseWriter, b *buffers, keys []supply.Key) {
 	if n := containerLen(keys); cap(b.out) < n {
 		b.out = make([]byte, 0, n)
 	}
@@ -559,7 +561,7 @@ func (h *handler) write(w http.ResponseWriter, code int, body []byte, noStore bo
 }
 
 // refuse answers a refusal found here (not by the service).
-func (h *handler) refuse(w http.ResponseWriter, e *Error) {
+func (h *handler) refuse(w http.ResponseWriter, e *supply.Error) {
 	h.writeError(w, e.Code, e.Message, e.Details)
 }
 
@@ -574,9 +576,9 @@ func (h *handler) writeError(w http.ResponseWriter, code int, msg string, detail
 // fail answers an error of the service: ErrUnauthorized → 401, *Error →
 // its code (400 or 503), anything else → 503, logged.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, op, sae string, err error) {
-	var e *Error
+	var e *supply.Error
 	switch {
-	case errors.Is(err, ErrUnauthorized):
+	case errors.Is(err, supply.ErrUnauthorized):
 		h.log.Info("supply: refused by the key service", "op", op, "sae", sae, "path", r.URL.Path)
 		w.WriteHeader(http.StatusUnauthorized)
 	case errors.As(err, &e):
