@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/qrelay/qrelay/controlplane"
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/http1"
 	"github.com/qrelay/qrelay/supply"
@@ -51,7 +51,7 @@ func (n *Node) startAPIs() error {
 			}
 		}
 		h, err := etsi014.NewHandler(etsi014.Config{
-			Service:           keyService{n},
+			Service:           n.supply,
 			Identity:          id,
 			KeySize:           e.KeySize,
 			MinKeySize:        e.KeySize,
@@ -243,14 +243,14 @@ func (b backend) Adverts(ctx context.Context) ([]adminapi.Advert, error) {
 }
 
 func (b backend) Pools(ctx context.Context) ([]adminapi.Pool, error) {
-	pools := b.n.sink.all()
+	pools := b.n.supply.Pools()
 	out := make([]adminapi.Pool, 0, len(pools))
 	for _, pe := range pools {
-		s := pe.pool.Stats()
-		ap := adminapi.Pool{Remote: pe.remote, Role: pe.role, Stock: s.Stock, Capacity: s.Capacity,
+		s := pe.Pool.Stats()
+		ap := adminapi.Pool{Remote: pe.Remote, Role: pe.Role, Stock: s.Stock, Capacity: s.Capacity,
 			Added: s.Added, Taken: s.Taken, Expired: s.Expired}
-		if pe.role == roleOut {
-			ap.Low, ap.High = b.n.lowWatermark(pe.remote), b.n.cfg.Pools.High
+		if pe.Role == supply.RoleOut {
+			ap.Low, ap.High = b.n.supply.LowWatermark(pe.Remote), b.n.cfg.Pools.High
 		}
 		out = append(out, ap)
 	}
@@ -310,7 +310,7 @@ func (b backend) Relay(ctx context.Context, req adminapi.RelayRequest) (adminapi
 	if req.KeySize > b.n.cfg.Pools.SlotSize {
 		return adminapi.RelayResult{}, fmt.Errorf("%w: key_size %d bytes exceeds pools.slot_size %d", adminapi.ErrBadRequest, req.KeySize, b.n.cfg.Pools.SlotSize)
 	}
-	p, err := b.n.sink.pool(req.Dst, roleOut)
+	p, err := b.n.supply.Pool(req.Dst, supply.RoleOut)
 	if err != nil {
 		return adminapi.RelayResult{}, err
 	}
@@ -342,11 +342,11 @@ func (b backend) PoolDigest(ctx context.Context, remote string) (adminapi.PoolDi
 	// two ends' digests agree exactly when both pairs do.
 	var sum [32]byte
 	total := 0
-	for _, pe := range b.n.sink.all() {
-		if pe.remote != remote {
+	for _, pe := range b.n.supply.Pools() {
+		if pe.Remote != remote {
 			continue
 		}
-		n, d, err := pe.pool.Digest()
+		n, d, err := pe.Pool.Digest()
 		if err != nil {
 			return adminapi.PoolDigest{}, err
 		}

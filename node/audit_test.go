@@ -75,7 +75,7 @@ func TestAuditKeyStream(t *testing.T) {
 	const first = 1 << 62
 	for i := uint64(first); i < first+8; i++ {
 		for _, id := range []string{"a", "b"} { // the owner, a, announces what it is asked for
-			if _, err := c.nodes[id].Stream("t1").Key(ctx, i); err != nil {
+			if _, err := c.nodes[id].Supply().Stream("t1").Key(ctx, i); err != nil {
 				t.Fatalf("node %s: %v", id, err)
 			}
 		}

@@ -19,7 +19,7 @@ func (n *Node) openRouter() error {
 		MaxAge:   c.MaxAge,
 		SPFDelay: c.SPFDelay,
 		Logger:   n.baseLog, // the router adds the node itself
-		OnChange: func() { n.metrics.routesChanged(); n.syncer.routesChanged() },
+		OnChange: func() { n.metrics.routesChanged(); n.supply.RoutesChanged() },
 	})
 	if err != nil {
 		return err
@@ -36,12 +36,14 @@ func staticRoutes(rs []config.Route) map[string]string {
 	return m
 }
 
+var errEngineNotStarted = errors.New("relay engine not started")
+
 // sendControl is the control plane's way out. The engine is published
 // after the router starts, so a message before then has nowhere to go.
 func (n *Node) sendControl(peer string, msg []byte) error {
 	e := n.engine.Load()
 	if e == nil {
-		return errors.New("relay engine not started")
+		return errEngineNotStarted
 	}
 	return e.SendControl(peer, controlplane.Kind, msg)
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/supply"
 )
 
 // These tests treat the nodes as black boxes: they speak raw HTTPS to the
@@ -957,8 +958,8 @@ func TestETSI014BlackBoxConcurrentSAEs(t *testing.T) {
 	if failed.Load() {
 		// Where the keys were when it failed (the test is in package node,
 		// so it can look behind the API).
-		for _, p := range []struct{ node, remote, role string }{{"a", "c", roleOut}, {"c", "a", roleIn}} {
-			if pool, err := c.nodes[p.node].sink.pool(p.remote, p.role); err == nil {
+		for _, p := range []struct{ node, remote, role string }{{"a", "c", supply.RoleOut}, {"c", "a", supply.RoleIn}} {
+			if pool, err := c.nodes[p.node].supply.Pool(p.remote, p.role); err == nil {
 				t.Logf("node %s, pool %s %s: %d keys", p.node, p.role, p.remote, pool.Stats().Stock)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/supply/etsi014"
 )
 
@@ -129,7 +130,7 @@ func etsiBenchNodes(b *testing.B, raw bool, number int) (*testCluster, string) {
 		return c, rawHTTPS(b, c) + "/api/v1/keys/sae-b/enc_keys"
 	}
 	c.waitPath("a", "b", "a", "b")
-	out, err := c.nodes["a"].sink.pool("b", roleOut)
+	out, err := c.nodes["a"].supply.Pool("b", supply.RoleOut)
 	if err != nil {
 		b.Fatal(err)
 	}

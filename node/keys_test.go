@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/ringstore"
+	"github.com/qrelay/qrelay/supply"
 )
 
 // TestETSI014EndToEnd runs SAEs on the far ends of a line a–b–c: sae-a
@@ -111,7 +112,7 @@ func TestETSI014RateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p, _ := c.nodes["a"].sink.pool("b", roleOut)
+	p, _ := c.nodes["a"].supply.Pool("b", supply.RoleOut)
 	before := p.Stats().Taken
 	_, err := master.Fetch(ctx, 64*32) // over the burst: the bucket refills at 1 key/s
 	var se *etsi014client.StatusError
@@ -154,7 +155,7 @@ func TestSouthAndNorth(t *testing.T) {
 func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
 	c := newTestCluster(t, []string{"a", "c"}, [][2]string{{"a", "c"}}, clusterOpts{etsi014: true, etsiExtra: ", assign_timeout: 1ms"})
 	c.waitPath("a", "c", "a", "c")
-	out, err := c.nodes["a"].sink.pool("c", roleOut)
+	out, err := c.nodes["a"].supply.Pool("c", supply.RoleOut)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestRefillsLeaveRoutingReserve(t *testing.T) {
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, source: sources})
 	c.waitPath("a", "b", "a", "b")
 	c.waitPath("b", "a", "b", "a")
-	out, err := c.nodes["a"].sink.pool("b", roleOut)
+	out, err := c.nodes["a"].supply.Pool("b", supply.RoleOut)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +245,7 @@ func TestPadBoundRefillReachesHighWatermark(t *testing.T) {
 	}
 	const high = 8192 // 256 KiB of 32-byte keys: about half a second of pad
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, poolSlots: 2 * high, poolHigh: high, source: slow})
-	out, err := c.nodes["a"].sink.pool("b", roleOut)
+	out, err := c.nodes["a"].supply.Pool("b", supply.RoleOut)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -233,10 +233,7 @@ func (n *Node) sampleLoop() {
 				l.sample(now)
 				n.router.UpdateLink(l.local())
 			}
-			n.orphans.expire(now)
-			if n.cfg.Pools.TTL > 0 {
-				n.expireKeys()
-			}
+			n.supply.Expire(now)
 		}
 	}
 }
@@ -304,14 +301,4 @@ func (n *Node) Sim(peer string) *qkdsim.Sim {
 		return l.sim
 	}
 	return nil
-}
-
-// expireKeys removes, and zeroises, keys that waited in a pool longer
-// than pools.ttl.
-func (n *Node) expireKeys() {
-	for _, pe := range n.sink.all() {
-		if k := pe.pool.Expire(); k > 0 {
-			n.log.Info("keys expired: TTL reached before any application took them", "remote", pe.remote, "role", pe.role, "keys", k, "ttl", n.cfg.Pools.TTL)
-		}
-	}
 }

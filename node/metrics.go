@@ -130,9 +130,9 @@ func (m *metrics) poolSyncRound(peer string, ok bool) {
 	}
 }
 
-func (m *metrics) poolSyncDropped(peer string, r dropReason, keys int) {
+func (m *metrics) poolSyncDropped(peer, reason string, keys int) {
 	if m != nil {
-		m.poolDrops.WithLabelValues(peer, r.String()).Add(float64(keys))
+		m.poolDrops.WithLabelValues(peer, reason).Add(float64(keys))
 	}
 }
 
@@ -255,16 +255,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dSKR, q.SecretRate, p)
 		}
 	}
-	for remote, k := range n.orphans.pending() {
+	for remote, k := range n.supply.OrphansPending() {
 		gauge(dPoolOrphans, float64(k), remote)
 	}
-	for _, pe := range n.sink.all() {
-		s := pe.pool.Stats()
-		gauge(dPoolKeys, float64(s.Stock), pe.remote, pe.role)
-		gauge(dPoolCap, float64(s.Capacity), pe.remote, pe.role)
-		counter(dPoolAdded, float64(s.Added), pe.remote, pe.role)
-		counter(dPoolTaken, float64(s.Taken), pe.remote, pe.role)
-		counter(dPoolExpired, float64(s.Expired), pe.remote, pe.role)
+	for _, pe := range n.supply.Pools() {
+		s := pe.Pool.Stats()
+		gauge(dPoolKeys, float64(s.Stock), pe.Remote, pe.Role)
+		gauge(dPoolCap, float64(s.Capacity), pe.Remote, pe.Role)
+		counter(dPoolAdded, float64(s.Added), pe.Remote, pe.Role)
+		counter(dPoolTaken, float64(s.Taken), pe.Remote, pe.Role)
+		counter(dPoolExpired, float64(s.Expired), pe.Remote, pe.Role)
 	}
 	s := n.eng.Stats()
 	for _, e := range []struct {
@@ -306,7 +306,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(dWGFailedClosed, b2f(t.FailedClosed), t.Interface, t.Name)
 	}
-	for _, s := range n.streams {
+	for _, s := range n.supply.Streams() {
 		gauge(dStreamHeld, float64(s.Stats().Held), s.Name(), s.Remote())
 	}
 	as := n.audit.Stats()

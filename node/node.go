@@ -27,6 +27,7 @@ import (
 	"github.com/qrelay/qrelay/dataplane/relay"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/ringstore"
+	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/wgkey"
 	"golang.zx2c4.com/wireguard/wgctrl"
 )
@@ -59,7 +60,6 @@ type Node struct {
 	audit  *audit.Log      // in meta in durable mode, in memory otherwise
 	links  []*nodeLink     // sorted by peer
 	byPeer map[string]*nodeLink
-	sink   *poolSet
 	eng    *relay.Engine
 	engine atomic.Pointer[relay.Engine] // eng, for the router's goroutines
 	router *controlplane.Router
@@ -68,17 +68,9 @@ type Node struct {
 	tlsCrt tls.Certificate
 	roots  *x509.CertPool
 
-	assigner *assigner
-	gate     *supplyGate // pauses supply with a node while pools are reconciled
-	syncer   *poolSyncer // reconciles pools with other nodes after restarts
-	orphans  *orphanTracker
-	fillers  map[string]*filler    // by remote node; fixed after New
-	streams  map[string]*KeyStream // by name; fixed after New
-	wgIfaces []*wgInterface        // WireGuard rotators; fixed after New
-	wgctrl   *wgctrl.Client        // for interfaces not in this process
-
-	resMu        sync.Mutex
-	reservations map[string]*reservation // by master and slave SAE
+	supply   *supply.Service
+	wgIfaces []*wgInterface // WireGuard rotators; fixed after New
+	wgctrl   *wgctrl.Client // for interfaces not in this process
 
 	servers     []apiServer
 	adminAddr   net.Addr
@@ -109,15 +101,13 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 		log = slog.Default()
 	}
 	n := &Node{
-		cfg:          cfg,
-		log:          log.With("node", cfg.Node.ID),
-		baseLog:      log,
-		version:      opt.Version,
-		started:      time.Now(),
-		byPeer:       map[string]*nodeLink{},
-		fillers:      map[string]*filler{},
-		reservations: map[string]*reservation{},
-		closing:      make(chan struct{}),
+		cfg:     cfg,
+		log:     log.With("node", cfg.Node.ID),
+		baseLog: log,
+		version: opt.Version,
+		started: time.Now(),
+		byPeer:  map[string]*nodeLink{},
+		closing: make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.saes.Store(&cfg.SAEs)
@@ -137,17 +127,8 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	if n.audit, err = audit.Open(audit.Config{Meta: n.meta, Window: cfg.Audit.Window, Retention: cfg.Audit.Retention, Logger: n.log}); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	n.sink = newPoolSet(cfg.Node.ID, n.openPool)
-	n.assigner = newAssigner(n)
-	n.gate = newSupplyGate()
-	n.syncer = newPoolSyncer(n, n.gate)
-	n.orphans = newOrphanTracker(n)
-	if err := n.orphans.load(); err != nil {
+	if err := n.openSupply(); err != nil {
 		return nil, err
-	}
-	n.streams = map[string]*KeyStream{}
-	for _, w := range cfg.WireGuard {
-		n.streams[w.Name] = newKeyStream(n, w.Name, w.RemoteNode, streamAhead(w.Interval))
 	}
 	if err := n.openRouter(); err != nil {
 		return nil, err
@@ -155,11 +136,11 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	n.eng, err = relay.New(relay.Config{
 		NodeID:            cfg.Node.ID,
 		Routes:            n.router,
-		Sink:              n.sink,
+		Sink:              n.supply.Sink(),
 		Streams:           cfg.KM.Streams,
 		CompletionTimeout: cfg.KM.CompletionTimeout,
 		Control:           n.control,
-		Routed:            func(src string, kind uint16, p []byte) { n.assigner.routed(src, kind, p) },
+		Routed:            n.supply.Routed,
 		Audit:             n.audit,
 		Logger:            log,
 	})
@@ -198,10 +179,7 @@ func New(cfg *config.Config, opt Options) (_ *Node, err error) {
 	}
 	n.wg.Add(1)
 	go n.sampleLoop()
-	n.assigner.start()
-	n.syncer.start()
-	n.startFillers()
-	n.openStoredPools()
+	n.supply.Start()
 	if err := n.startWireGuard(opt.WireGuard); err != nil {
 		return nil, err
 	}
@@ -244,8 +222,15 @@ func (n *Node) Audit() *audit.Log { return n.audit }
 
 // Relay relays keys end to end to node dst now, as an operator's test
 // of the path or a warm-up of the pools, and reports what it achieved.
-// Shutdown waits for relays in flight.
+// It passes the key supply's gate (supply.Service.Relay), as the pools'
+// refills do. Shutdown waits for relays in flight.
 func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Result, error) {
+	return n.supply.Relay(ctx, dst, keys, size)
+}
+
+// relayNow is the relay behind the supply's gate: counted in flight for
+// Shutdown, measured and logged.
+func (n *Node) relayNow(ctx context.Context, dst string, keys, size int) (relay.Result, error) {
 	// The check and the Add under one lock that Shutdown takes to close
 	// n.closing: a WaitGroup must not be added to once its Wait may have
 	// begun.
@@ -259,15 +244,6 @@ func (n *Node) Relay(ctx context.Context, dst string, keys, size int) (relay.Res
 	n.inflight.Add(1)
 	n.inflightMu.Unlock()
 	defer n.inflight.Done()
-	// New keys for the pools shared with dst wait while they are being
-	// reconciled, and the reconciliation waits for this relay.
-	leave, err := n.gate.enter(ctx, dst)
-	if err != nil {
-		return relay.Result{}, err
-	}
-	defer leave()
-	ctx, cancel := n.gate.relayContext(ctx, dst)
-	defer cancel()
 	t0 := time.Now()
 	res, err := n.eng.Relay(ctx, dst, keys, size)
 	n.metrics.observeRelay(dst, time.Since(t0), res, err)
@@ -328,8 +304,8 @@ func (n *Node) closeAll() error {
 		errs = append(errs, n.eng.Close())
 	}
 	n.wg.Wait()
-	for _, s := range n.streams {
-		s.close()
+	if n.supply != nil {
+		n.supply.Close()
 	}
 	if n.wgctrl != nil {
 		errs = append(errs, n.wgctrl.Close())
@@ -337,12 +313,8 @@ func (n *Node) closeAll() error {
 	for _, l := range n.links {
 		errs = append(errs, l.close())
 	}
-	if n.sink != nil {
-		for _, pe := range n.sink.all() {
-			if err := pe.pool.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("closing the %s pool for %s: %w", pe.role, pe.remote, err))
-			}
-		}
+	if n.supply != nil {
+		errs = append(errs, n.supply.ClosePools())
 	}
 	// The audit record last but the metadata store it is written to:
 	// whatever the engine, the links and the pools record while stopping

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/controlplane"
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 var (
@@ -211,8 +211,8 @@ func TestKeyTTL(t *testing.T) {
 	}
 	for _, id := range []string{"a", "b"} {
 		waitFor(t, "keys at "+id+" expired", 10*time.Second, func() bool {
-			for _, pe := range c.nodes[id].sink.all() {
-				s := pe.pool.Stats()
+			for _, pe := range c.nodes[id].supply.Pools() {
+				s := pe.Pool.Stats()
 				return s.Stock == 0 && s.Expired == 100
 			}
 			return false

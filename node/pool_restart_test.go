@@ -8,6 +8,7 @@ import (
 
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/ringstore"
+	"github.com/qrelay/qrelay/supply"
 )
 
 // poolIDs is the inventory of node's pool shared with remote in role,
@@ -15,7 +16,7 @@ import (
 func (c *testCluster) poolIDs(node, remote, role string) map[ringstore.KeyID]bool {
 	c.tb.Helper()
 	n := c.nodes[node]
-	p, err := n.sink.existing(remote, role, n.meta)
+	p, err := n.supply.ExistingPool(remote, role)
 	if err != nil {
 		c.tb.Fatal(err)
 	}
@@ -37,7 +38,7 @@ func (c *testCluster) waitReconciled(a, b string) {
 	c.tb.Helper()
 	waitFor(c.tb, "pools of "+a+" and "+b+" reconciled", 30*time.Second, func() bool {
 		na, nb := c.nodes[a], c.nodes[b]
-		return na.syncer.reconciledWith(b, nb.syncer.boot) && nb.syncer.reconciledWith(a, na.syncer.boot)
+		return na.supply.ReconciledWith(b, nb.supply.BootID()) && nb.supply.ReconciledWith(a, na.supply.BootID())
 	})
 }
 
@@ -72,7 +73,7 @@ func TestPoolsAcrossRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			freeBefore := map[ringstore.KeyID]bool{}
-			for id, assigned := range c.poolIDs("a", "b", roleOut) {
+			for id, assigned := range c.poolIDs("a", "b", supply.RoleOut) {
 				if !assigned {
 					freeBefore[id] = true
 				}
@@ -84,7 +85,7 @@ func TestPoolsAcrossRestart(t *testing.T) {
 			c.restart(tc.restart)
 			c.waitPath("a", "b", "a", "b")
 			c.waitReconciled("a", "b")
-			out, in := c.poolIDs("a", "b", roleOut), c.poolIDs("b", "a", roleIn)
+			out, in := c.poolIDs("a", "b", supply.RoleOut), c.poolIDs("b", "a", supply.RoleIn)
 			if tc.restart == "a" {
 				// The reservations a made before: its list of them went
 				// with the restart, so nobody would ever hand them out.
@@ -138,7 +139,7 @@ func TestPoolsAcrossRestart(t *testing.T) {
 				}
 				t0 := time.Now()
 				waitFor(t, "orphans expired", orphanTTL+10*time.Second, func() bool {
-					for id := range c.poolIDs("b", "a", roleIn) {
+					for id := range c.poolIDs("b", "a", supply.RoleIn) {
 						if rest[id] {
 							return false
 						}
@@ -182,12 +183,12 @@ func TestKeyStreamAcrossRestart(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			const first = 1 << 62
-			key := func(node string, i uint64, d time.Duration) ([StreamKeySize]byte, error) {
+			key := func(node string, i uint64, d time.Duration) ([supply.StreamKeySize]byte, error) {
 				kctx, kcancel := context.WithTimeout(ctx, d)
 				defer kcancel()
-				return c.nodes[node].Stream("t1").Key(kctx, i)
+				return c.nodes[node].Supply().Stream("t1").Key(kctx, i)
 			}
-			served := map[uint64][StreamKeySize]byte{}
+			served := map[uint64][supply.StreamKeySize]byte{}
 			for i := uint64(first); i < first+3; i++ {
 				ka, err := key("a", i, 20*time.Second)
 				if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/config"
+	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/wgkey"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -26,8 +27,8 @@ type wgInterface struct {
 	tunnels []config.WireGuardTunnel
 }
 
-// streamSource is a KeyStream as a wgkey.KeySource.
-type streamSource struct{ s *KeyStream }
+// streamSource is a supply.KeyStream as a wgkey.KeySource.
+type streamSource struct{ s *supply.KeyStream }
 
 func (ss streamSource) Key(ctx context.Context, index uint64) (wgkey.Key, error) {
 	k, err := ss.s.Key(ctx, index)
@@ -73,8 +74,8 @@ func (n *Node) startWireGuard(writers map[string]wgkey.Writer) error {
 			if t.OnMissingKey == config.KeepCurrent {
 				policy = wgkey.KeepCurrent
 			}
-			s := n.streams[t.Name]
-			ts = append(ts, wgkey.Tunnel{Name: t.Name, Peer: peer, Interval: t.Interval, Policy: policy, Drive: s.owner, Source: streamSource{s}})
+			s := n.supply.Stream(t.Name)
+			ts = append(ts, wgkey.Tunnel{Name: t.Name, Peer: peer, Interval: t.Interval, Policy: policy, Drive: s.Owner(), Source: streamSource{s}})
 		}
 		r, err := wgkey.NewRotator(w, ts, wgkey.Options{Log: n.log.With("interface", iface)})
 		if err != nil {
@@ -100,7 +101,7 @@ type TunnelInfo struct {
 	Interval     time.Duration
 	OnMissingKey string
 	Drives       bool // this side drives the handshake after each install
-	Stream       StreamStats
+	Stream       supply.StreamStats
 }
 
 // Tunnels reports the node's WireGuard tunnels, by interface and name.
@@ -113,10 +114,10 @@ func (n *Node) Tunnels() []TunnelInfo {
 				continue
 			}
 			t := wi.tunnels[i]
-			s := n.streams[t.Name]
+			s := n.supply.Stream(t.Name)
 			out = append(out, TunnelInfo{
 				TunnelStatus: st, Interface: wi.name, Remote: t.RemoteNode, Interval: t.Interval,
-				OnMissingKey: t.OnMissingKey, Drives: s.owner, Stream: s.Stats(),
+				OnMissingKey: t.OnMissingKey, Drives: s.Owner(), Stream: s.Stats(),
 			})
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/wgkey"
 	"github.com/qrelay/qrelay/wgkey/wgtest"
 )
@@ -78,14 +79,14 @@ func TestWireGuardHitlessRotationFromNodes(t *testing.T) {
 	// streamKey reads key n of the stream at both nodes, while the
 	// rotators hold it ahead of its epoch (they release it once
 	// installed).
-	streamKey := func(n uint64) ([StreamKeySize]byte, error) {
+	streamKey := func(n uint64) ([supply.StreamKeySize]byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		ka, err := c.nodes["a"].Stream("dc").Key(ctx, n)
+		ka, err := c.nodes["a"].Supply().Stream("dc").Key(ctx, n)
 		if err != nil {
 			return ka, err
 		}
-		kb, err := c.nodes["b"].Stream("dc").Key(ctx, n)
+		kb, err := c.nodes["b"].Supply().Stream("dc").Key(ctx, n)
 		if err == nil && kb != ka {
 			err = fmt.Errorf("nodes a and b hold different keys for index %d", n)
 		}
@@ -120,7 +121,7 @@ func TestWireGuardHitlessRotationFromNodes(t *testing.T) {
 			continue
 		}
 		prev, _ = pair.A.Info(pair.B.Public)
-		if [StreamKeySize]byte(prev.PSK) != want {
+		if [supply.StreamKeySize]byte(prev.PSK) != want {
 			t.Errorf("epoch %d: the PSK is not the stream's key %d", n, n)
 		}
 		want = next
@@ -258,7 +259,7 @@ func TestWireGuardRotationAcrossRestart(t *testing.T) {
 		t.Logf("restart of %s: rotating on stream keys again (a %+v, b %+v)", id, c.tunnel("a"), c.tunnel("b"))
 		// The owner does not burn keys the other node lost: it takes new
 		// ones once the pools are reconciled.
-		if r := c.nodes["a"].Stream("dc").Stats().Refused; r > 200 {
+		if r := c.nodes["a"].Supply().Stream("dc").Stats().Refused; r > 200 {
 			t.Errorf("restart of %s: the other node refused %d stream keys", id, r)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/config"
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/pki"
 )
 

@@ -5,7 +5,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 var linksCmd = nodeCommand[[]adminapi.Link]{

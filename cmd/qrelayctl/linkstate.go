@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/pki"
 )
 

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 // Where the commands that talk to a node find it and their credentials:

@@ -5,7 +5,7 @@ import (
 	"io"
 	"strconv"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 var poolsCmd = nodeCommand[[]adminapi.Pool]{

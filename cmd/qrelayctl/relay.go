@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/pki"
 )
 

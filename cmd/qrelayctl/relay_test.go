@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 // The fake node delivers all but one key of every relay to node-d, and

@@ -5,7 +5,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 var statusCmd = nodeCommand[adminapi.Status]{

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/faults"

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/freeport"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"

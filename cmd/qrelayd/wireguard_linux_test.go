@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/controlplane/adminapi"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/wgkey"
 	"github.com/qrelay/qrelay/wgkey/wgtest"
 	"golang.zx2c4.com/wireguard/wgctrl"

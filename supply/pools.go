@@ -1,10 +1,9 @@
-package node
+package supply
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -26,8 +25,8 @@ import (
 // so the two ends never hand out the same key as master, and each end
 // refills its own out pool by relaying.
 const (
-	roleOut = "out"
-	roleIn  = "in"
+	RoleOut = "out"
+	RoleIn  = "in"
 )
 
 // poolSet is the node's relay.Sink: a lazy pool sink per role.
@@ -39,8 +38,8 @@ type poolSet struct {
 func newPoolSet(self string, open func(remote, role string) (*ringstore.Pool, error)) *poolSet {
 	return &poolSet{
 		self: self,
-		out:  relay.NewLazyPoolSink(func(remote string) (*ringstore.Pool, error) { return open(remote, roleOut) }),
-		in:   relay.NewLazyPoolSink(func(remote string) (*ringstore.Pool, error) { return open(remote, roleIn) }),
+		out:  relay.NewLazyPoolSink(func(remote string) (*ringstore.Pool, error) { return open(remote, RoleOut) }),
+		in:   relay.NewLazyPoolSink(func(remote string) (*ringstore.Pool, error) { return open(remote, RoleIn) }),
 	}
 }
 
@@ -61,7 +60,7 @@ func (s *poolSet) Discard(remote string, b *relay.Batch, count int) (int, error)
 
 // pool returns the pool of remote in role, opening it if need be.
 func (s *poolSet) pool(remote, role string) (*ringstore.Pool, error) {
-	if role == roleOut {
+	if role == RoleOut {
 		return s.out.Open(remote)
 	}
 	return s.in.Open(remote)
@@ -72,7 +71,7 @@ func (s *poolSet) pool(remote, role string) (*ringstore.Pool, error) {
 // is none. It is for looking at a pool without creating it.
 func (s *poolSet) existing(remote, role string, meta *ringstore.Meta) (*ringstore.Pool, error) {
 	sink := s.in
-	if role == roleOut {
+	if role == RoleOut {
 		sink = s.out
 	}
 	if p := sink.Pool(remote); p != nil {
@@ -88,28 +87,29 @@ func (s *poolSet) existing(remote, role string, meta *ringstore.Meta) (*ringstor
 	return sink.Open(remote)
 }
 
-// poolEntry is one open pool.
-type poolEntry struct {
-	remote, role string
-	pool         *ringstore.Pool
+// PoolEntry is one open pool: the remote node it is shared with and its
+// role (RoleOut, RoleIn).
+type PoolEntry struct {
+	Remote, Role string
+	Pool         *ringstore.Pool
 }
 
 // all lists the open pools, by remote then role.
-func (s *poolSet) all() []poolEntry {
-	var out []poolEntry
+func (s *poolSet) all() []PoolEntry {
+	var out []PoolEntry
 	for _, r := range []struct {
 		role string
 		sink *relay.PoolSink
-	}{{roleIn, s.in}, {roleOut, s.out}} {
+	}{{RoleIn, s.in}, {RoleOut, s.out}} {
 		for remote, p := range r.sink.Pools() {
-			out = append(out, poolEntry{remote, r.role, p})
+			out = append(out, PoolEntry{remote, r.role, p})
 		}
 	}
-	slices.SortFunc(out, func(a, b poolEntry) int {
-		if c := strings.Compare(a.remote, b.remote); c != 0 {
+	slices.SortFunc(out, func(a, b PoolEntry) int {
+		if c := strings.Compare(a.Remote, b.Remote); c != 0 {
 			return c
 		}
-		return strings.Compare(a.role, b.role)
+		return strings.Compare(a.Role, b.Role)
 	})
 	return out
 }
@@ -131,11 +131,11 @@ func poolName(remote, role string) string {
 // moment, and the first relay, enc_keys or reconciliation with each node
 // would otherwise wait for it. Pools whose name is a hash of a long node
 // ID are left to open when first needed.
-func (n *Node) openStoredPools() {
-	if n.meta == nil {
+func (svc *Service) openStoredPools() {
+	if svc.meta == nil {
 		return
 	}
-	entries, err := os.ReadDir(filepath.Join(n.cfg.Storage.Dir, "pools"))
+	entries, err := os.ReadDir(svc.cfg.PoolDir)
 	if err != nil {
 		return // none yet
 	}
@@ -146,15 +146,15 @@ func (n *Node) openStoredPools() {
 			continue
 		}
 		letter, remote, _ := strings.Cut(name, "-")
-		role := map[string]string{"o": roleOut, "i": roleIn}[letter]
+		role := map[string]string{"o": RoleOut, "i": RoleIn}[letter]
 		if role == "" || remote == "" || poolName(remote, role) != name {
 			continue
 		}
-		n.wg.Add(1)
+		svc.wg.Add(1)
 		go func() {
-			defer n.wg.Done()
-			if _, err := n.sink.pool(remote, role); err != nil {
-				n.log.Warn("end-to-end key pool not opened at start; it is tried again when needed", "remote", remote, "role", role, "err", err)
+			defer svc.wg.Done()
+			if _, err := svc.sink.pool(remote, role); err != nil {
+				svc.log.Warn("end-to-end key pool not opened at start; it is tried again when needed", "remote", remote, "role", role, "err", err)
 			}
 		}()
 	}
@@ -162,30 +162,30 @@ func (n *Node) openStoredPools() {
 
 // openPool opens the pool shared with node remote in role, the first time
 // it is needed.
-func (n *Node) openPool(remote, role string) (*ringstore.Pool, error) {
-	pc := n.cfg.Pools
+func (svc *Service) openPool(remote, role string) (*ringstore.Pool, error) {
+	pc := svc.cfg.Pools
 	c := ringstore.PoolConfig{
 		Name:     poolName(remote, role),
 		Slots:    pc.Slots,
 		SlotSize: pc.SlotSize,
 		TTL:      pc.TTL,
 	}
-	if n.meta != nil {
-		c.Dir = filepath.Join(n.cfg.Storage.Dir, "pools")
-		c.Meta = n.meta
+	if svc.meta != nil {
+		c.Dir = svc.cfg.PoolDir
+		c.Meta = svc.meta
 		if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 			return nil, err
 		}
 	}
-	if role == roleOut {
+	if role == RoleOut {
 		// The filler keeps an out pool between the watermarks; OnLow
 		// wakes it at once when stock falls below the configured one.
 		c.Low, c.High = pc.Low, pc.High
-		c.OnLow = func(int) { n.wakeFiller(remote) }
+		c.OnLow = func(int) { svc.wakeFiller(remote) }
 	}
 	p, err := ringstore.OpenPool(c)
 	if err == nil {
-		n.log.Info("end-to-end key pool opened", "remote", remote, "role", role, "slots", pc.Slots, "durable", n.meta != nil)
+		svc.log.Info("end-to-end key pool opened", "remote", remote, "role", role, "slots", pc.Slots, "durable", svc.meta != nil)
 	}
 	return p, err
 }

@@ -1,4 +1,4 @@
-package node
+package supply
 
 import (
 	"context"
@@ -32,7 +32,7 @@ const (
 // poolSyncer is the node's side of pool reconciliation with every other
 // node.
 type poolSyncer struct {
-	n    *Node
+	svc  *Service
 	boot uint64
 	gate *supplyGate
 
@@ -57,8 +57,8 @@ type syncPeer struct {
 	answering  *answerRound
 }
 
-func newPoolSyncer(n *Node, gate *supplyGate) *poolSyncer {
-	return &poolSyncer{n: n, boot: randomID(), gate: gate,
+func newPoolSyncer(svc *Service, gate *supplyGate) *poolSyncer {
+	return &poolSyncer{svc: svc, boot: randomID(), gate: gate,
 		inbox: make(chan routedMsg, 256), discover: make(chan struct{}, 1), peers: map[string]*syncPeer{}}
 }
 
@@ -76,19 +76,19 @@ func (ps *poolSyncer) routed(m routedMsg) {
 	select {
 	case ps.inbox <- m:
 	default:
-		ps.n.log.Warn("pool reconciliation message dropped: inbox full (the sender repeats it)", "src", m.src, "kind", m.kind)
+		ps.svc.log.Warn("pool reconciliation message dropped: inbox full (the sender repeats it)", "src", m.src, "kind", m.kind)
 	}
 }
 
 // start runs the syncer: the inbox worker and the discovery of nodes.
 func (ps *poolSyncer) start() {
-	n := ps.n
-	n.wg.Add(2)
+	svc := ps.svc
+	svc.wg.Add(2)
 	go func() {
-		defer n.wg.Done()
+		defer svc.wg.Done()
 		for {
 			select {
-			case <-n.ctx.Done():
+			case <-svc.ctx.Done():
 				return
 			case m := <-ps.inbox:
 				ps.handle(m)
@@ -96,15 +96,15 @@ func (ps *poolSyncer) start() {
 		}
 	}()
 	go func() {
-		defer n.wg.Done()
+		defer svc.wg.Done()
 		t := time.NewTicker(discoverEvery)
 		defer t.Stop()
 		for {
-			for _, r := range n.router.Routes() {
-				ps.peer(r.Dst)
+			for _, dst := range svc.cfg.Routes.Reachable() {
+				ps.peer(dst)
 			}
 			select {
-			case <-n.ctx.Done():
+			case <-svc.ctx.Done():
 				return
 			case <-t.C:
 			case <-ps.discover:
@@ -123,13 +123,13 @@ func (ps *poolSyncer) routesChanged() { poke(ps.discover) }
 func (ps *poolSyncer) peer(remote string) *syncPeer {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if p := ps.peers[remote]; p != nil || remote == ps.n.cfg.Node.ID {
+	if p := ps.peers[remote]; p != nil || remote == ps.svc.cfg.NodeID {
 		return p
 	}
 	p := &syncPeer{remote: remote, wake: make(chan struct{}, 1), round: make(chan routedMsg, 64)}
 	ps.peers[remote] = p
-	ps.n.wg.Add(1)
-	go func() { defer ps.n.wg.Done(); ps.loop(p) }()
+	ps.svc.wg.Add(1)
+	go func() { defer ps.svc.wg.Done(); ps.loop(p) }()
 	return p
 }
 
@@ -141,14 +141,14 @@ func poke(ch chan struct{}) {
 }
 
 func (ps *poolSyncer) send(dst string, kind uint16, msg []byte) {
-	if err := ps.n.eng.SendRouted(dst, kind, msg); err != nil {
-		ps.n.log.Debug("pool reconciliation message not sent; repeated later", "dst", dst, "kind", kind, "err", err)
+	if err := ps.svc.cfg.SendRouted(dst, kind, msg); err != nil {
+		ps.svc.log.Debug("pool reconciliation message not sent; repeated later", "dst", dst, "kind", kind, "err", err)
 	}
 }
 
 func (ps *poolSyncer) hello(p *syncPeer) {
 	ps.mu.Lock()
-	h := poolHello{boot: ps.boot, durable: ps.n.meta != nil, seen: p.heard}
+	h := poolHello{boot: ps.boot, durable: ps.svc.meta != nil, seen: p.heard}
 	ps.mu.Unlock()
 	ps.send(p.remote, kindPoolHello, appendHello(nil, h))
 }
@@ -157,10 +157,10 @@ func (ps *poolSyncer) hello(p *syncPeer) {
 // on the node with the lower ID, runs a round whenever the pair has not
 // been reconciled since the latest start of either.
 func (ps *poolSyncer) loop(p *syncPeer) {
-	n := ps.n
-	coordinator := n.cfg.Node.ID < p.remote
+	svc := ps.svc
+	coordinator := svc.cfg.NodeID < p.remote
 	helloWait, retryWait := helloFirst, roundRetry
-	for n.ctx.Err() == nil {
+	for svc.ctx.Err() == nil {
 		ps.mu.Lock()
 		echoed, heard, due := p.echoed, p.heard, p.heard != 0 && p.reconciled != p.heard
 		ps.mu.Unlock()
@@ -175,16 +175,16 @@ func (ps *poolSyncer) loop(p *syncPeer) {
 				retryWait = roundRetry
 				continue
 			}
-			if n.ctx.Err() != nil {
+			if svc.ctx.Err() != nil {
 				return
 			}
-			n.log.Warn("pool reconciliation failed; retrying", "remote", p.remote, "retry_in", retryWait, "err", err)
-			n.metrics.poolSyncRound(p.remote, false)
+			svc.log.Warn("pool reconciliation failed; retrying", "remote", p.remote, "retry_in", retryWait, "err", err)
+			svc.metrics.ReconcileRound(p.remote, false)
 			wait, retryWait = min(wait, retryWait), min(2*retryWait, roundRetryMax)
 		}
 		t := time.NewTimer(wait)
 		select {
-		case <-n.ctx.Done():
+		case <-svc.ctx.Done():
 		case <-p.wake:
 			helloWait = helloFirst
 		case <-t.C:
@@ -195,7 +195,7 @@ func (ps *poolSyncer) loop(p *syncPeer) {
 
 // handle dispatches one POOL_* message.
 func (ps *poolSyncer) handle(m routedMsg) {
-	n := ps.n
+	svc := ps.svc
 	p := ps.peer(m.src)
 	if p == nil {
 		return
@@ -229,7 +229,7 @@ func (ps *poolSyncer) handle(m routedMsg) {
 		}
 	}
 	if err != nil {
-		n.log.Warn("malformed pool reconciliation message dropped", "src", m.src, "kind", m.kind, "err", err)
+		svc.log.Warn("malformed pool reconciliation message dropped", "src", m.src, "kind", m.kind, "err", err)
 	}
 }
 
@@ -248,7 +248,7 @@ func (ps *poolSyncer) heardHello(p *syncPeer, h poolHello) {
 	ps.mu.Unlock()
 	if restarted {
 		ps.gate.peerRestarted(p.remote)
-		ps.n.log.Info("node restarted: its pools shared with this node will be reconciled", "remote", p.remote)
+		ps.svc.log.Info("node restarted: its pools shared with this node will be reconciled", "remote", p.remote)
 		ps.streamsPeerRestarted(p.remote)
 	}
 	if answer {
@@ -261,7 +261,7 @@ func (ps *poolSyncer) heardHello(p *syncPeer, h poolHello) {
 // restarted: on a new boot ID, and when a round says it has not completed
 // one since its start (its earlier boot may never have been heard).
 func (ps *poolSyncer) streamsPeerRestarted(remote string) {
-	for _, s := range ps.n.streams {
+	for _, s := range ps.svc.streams {
 		if s.remote == remote {
 			s.peerRestarted()
 		}
@@ -272,8 +272,8 @@ func (ps *poolSyncer) streamsPeerRestarted(remote string) {
 // another node to settle: a relay waits for its COMPLETION, an enc_keys
 // for its ASSIGN_ACK.
 func (ps *poolSyncer) pauseBound() time.Duration {
-	c := ps.n.cfg
-	return c.KM.CompletionTimeout + c.API.ETSI014.AssignTimeout + 2*time.Second
+	c := ps.svc.cfg
+	return c.CompletionTimeout + c.AssignTimeout + 2*time.Second
 }
 
 // inventory takes this node's inventory of its two pools shared with
@@ -281,8 +281,8 @@ func (ps *poolSyncer) pauseBound() time.Duration {
 // opened to be read.
 func (ps *poolSyncer) inventory(remote string) (poolInventory, error) {
 	var inv poolInventory
-	for _, role := range []string{roleOut, roleIn} {
-		p, err := ps.n.sink.existing(remote, role, ps.n.meta)
+	for _, role := range []string{RoleOut, RoleIn} {
+		p, err := ps.svc.sink.existing(remote, role, ps.svc.meta)
 		if err != nil {
 			return inv, fmt.Errorf("%s pool of node %s: %w", role, remote, err)
 		}
@@ -293,7 +293,7 @@ func (ps *poolSyncer) inventory(remote string) (poolInventory, error) {
 		if err != nil {
 			return inv, fmt.Errorf("%s pool of node %s: %w", role, remote, err)
 		}
-		if role == roleOut {
+		if role == RoleOut {
 			inv.out = ks
 		} else {
 			inv.in = ks
@@ -316,11 +316,11 @@ func (ps *poolSyncer) apply(remote string, drops []poolDrop) (dropped, orphans i
 		byPool[d.in] = append(byPool[d.in], d)
 	}
 	for in, ds := range byPool {
-		role := roleOut
+		role := RoleOut
 		if in {
-			role = roleIn
+			role = RoleIn
 		}
-		p, perr := ps.n.sink.existing(remote, role, ps.n.meta)
+		p, perr := ps.svc.sink.existing(remote, role, ps.svc.meta)
 		if perr != nil {
 			return dropped, 0, fmt.Errorf("%s pool of node %s: %w", role, remote, perr)
 		}
@@ -347,10 +347,10 @@ func (ps *poolSyncer) apply(remote string, drops []poolDrop) (dropped, orphans i
 			reasons[d.reason]++
 		}
 		for r, k := range reasons {
-			ps.n.metrics.poolSyncDropped(remote, r, k)
+			ps.svc.metrics.ReconcileDropped(remote, r.String(), k)
 		}
 	}
-	if err := ps.n.orphans.add(remote, orphanIDs); err != nil {
+	if err := ps.svc.orphans.add(remote, orphanIDs); err != nil {
 		return dropped, 0, err
 	}
 	return dropped, len(orphanIDs), nil
@@ -362,7 +362,7 @@ var errStateChanged = errors.New("handed out or assigned since the inventory")
 // ask every stepResend, until match accepts one or stepTimeout (or
 // limit) passes without it.
 func (ps *poolSyncer) await(p *syncPeer, limit time.Duration, kind uint16, ask []byte, askKind uint16, match func([]byte) (bool, error)) error {
-	n := ps.n
+	svc := ps.svc
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	resend := time.NewTicker(stepResend)
@@ -370,8 +370,8 @@ func (ps *poolSyncer) await(p *syncPeer, limit time.Duration, kind uint16, ask [
 	ps.send(p.remote, askKind, ask)
 	for {
 		select {
-		case <-n.ctx.Done():
-			return n.ctx.Err()
+		case <-svc.ctx.Done():
+			return svc.ctx.Err()
 		case <-deadline.C:
 			return fmt.Errorf("node %s did not answer %s within %v", p.remote, kindName(askKind), limit)
 		case <-resend.C:
@@ -405,9 +405,9 @@ func kindName(k uint16) string {
 
 // coordinate runs one round with p, whose boot ID is heard.
 func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
-	n := ps.n
+	svc := ps.svc
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(n.ctx, ps.pauseBound())
+	ctx, cancel := context.WithTimeout(svc.ctx, ps.pauseBound())
 	err := ps.gate.pause(ctx, p.remote)
 	cancel()
 	defer ps.gate.resume(p.remote)
@@ -422,7 +422,7 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 	restarted := !p.completed
 	ps.mu.Unlock()
 	round := randomID()
-	req := appendSyncReq(nil, syncReq{round: round, boot: ps.boot, target: heard, durable: n.meta != nil, restarted: restarted})
+	req := appendSyncReq(nil, syncReq{round: round, boot: ps.boot, target: heard, durable: svc.meta != nil, restarted: restarted})
 	var ready syncReady
 	err = ps.await(p, ps.pauseBound()+stepTimeout, kindPoolReady, req, kindPoolSyncReq, func(b []byte) (bool, error) {
 		y, err := parseReady(b)
@@ -517,8 +517,8 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 	ps.mu.Lock()
 	p.reconciled, p.completed = heard, true
 	ps.mu.Unlock()
-	n.metrics.poolSyncRound(p.remote, true)
-	n.log.Info("pools reconciled", "remote", p.remote, "took", time.Since(t0).Round(time.Millisecond),
+	svc.metrics.ReconcileRound(p.remote, true)
+	svc.log.Info("pools reconciled", "remote", p.remote, "took", time.Since(t0).Round(time.Millisecond),
 		"paused_in", paused.Round(time.Millisecond), "ready_in", readyIn.Round(time.Millisecond),
 		"keys_here", len(mine.out)+len(mine.in), "keys_there", len(theirs.out)+len(theirs.in),
 		"dropped_there", theirDropped, "orphans_there", theirOrphans, "restarted_here", restarted, "restarted_there", ready.restarted)
@@ -537,10 +537,10 @@ type answerRound struct {
 }
 
 func (ps *poolSyncer) answerReq(p *syncPeer, q syncReq) {
-	n := ps.n
+	svc := ps.svc
 	if q.target != ps.boot {
-		msg := fmt.Sprintf("node %s's boot ID is %016x, the request names %016x: it restarted; its POOL_HELLO follows", n.cfg.Node.ID, ps.boot, q.target)
-		ps.send(p.remote, kindPoolReady, appendReady(nil, syncReady{round: q.round, status: readyRefused, durable: n.meta != nil, msg: msg}))
+		msg := fmt.Sprintf("node %s's boot ID is %016x, the request names %016x: it restarted; its POOL_HELLO follows", svc.cfg.NodeID, ps.boot, q.target)
+		ps.send(p.remote, kindPoolReady, appendReady(nil, syncReady{round: q.round, status: readyRefused, durable: svc.meta != nil, msg: msg}))
 		ps.hello(p)
 		return
 	}
@@ -573,9 +573,9 @@ func (ps *poolSyncer) answerReq(p *syncPeer, q syncReq) {
 		// own lock.
 		ps.streamsPeerRestarted(p.remote)
 	}
-	n.wg.Add(1)
+	svc.wg.Add(1)
 	go func() {
-		defer n.wg.Done()
+		defer svc.wg.Done()
 		ps.runAnswer(p, a, restarted)
 	}()
 }
@@ -594,8 +594,8 @@ func (a *answerRound) end(p *syncPeer) {
 // runAnswer pauses supply with the coordinator, answers READY, and
 // resumes supply when the round ends, whichever way.
 func (ps *poolSyncer) runAnswer(p *syncPeer, a *answerRound, restarted bool) {
-	n := ps.n
-	ctx, cancel := context.WithTimeout(n.ctx, ps.pauseBound())
+	svc := ps.svc
+	ctx, cancel := context.WithTimeout(svc.ctx, ps.pauseBound())
 	err := ps.gate.pause(ctx, p.remote)
 	cancel()
 	defer ps.gate.resume(p.remote)
@@ -611,12 +611,12 @@ func (ps *poolSyncer) runAnswer(p *syncPeer, a *answerRound, restarted bool) {
 	if err != nil {
 		a.end(p)
 		ps.mu.Unlock()
-		n.log.Warn("pool reconciliation refused", "remote", p.remote, "err", err)
-		ps.send(p.remote, kindPoolReady, appendReady(nil, syncReady{round: a.round, status: readyFailed, durable: n.meta != nil, msg: err.Error()}))
+		svc.log.Warn("pool reconciliation refused", "remote", p.remote, "err", err)
+		ps.send(p.remote, kindPoolReady, appendReady(nil, syncReady{round: a.round, status: readyFailed, durable: svc.meta != nil, msg: err.Error()}))
 		return
 	}
 	a.inv = inv
-	a.ready = appendReady(nil, syncReady{round: a.round, status: readyOK, durable: n.meta != nil, restarted: restarted,
+	a.ready = appendReady(nil, syncReady{round: a.round, status: readyOK, durable: svc.meta != nil, restarted: restarted,
 		outKeys: uint32(len(inv.out)), inKeys: uint32(len(inv.in))})
 	a.last = time.Now()
 	ready := a.ready
@@ -628,7 +628,7 @@ func (ps *poolSyncer) runAnswer(p *syncPeer, a *answerRound, restarted bool) {
 	defer t.Stop()
 	for {
 		select {
-		case <-n.ctx.Done():
+		case <-svc.ctx.Done():
 			return
 		case <-a.done:
 			return
@@ -637,7 +637,7 @@ func (ps *poolSyncer) runAnswer(p *syncPeer, a *answerRound, restarted bool) {
 			if time.Since(a.last) > answerIdle {
 				a.end(p)
 				ps.mu.Unlock()
-				n.log.Warn("pool reconciliation abandoned: the coordinator fell silent; supply resumes", "remote", p.remote)
+				svc.log.Warn("pool reconciliation abandoned: the coordinator fell silent; supply resumes", "remote", p.remote)
 				return
 			}
 			ps.mu.Unlock()
@@ -672,7 +672,7 @@ func (ps *poolSyncer) answerInv(p *syncPeer, q invReq) {
 }
 
 func (ps *poolSyncer) answerDrop(p *syncPeer, c dropChunk) {
-	n := ps.n
+	svc := ps.svc
 	ps.mu.Lock()
 	a := ps.current(p, c.round)
 	if a == nil {
@@ -703,8 +703,8 @@ func (ps *poolSyncer) answerDrop(p *syncPeer, c dropChunk) {
 	ps.mu.Unlock()
 	ps.send(p.remote, kindPoolDropAck, b)
 	if finished {
-		n.metrics.poolSyncRound(p.remote, true)
-		n.log.Info("pools reconciled", "remote", p.remote, "coordinator", p.remote)
+		svc.metrics.ReconcileRound(p.remote, true)
+		svc.log.Info("pools reconciled", "remote", p.remote, "coordinator", p.remote)
 	}
 }
 

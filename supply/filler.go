@@ -1,12 +1,11 @@
-package node
+package supply
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/qrelay/qrelay/controlplane"
 )
 
 // fillBatch is the most keys one refill relay asks for: large enough to
@@ -33,35 +32,31 @@ type filler struct {
 }
 
 // startFillers starts a filler for every remote node that serves an SAE
-// this node's SAEs may exchange keys with.
-func (n *Node) startFillers() {
-	var remotes []string
-	if n.cfg.API.ETSI014.Listen != "" {
-		for _, s := range n.cfg.SAEs {
-			remotes = append(remotes, s.Node)
-		}
-	}
+// this node's SAEs may exchange keys with (Config.SAENodes) and for
+// every key stream this node owns.
+func (svc *Service) startFillers() {
+	remotes := slices.Clone(svc.cfg.SAENodes)
 	// Key streams this node owns take their keys from its out pool too.
-	for _, s := range n.streams {
+	for _, s := range svc.streams {
 		if s.owner {
 			remotes = append(remotes, s.remote)
 		}
 	}
 	for _, r := range remotes {
-		if r == n.cfg.Node.ID || n.fillers[r] != nil {
+		if r == svc.cfg.NodeID || svc.fillers[r] != nil {
 			continue
 		}
-		n.fillers[r] = &filler{remote: r, wake: make(chan struct{}, 1)}
+		svc.fillers[r] = &filler{remote: r, wake: make(chan struct{}, 1)}
 	}
-	for _, f := range n.fillers {
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.fill(f) }()
+	for _, f := range svc.fillers {
+		svc.wg.Add(1)
+		go func() { defer svc.wg.Done(); svc.fill(f) }()
 	}
 }
 
 // wakeFiller makes the filler for remote look at its pool now.
-func (n *Node) wakeFiller(remote string) {
-	if f := n.fillers[remote]; f != nil {
+func (svc *Service) wakeFiller(remote string) {
+	if f := svc.fillers[remote]; f != nil {
 		select {
 		case f.wake <- struct{}{}:
 		default:
@@ -70,21 +65,21 @@ func (n *Node) wakeFiller(remote string) {
 }
 
 // took records keys handed out of the out pool for remote.
-func (n *Node) took(remote string, keys int) {
-	f := n.fillers[remote]
+func (svc *Service) took(remote string, keys int) {
+	f := svc.fillers[remote]
 	if f == nil {
 		return
 	}
 	f.mu.Lock()
 	f.rate.add(keys)
 	f.mu.Unlock()
-	n.wakeFiller(remote)
+	svc.wakeFiller(remote)
 }
 
 // lowWatermark is the out pool's effective low watermark for remote.
-func (n *Node) lowWatermark(remote string) int {
-	low, high := n.cfg.Pools.Low, n.cfg.Pools.High
-	f := n.fillers[remote]
+func (svc *Service) lowWatermark(remote string) int {
+	low, high := svc.cfg.Pools.Low, svc.cfg.Pools.High
+	f := svc.fillers[remote]
 	if f == nil {
 		return low
 	}
@@ -100,17 +95,17 @@ func (f *filler) updateRate(now time.Time) {
 	f.mu.Unlock()
 }
 
-func (n *Node) fill(f *filler) {
-	p, err := n.sink.pool(f.remote, roleOut)
+func (svc *Service) fill(f *filler) {
+	p, err := svc.sink.pool(f.remote, RoleOut)
 	if err != nil {
-		n.log.Error("key pool filler stopped: pool cannot open", "remote", f.remote, "err", err)
+		svc.log.Error("key pool filler stopped: pool cannot open", "remote", f.remote, "err", err)
 		return
 	}
 	// Keys of the ETSI 014 key size, or of a stream key's if a stream
 	// takes from this pool and needs more (enc_keys cuts a longer key to
 	// its size at both ends alike).
-	size := n.cfg.API.ETSI014.KeySize / 8
-	for _, s := range n.streams {
+	size := svc.cfg.KeySize / 8
+	for _, s := range svc.streams {
 		if s.owner && s.remote == f.remote {
 			size = max(size, StreamKeySize)
 		}
@@ -125,13 +120,13 @@ func (n *Node) fill(f *filler) {
 	refilling := false
 	for {
 		select {
-		case <-n.ctx.Done():
+		case <-svc.ctx.Done():
 			return
 		case <-f.wake:
 		case <-tick.C:
 		}
 		f.updateRate(time.Now())
-		if !refilling && p.Stats().Stock >= n.lowWatermark(f.remote) {
+		if !refilling && p.Stats().Stock >= svc.lowWatermark(f.remote) {
 			continue
 		}
 		// Refill up to the high watermark, with a few relays at once,
@@ -144,13 +139,13 @@ func (n *Node) fill(f *filler) {
 		var inFlight atomic.Int64
 		var failed atomic.Bool
 		short := false // the pad ran out before the high watermark
-		for !failed.Load() && n.ctx.Err() == nil {
+		for !failed.Load() && svc.ctx.Err() == nil {
 			st := p.Stats()
-			want := min(n.cfg.Pools.High-st.Stock-int(inFlight.Load()), st.Capacity-st.Stock-int(inFlight.Load()), fillBatch)
+			want := min(svc.cfg.Pools.High-st.Stock-int(inFlight.Load()), st.Capacity-st.Stock-int(inFlight.Load()), fillBatch)
 			if want <= 0 {
 				break // the high watermark (or full) with what is in flight
 			}
-			if spare, ok := n.spareKeys(f.remote, size); ok && spare-int(inFlight.Load()) < want {
+			if spare, ok := svc.cfg.SpareKeys(f.remote, size); ok && spare-int(inFlight.Load()) < want {
 				if want = spare - int(inFlight.Load()); want <= 0 {
 					short = true
 					break
@@ -164,7 +159,7 @@ func (n *Node) fill(f *filler) {
 			inFlight.Add(int64(want))
 			wg.Go(func() {
 				defer inFlight.Add(-int64(want))
-				if !n.refill(f, want, size) {
+				if !svc.refill(f, want, size) {
 					failed.Store(true)
 				}
 			})
@@ -173,7 +168,7 @@ func (n *Node) fill(f *filler) {
 		refilling = short || failed.Load()
 		if failed.Load() {
 			select {
-			case <-n.ctx.Done():
+			case <-svc.ctx.Done():
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
@@ -181,39 +176,10 @@ func (n *Node) fill(f *filler) {
 	}
 }
 
-// spareKeys is how many keys of size bytes a background refill to remote
-// may relay now: as many as the outgoing pad of the first hop holds above
-// its reserve. Refills can wait; a slow QKD link whose every byte of pad
-// went into pools would stay below min_stock, so excluded from every
-// route, for as long as the pools want keys. The reserve is the level at
-// which routing admits the link (min_stock and its hysteresis) and as much
-// again as the hysteresis, for the pad a relay spends beyond its keys (the
-// frames' MAC keys): a reserve of the bare admission level left the link
-// hovering 32 bytes short of it. ok is false when there is no local link
-// to the first hop to judge (the relay then fails on its own).
-func (n *Node) spareKeys(remote string, size int) (spare int, ok bool) {
-	hop := remote
-	if n.router != nil {
-		if nh, found := n.router.NextHop(remote); found {
-			hop = nh
-		}
-	}
-	l := n.byPeer[hop]
-	if l == nil {
-		return 0, false
-	}
-	admit := controlplane.ReadmitStock(uint64(l.cfg.MinStock))
-	stock, reserve := l.tx.Stats().Stock, admit+(admit-uint64(l.cfg.MinStock))
-	if stock <= reserve {
-		return 0, true
-	}
-	return int(min((stock-reserve)/uint64(size), math.MaxInt32)), true
-}
-
 // refill relays want keys to f's remote, and says whether it worked.
-func (n *Node) refill(f *filler, want, size int) bool {
+func (svc *Service) refill(f *filler, want, size int) bool {
 	t0 := time.Now()
-	res, err := n.Relay(n.ctx, f.remote, want, size)
+	res, err := svc.Relay(svc.ctx, f.remote, want, size)
 	if err != nil {
 		f.mu.Lock()
 		quiet := time.Since(f.lastErrLog) < 10*time.Second
@@ -221,8 +187,8 @@ func (n *Node) refill(f *filler, want, size int) bool {
 			f.lastErrLog = time.Now()
 		}
 		f.mu.Unlock()
-		if !quiet && n.ctx.Err() == nil {
-			n.log.Warn("key pool refill incomplete; retrying", "remote", f.remote, "asked", want, "delivered", res.Delivered, "err", err)
+		if !quiet && svc.ctx.Err() == nil {
+			svc.log.Warn("key pool refill incomplete; retrying", "remote", f.remote, "asked", want, "delivered", res.Delivered, "err", err)
 		}
 		return false
 	}

@@ -1,4 +1,4 @@
-package node
+package supply
 
 import (
 	"context"
@@ -247,7 +247,7 @@ func parseAcks(b []byte) ([]assignAck, error) {
 
 // assigner sends this node's assignments and applies those sent to it.
 type assigner struct {
-	n *Node
+	svc *Service
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -273,19 +273,19 @@ type routedMsg struct {
 	payload []byte
 }
 
-func newAssigner(n *Node) *assigner {
-	return &assigner{n: n, waiting: map[uint64]chan error{}, queues: map[string]*assignQueue{}, inbox: make(chan routedMsg, 256)}
+func newAssigner(svc *Service) *assigner {
+	return &assigner{svc: svc, waiting: map[uint64]chan error{}, queues: map[string]*assignQueue{}, inbox: make(chan routedMsg, 256)}
 }
 
 // start runs the worker that applies incoming assignments: off the KM
 // link's reader, since a durable pool syncs each one to disk.
 func (as *assigner) start() {
-	as.n.wg.Add(1)
+	as.svc.wg.Add(1)
 	go func() {
-		defer as.n.wg.Done()
+		defer as.svc.wg.Done()
 		for {
 			select {
-			case <-as.n.ctx.Done():
+			case <-as.svc.ctx.Done():
 				return
 			case m := <-as.inbox:
 				as.handle(m)
@@ -298,7 +298,7 @@ func (as *assigner) start() {
 func (as *assigner) routed(src string, kind uint16, payload []byte) {
 	select {
 	case as.inbox <- routedMsg{src, kind, slices.Clone(payload)}:
-	case <-as.n.ctx.Done():
+	case <-as.svc.ctx.Done():
 	}
 }
 
@@ -309,7 +309,7 @@ func (as *assigner) handle(m routedMsg) {
 	case kindAssignAck:
 		acks, err := parseAcks(m.payload)
 		if err != nil {
-			as.n.log.Warn("malformed assignment acknowledgement dropped", "src", m.src, "err", err)
+			as.svc.log.Warn("malformed assignment acknowledgement dropped", "src", m.src, "err", err)
 			return
 		}
 		as.mu.Lock()
@@ -333,22 +333,22 @@ func (as *assigner) handle(m routedMsg) {
 	case kindAssignCancel:
 		as.applyCancel(m.src, m.payload)
 	case kindStream, kindStreamAck:
-		as.n.handleStream(m.src, m.kind, m.payload)
+		as.svc.handleStream(m.src, m.kind, m.payload)
 	case kindPoolHello, kindPoolSyncReq, kindPoolReady, kindPoolInvReq, kindPoolInv, kindPoolDrop, kindPoolDropAck:
-		as.n.syncer.routed(m)
+		as.svc.syncer.routed(m)
 	default:
-		as.n.log.Warn("routed message of unknown kind dropped", "src", m.src, "kind", m.kind)
+		as.svc.log.Warn("routed message of unknown kind dropped", "src", m.src, "kind", m.kind)
 	}
 }
 
 // apply records the assignments node src sent and acknowledges each.
 func (as *assigner) apply(src string, payload []byte) {
-	n := as.n
+	svc := as.svc
 	list, err := parseAssignments(payload)
 	if err != nil {
 		// Without request IDs nothing can be acknowledged: the sender's
 		// requests time out and their keys are discarded there.
-		n.log.Warn("malformed assignment message dropped", "src", src, "err", err)
+		svc.log.Warn("malformed assignment message dropped", "src", src, "err", err)
 		return
 	}
 	acks := make([]assignAck, 0, len(list))
@@ -356,19 +356,19 @@ func (as *assigner) apply(src string, payload []byte) {
 		err := as.check(src, a)
 		if err == nil {
 			var p *ringstore.Pool
-			if p, err = n.sink.pool(src, roleIn); err == nil {
+			if p, err = svc.sink.pool(src, RoleIn); err == nil {
 				err = p.Assign(a.keys, ringstore.Assignment{Master: a.master, Slaves: a.slaves})
 			}
 		}
 		ack := assignAck{id: a.id, ok: err == nil}
 		if err != nil {
 			ack.msg = err.Error()
-			n.log.Warn("assignment refused", "src", src, "master", a.master, "slaves", a.slaves, "keys", len(a.keys), "err", err)
+			svc.log.Warn("assignment refused", "src", src, "master", a.master, "slaves", a.slaves, "keys", len(a.keys), "err", err)
 		}
 		acks = append(acks, ack)
 	}
-	if err := n.eng.SendRouted(src, kindAssignAck, appendAcks(nil, acks)); err != nil {
-		n.log.Warn("assignment acknowledgement not sent; the master's node will time out and discard the keys", "dst", src, "err", err)
+	if err := svc.cfg.SendRouted(src, kindAssignAck, appendAcks(nil, acks)); err != nil {
+		svc.log.Warn("assignment acknowledgement not sent; the master's node will time out and discard the keys", "dst", src, "err", err)
 	}
 }
 
@@ -378,8 +378,8 @@ func (as *assigner) cancel(dst string, ids []ringstore.KeyID) {
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), ringstore.MaxBatch)]
 		ids = ids[len(chunk):]
-		if err := as.n.eng.SendRouted(dst, kindAssignCancel, appendCancel(nil, chunk)); err != nil {
-			as.n.log.Warn("assignment cancel not sent; node dst keeps the keys until their TTL", "dst", dst, "keys", len(chunk), "err", err)
+		if err := as.svc.cfg.SendRouted(dst, kindAssignCancel, appendCancel(nil, chunk)); err != nil {
+			as.svc.log.Warn("assignment cancel not sent; node dst keeps the keys until their TTL", "dst", dst, "keys", len(chunk), "err", err)
 		}
 	}
 }
@@ -387,46 +387,46 @@ func (as *assigner) cancel(dst string, ids []ringstore.KeyID) {
 // applyCancel discards the keys node src cancelled from src's in pool:
 // those still unfetched, unassigned or assigned to a master src serves.
 func (as *assigner) applyCancel(src string, payload []byte) {
-	n := as.n
+	svc := as.svc
 	ids, err := parseCancel(payload)
 	if err != nil {
-		n.log.Warn("malformed assignment cancel dropped", "src", src, "err", err)
+		svc.log.Warn("malformed assignment cancel dropped", "src", src, "err", err)
 		return
 	}
-	p, err := n.sink.pool(src, roleIn)
+	p, err := svc.sink.pool(src, RoleIn)
 	if err != nil {
-		n.log.Warn("assignment cancel not applied", "src", src, "err", err)
+		svc.log.Warn("assignment cancel not applied", "src", src, "err", err)
 		return
 	}
 	// One removal (one metadata transaction in durable mode) for the
 	// whole message: this worker also applies ASSIGNs, which must not
 	// wait behind a sync per key.
 	dropped, err := p.Discard(ids, func(id ringstore.KeyID, a ringstore.Assignment) error {
-		if node, ok := n.saeNode(a.Master); a.Master != "" && (!ok || node != src) {
+		if node, ok := svc.saeNode(a.Master); a.Master != "" && (!ok || node != src) {
 			return fmt.Errorf("key %s is assigned to master SAE %q, not one of node %s", id, a.Master, src)
 		}
 		return nil
 	})
 	if err != nil {
-		n.log.Warn("assignment cancel not applied", "src", src, "err", err)
+		svc.log.Warn("assignment cancel not applied", "src", src, "err", err)
 		return
 	}
-	n.log.Info("keys of a cancelled assignment discarded", "src", src, "keys", dropped, "cancelled", len(ids))
+	svc.log.Info("keys of a cancelled assignment discarded", "src", src, "keys", dropped, "cancelled", len(ids))
 }
 
 // check refuses an assignment that node src may not make: its master SAE
 // must be one src serves, and its slaves this node's.
 func (as *assigner) check(src string, a *assignment) error {
-	n := as.n
-	if node, ok := n.saeNode(a.master); !ok || node != src {
+	svc := as.svc
+	if node, ok := svc.saeNode(a.master); !ok || node != src {
 		return fmt.Errorf("master SAE %q is not served by node %s (per this node's saes:)", a.master, src)
 	}
 	if len(a.slaves) == 0 {
 		return errors.New("no slave SAE named")
 	}
 	for _, s := range a.slaves {
-		if node, ok := n.saeNode(s); !ok || node != n.cfg.Node.ID {
-			return fmt.Errorf("slave SAE %q is not served by node %s", s, n.cfg.Node.ID)
+		if node, ok := svc.saeNode(s); !ok || node != svc.cfg.NodeID {
+			return fmt.Errorf("slave SAE %q is not served by node %s", s, svc.cfg.NodeID)
 		}
 	}
 	if len(a.keys) == 0 || len(a.keys) > ringstore.MaxBatch {
@@ -447,8 +447,8 @@ func (as *assigner) assign(ctx context.Context, dst, master string, slaves []str
 	if q == nil {
 		q = &assignQueue{q: make(chan *assignment, 4096), acked: make(chan struct{}, 1)}
 		as.queues[dst] = q
-		as.n.wg.Add(1)
-		go func() { defer as.n.wg.Done(); as.sendLoop(dst, q) }()
+		as.svc.wg.Add(1)
+		go func() { defer as.svc.wg.Done(); as.sendLoop(dst, q) }()
 	}
 	as.mu.Unlock()
 	forget := func() {
@@ -478,7 +478,7 @@ func (as *assigner) sendLoop(dst string, aq *assignQueue) {
 	var buf []byte
 	var carry *assignment // taken from the queue, did not fit the last message
 	q := aq.q
-	timeout := as.n.cfg.API.ETSI014.AssignTimeout
+	timeout := as.svc.cfg.AssignTimeout
 	inFlight := false
 	for {
 		if inFlight {
@@ -486,7 +486,7 @@ func (as *assigner) sendLoop(dst string, aq *assignQueue) {
 			// give up on it after the assignment timeout: its requests
 			// have failed by then).
 			select {
-			case <-as.n.ctx.Done():
+			case <-as.svc.ctx.Done():
 				return
 			case <-aq.acked:
 			case <-time.After(timeout):
@@ -498,7 +498,7 @@ func (as *assigner) sendLoop(dst string, aq *assignQueue) {
 			batch, carry = append(batch, carry), nil
 		} else {
 			select {
-			case <-as.n.ctx.Done():
+			case <-as.svc.ctx.Done():
 				return
 			case a := <-q:
 				batch = append(batch, a)
@@ -520,7 +520,7 @@ func (as *assigner) sendLoop(dst string, aq *assignQueue) {
 			}
 		}
 		buf = appendAssignments(buf[:0], batch)
-		err := as.n.eng.SendRouted(dst, kindAssign, buf)
+		err := as.svc.cfg.SendRouted(dst, kindAssign, buf)
 		inFlight = err == nil
 		if err != nil {
 			as.mu.Lock()

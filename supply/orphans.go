@@ -1,4 +1,4 @@
-package node
+package supply
 
 import (
 	"cmp"
@@ -32,7 +32,7 @@ const (
 )
 
 type orphanTracker struct {
-	n *Node
+	svc *Service
 
 	mu      sync.Mutex
 	batches []*orphanBatch // by deadline
@@ -45,7 +45,7 @@ type orphanBatch struct {
 	key      string // its record, durable mode
 }
 
-func newOrphanTracker(n *Node) *orphanTracker { return &orphanTracker{n: n} }
+func newOrphanTracker(svc *Service) *orphanTracker { return &orphanTracker{svc: svc} }
 
 func (b *orphanBatch) encode() []byte {
 	v := []byte{orphanFormat}
@@ -76,7 +76,7 @@ func decodeOrphanBatch(key string, v []byte) (*orphanBatch, error) {
 
 // load reads the batches a durable node recorded before it stopped.
 func (o *orphanTracker) load() error {
-	m := o.n.meta
+	m := o.svc.meta
 	if m == nil {
 		return nil
 	}
@@ -106,7 +106,7 @@ func (o *orphanTracker) sortLocked() {
 // add records orphans in the in pool from remote, to be discarded after
 // pools.orphan_ttl (0: never; pools.ttl applies).
 func (o *orphanTracker) add(remote string, ids []ringstore.KeyID) error {
-	ttl := o.n.cfg.Pools.OrphanTTL
+	ttl := o.svc.cfg.Pools.OrphanTTL
 	if ttl == 0 || len(ids) == 0 {
 		return nil
 	}
@@ -120,7 +120,7 @@ func (o *orphanTracker) add(remote string, ids []ringstore.KeyID) error {
 			key: fmt.Sprintf("%s%016x-%016x", orphanPrefix, deadline.UnixNano(), binary.BigEndian.Uint64(r[:])),
 		})
 	}
-	if m := o.n.meta; m != nil {
+	if m := o.svc.meta; m != nil {
 		err := m.Update(func(tx *ringstore.MetaTx) error {
 			for _, b := range bs {
 				if err := tx.Set(b.key, b.encode()); err != nil {
@@ -164,11 +164,11 @@ func (o *orphanTracker) expire(now time.Time) {
 	if len(due) == 0 {
 		return
 	}
-	n := o.n
+	svc := o.svc
 	expired := map[string]int{}
 	var done, retry []*orphanBatch
 	for _, b := range due {
-		p, err := n.sink.existing(b.remote, roleIn, n.meta)
+		p, err := svc.sink.existing(b.remote, RoleIn, svc.meta)
 		k := 0
 		if err == nil && p != nil {
 			k, err = p.Discard(b.ids, func(_ ringstore.KeyID, a ringstore.Assignment) error {
@@ -179,7 +179,7 @@ func (o *orphanTracker) expire(now time.Time) {
 			})
 		}
 		if err != nil {
-			n.log.Warn("orphaned keys not discarded; retrying", "remote", b.remote, "keys", len(b.ids), "err", err)
+			svc.log.Warn("orphaned keys not discarded; retrying", "remote", b.remote, "keys", len(b.ids), "err", err)
 			b.deadline = now.Add(orphanRetry)
 			retry = append(retry, b)
 			continue
@@ -187,7 +187,7 @@ func (o *orphanTracker) expire(now time.Time) {
 		expired[b.remote] += k
 		done = append(done, b)
 	}
-	if m := n.meta; m != nil && len(done) > 0 {
+	if m := svc.meta; m != nil && len(done) > 0 {
 		err := m.Update(func(tx *ringstore.MetaTx) error {
 			for _, b := range done {
 				if err := tx.Delete(b.key); err != nil {
@@ -197,7 +197,7 @@ func (o *orphanTracker) expire(now time.Time) {
 			return nil
 		})
 		if err != nil && !errors.Is(err, ringstore.ErrMetaNotFound) {
-			n.log.Warn("orphan records not deleted: they are read again at the next start, and find their keys gone", "err", err)
+			svc.log.Warn("orphan records not deleted: they are read again at the next start, and find their keys gone", "err", err)
 		}
 	}
 	if len(retry) > 0 {
@@ -212,10 +212,10 @@ func (o *orphanTracker) expire(now time.Time) {
 	}
 	slices.SortFunc(remotes, cmp.Compare)
 	for _, r := range remotes {
-		n.metrics.orphansExpired(r, expired[r])
+		svc.metrics.OrphansExpired(r, expired[r])
 		if expired[r] > 0 {
-			n.log.Info("orphaned keys discarded: their slave SAE did not fetch them within pools.orphan_ttl of the restart of the node that assigned them",
-				"remote", r, "keys", expired[r], "orphan_ttl", n.cfg.Pools.OrphanTTL)
+			svc.log.Info("orphaned keys discarded: their slave SAE did not fetch them within pools.orphan_ttl of the restart of the node that assigned them",
+				"remote", r, "keys", expired[r], "orphan_ttl", svc.cfg.Pools.OrphanTTL)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package supply
 
 import (
 	"context"
@@ -39,17 +39,17 @@ type reservation struct {
 
 // reservationFor returns the reservation of a pair, starting it the first
 // time the pair asks for keys.
-func (n *Node) reservationFor(remote, master, slave string) *reservation {
+func (svc *Service) reservationFor(remote, master, slave string) *reservation {
 	key := master + "\x00" + slave
-	n.resMu.Lock()
-	defer n.resMu.Unlock()
-	if r := n.reservations[key]; r != nil {
+	svc.resMu.Lock()
+	defer svc.resMu.Unlock()
+	if r := svc.reservations[key]; r != nil {
 		return r
 	}
 	r := &reservation{remote: remote, master: master, slave: slave, wake: make(chan struct{}, 1)}
-	n.reservations[key] = r
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.keepReserved(r) }()
+	svc.reservations[key] = r
+	svc.wg.Add(1)
+	go func() { defer svc.wg.Done(); svc.keepReserved(r) }()
 	return r
 }
 
@@ -89,10 +89,10 @@ func (r *reservation) updateRate(now time.Time) {
 }
 
 // keepReserved tops the reservation up whenever it falls below its size.
-func (n *Node) keepReserved(r *reservation) {
-	p, err := n.sink.pool(r.remote, roleOut)
+func (svc *Service) keepReserved(r *reservation) {
+	p, err := svc.sink.pool(r.remote, RoleOut)
 	if err != nil {
-		n.log.Error("key reservation stopped: pool cannot open", "remote", r.remote, "err", err)
+		svc.log.Error("key reservation stopped: pool cannot open", "remote", r.remote, "err", err)
 		return
 	}
 	asg := ringstore.Assignment{Master: r.master, Slaves: []string{r.slave}}
@@ -100,20 +100,20 @@ func (n *Node) keepReserved(r *reservation) {
 	defer tick.Stop()
 	for {
 		select {
-		case <-n.ctx.Done():
+		case <-svc.ctx.Done():
 			return
 		case <-r.wake:
 		case <-tick.C:
 		}
 		r.updateRate(time.Now())
-		for n.ctx.Err() == nil {
+		for svc.ctx.Err() == nil {
 			r.mu.Lock()
 			short := r.wantLocked() - len(r.ids)
 			r.mu.Unlock()
 			if short <= 0 {
 				break
 			}
-			if !n.reserveBatch(p, r, asg, short) {
+			if !svc.reserveBatch(p, r, asg, short) {
 				break
 			}
 		}
@@ -123,28 +123,28 @@ func (n *Node) keepReserved(r *reservation) {
 // reserveBatch reserves up to short keys for r and has them assigned at
 // the slave's node, and says whether it did. It does nothing while the
 // pools shared with r's node are being reconciled.
-func (n *Node) reserveBatch(p *ringstore.Pool, r *reservation, asg ringstore.Assignment, short int) bool {
-	if _, ok := n.router.NextHop(r.remote); !ok || n.gate.paused(r.remote) {
+func (svc *Service) reserveBatch(p *ringstore.Pool, r *reservation, asg ringstore.Assignment, short int) bool {
+	if _, ok := svc.cfg.Routes.NextHop(r.remote); !ok || svc.gate.paused(r.remote) {
 		// No route: the assignment could not be sent, and the keys
 		// reserved for it would be discarded.
 		return false
 	}
-	leave, err := n.gate.enter(n.ctx, r.remote)
+	leave, err := svc.gate.enter(svc.ctx, r.remote)
 	if err != nil {
 		return false
 	}
 	defer leave()
 	ids, err := p.ReserveNext(min(short, ringstore.MaxBatch), asg)
 	if errors.Is(err, ringstore.ErrPoolEmpty) {
-		n.wakeFiller(r.remote)
+		svc.wakeFiller(r.remote)
 		return false
 	}
 	if err != nil {
-		n.log.Warn("key reservation failed", "remote", r.remote, "master", r.master, "slave", r.slave, "err", err)
+		svc.log.Warn("key reservation failed", "remote", r.remote, "master", r.master, "slave", r.slave, "err", err)
 		return false
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.API.ETSI014.AssignTimeout)
-	err = n.assigner.assign(ctx, r.remote, r.master, []string{r.slave}, ids)
+	ctx, cancel := context.WithTimeout(svc.ctx, svc.cfg.AssignTimeout)
+	err = svc.assigner.assign(ctx, r.remote, r.master, []string{r.slave}, ids)
 	cancel()
 	if err != nil {
 		// Reserved here, maybe assigned there: nobody may have
@@ -154,9 +154,9 @@ func (n *Node) reserveBatch(p *ringstore.Pool, r *reservation, asg ringstore.Ass
 				clear(k.Bytes)
 			}
 		}
-		n.assigner.cancel(r.remote, ids)
-		n.metrics.assignFailed(r.remote)
-		n.log.Warn("key reservation not confirmed by the slave's node; its keys were discarded", "remote", r.remote, "keys", len(ids), "err", err)
+		svc.assigner.cancel(r.remote, ids)
+		svc.metrics.AssignFailed(r.remote)
+		svc.log.Warn("key reservation not confirmed by the slave's node; its keys were discarded", "remote", r.remote, "keys", len(ids), "err", err)
 		return false
 	}
 	r.mu.Lock()

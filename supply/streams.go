@@ -1,4 +1,4 @@
-package node
+package supply
 
 import (
 	"cmp"
@@ -167,7 +167,7 @@ type streamKey struct {
 
 // KeyStream is one key stream of this node, shared with one other node.
 type KeyStream struct {
-	n      *Node
+	svc    *Service
 	name   string
 	remote string
 	owner  bool
@@ -191,12 +191,16 @@ type StreamStats struct {
 	Refused          uint64 // indices the other node refused (owner) or could not take (other)
 }
 
-func newKeyStream(n *Node, name, remote string, ahead int) *KeyStream {
+func newKeyStream(svc *Service, name, remote string, ahead int) *KeyStream {
 	return &KeyStream{
-		n: n, name: name, remote: remote, owner: n.cfg.Node.ID < remote, ahead: ahead,
+		svc: svc, name: name, remote: remote, owner: svc.cfg.NodeID < remote, ahead: ahead,
 		keys: map[uint64]*streamKey{}, failed: map[uint64]string{}, changed: make(chan struct{}),
 	}
 }
+
+// Owner says whether this node owns the stream (it has the lower node
+// ID): the owner chooses the keys, and drives a tunnel's handshake.
+func (s *KeyStream) Owner() bool { return s.owner }
 
 // Name is the stream's name; Remote the node it is shared with.
 func (s *KeyStream) Name() string   { return s.name }
@@ -249,10 +253,10 @@ func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte,
 		ch := s.changed
 		s.mu.Unlock()
 		if err == nil && msg != nil {
-			err = s.n.eng.SendRouted(s.remote, kindStream, msg)
+			err = s.svc.cfg.SendRouted(s.remote, kindStream, msg)
 		}
 		if err != nil {
-			s.n.log.Debug("stream announcement incomplete", "stream", s.name, "remote", s.remote, "index", index, "err", err)
+			s.svc.log.Debug("stream announcement incomplete", "stream", s.name, "remote", s.remote, "index", index, "err", err)
 		}
 		if ready {
 			return key, nil
@@ -280,7 +284,7 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 		}
 	}
 	var takeErr error
-	if len(missing) > 0 && !s.n.syncer.poolsAgreed(s.remote) {
+	if len(missing) > 0 && !s.svc.syncer.poolsAgreed(s.remote) {
 		// Until the two nodes' pools are reconciled after a restart of
 		// either, the out pool may hold keys the other node lost: each
 		// would be refused, and another taken at once.
@@ -288,7 +292,7 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 		missing = nil
 	}
 	if len(missing) > 0 {
-		p, err := s.n.sink.pool(s.remote, roleOut)
+		p, err := s.svc.sink.pool(s.remote, RoleOut)
 		if err == nil {
 			var keys []ringstore.Key
 			// The master names the stream in the pool's records; the
@@ -308,12 +312,12 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 					}
 					clear(k.Bytes)
 				}
-				s.n.took(s.remote, len(keys))
-				s.n.audit.KeysHanded(s.remote, s.name, audit.RoleStream, ids)
+				s.svc.took(s.remote, len(keys))
+				s.svc.audit.KeysHanded(s.remote, s.name, audit.RoleStream, ids)
 			}
 		}
 		if errors.Is(err, ringstore.ErrPoolEmpty) {
-			s.n.wakeFiller(s.remote)
+			s.svc.wakeFiller(s.remote)
 			err = fmt.Errorf("the key pool for node %s is empty: it is being refilled by relay", s.remote)
 		}
 		takeErr = err
@@ -335,12 +339,12 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 // apply (other node) takes the announced keys out of the in pool and
 // returns the acknowledgements.
 func (s *KeyStream) apply(es []streamEntry) []streamAck {
-	p, perr := s.n.sink.pool(s.remote, roleIn)
+	p, perr := s.svc.sink.pool(s.remote, RoleIn)
 	acks := make([]streamAck, 0, len(es))
 	var held []ringstore.KeyID // taken out of the pool for the stream
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer func() { s.n.audit.KeysHanded(s.remote, s.name, audit.RoleStream, held) }()
+	defer func() { s.svc.audit.KeysHanded(s.remote, s.name, audit.RoleStream, held) }()
 	for _, e := range es {
 		ack := streamAck{index: e.index}
 		switch k := s.keys[e.index]; {
@@ -408,7 +412,7 @@ func (s *KeyStream) acked(acks []streamAck) {
 			// stream (the announcement repeats every epoch).
 			if !s.warnedUnknown {
 				s.warnedUnknown = true
-				s.n.log.Error("the other node serves no such stream: check both nodes list the tunnel under the same name", "stream", s.name, "remote", s.remote, "reason", a.msg)
+				s.svc.log.Error("the other node serves no such stream: check both nodes list the tunnel under the same name", "stream", s.name, "remote", s.remote, "reason", a.msg)
 			}
 			continue
 		}
@@ -416,7 +420,7 @@ func (s *KeyStream) acked(acks []streamAck) {
 			// Another key for this index is in use at the other end,
 			// or this one is in use here and the other end lost it.
 			why := fmt.Sprintf("the two nodes hold different keys for it after a restart (%s)", a.msg)
-			s.n.log.Error("stream index failed closed", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
+			s.svc.log.Error("stream index failed closed", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
 			s.failed[a.index] = why
 			s.stats.Refused++
 			clear(k.key[:])
@@ -424,7 +428,7 @@ func (s *KeyStream) acked(acks []streamAck) {
 			continue
 		}
 		// The other node cannot hold this key: choose another.
-		s.n.log.Warn("stream key refused by the other node; choosing another", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
+		s.svc.log.Warn("stream key refused by the other node; choosing another", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
 		s.stats.Refused++
 		clear(k.key[:])
 		delete(s.keys, a.index)
@@ -482,38 +486,35 @@ func (s *KeyStream) close() {
 	}
 }
 
-// Stream returns the key stream name, or nil if there is none.
-func (n *Node) Stream(name string) *KeyStream { return n.streams[name] }
-
 // handleStream handles a STREAM or STREAM_ACK from node src.
-func (n *Node) handleStream(src string, kind uint16, payload []byte) {
+func (svc *Service) handleStream(src string, kind uint16, payload []byte) {
 	if kind == kindStream {
 		name, es, err := parseStream(payload)
 		if err != nil {
-			n.log.Warn("malformed stream message dropped", "src", src, "err", err)
+			svc.log.Warn("malformed stream message dropped", "src", src, "err", err)
 			return
 		}
-		s := n.streams[name]
+		s := svc.streams[name]
 		var acks []streamAck
 		switch {
 		case s == nil || s.remote != src:
-			acks = refuseAll(es, fmt.Sprintf("node %s has no stream %q shared with node %s (wireguard: lists none)", n.cfg.Node.ID, name, src))
+			acks = refuseAll(es, fmt.Sprintf("node %s has no stream %q shared with node %s (wireguard: lists none)", svc.cfg.NodeID, name, src))
 		case s.owner:
-			acks = refuseAll(es, fmt.Sprintf("node %s owns stream %q (the lower node ID does)", n.cfg.Node.ID, name))
+			acks = refuseAll(es, fmt.Sprintf("node %s owns stream %q (the lower node ID does)", svc.cfg.NodeID, name))
 		default:
 			acks = s.apply(es)
 		}
-		if err := n.eng.SendRouted(src, kindStreamAck, appendStreamAcks(nil, name, acks)); err != nil {
-			n.log.Debug("stream acknowledgement not sent; the owner announces again", "stream", name, "dst", src, "err", err)
+		if err := svc.cfg.SendRouted(src, kindStreamAck, appendStreamAcks(nil, name, acks)); err != nil {
+			svc.log.Debug("stream acknowledgement not sent; the owner announces again", "stream", name, "dst", src, "err", err)
 		}
 		return
 	}
 	name, acks, err := parseStreamAcks(payload)
 	if err != nil {
-		n.log.Warn("malformed stream acknowledgement dropped", "src", src, "err", err)
+		svc.log.Warn("malformed stream acknowledgement dropped", "src", src, "err", err)
 		return
 	}
-	if s := n.streams[name]; s != nil && s.owner && s.remote == src {
+	if s := svc.streams[name]; s != nil && s.owner && s.remote == src {
 		s.acked(acks)
 	}
 }

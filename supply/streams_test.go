@@ -1,0 +1,61 @@
+package supply
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qrelay/qrelay/ringstore"
+)
+
+// TestStreamApplyRefusesAssignedKeys: a STREAM message cannot take keys
+// an SAE was assigned, nor keys the node does not hold.
+func TestStreamApplyRefusesAssignedKeys(t *testing.T) {
+	svc, _ := newTestService(t, "b", StreamConfig{Name: "t1", Remote: "a", Interval: time.Hour})
+	in, err := svc.Pool("a", RoleIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two keys of node a, as a relay delivers them.
+	keys := []ringstore.NewKey{{ID: ringstore.KeyID{0xa1}, Key: bytes.Repeat([]byte{1}, 32)}, {ID: ringstore.KeyID{0xa2}, Key: bytes.Repeat([]byte{2}, 32)}}
+	if err := in.Put(keys); err != nil {
+		t.Fatal(err)
+	}
+	ids := []ringstore.KeyID{keys[0].ID, keys[1].ID}
+	if err := in.Assign(ids[:1], ringstore.Assignment{Master: "sae-a", Slaves: []string{"sae-b"}}); err != nil {
+		t.Fatal(err)
+	}
+	sb := svc.Stream("t1")
+	acks := sb.apply([]streamEntry{{1 << 62, ids[0]}, {1<<62 + 1, ids[1]}, {1<<62 + 2, ringstore.KeyID{1}}})
+	if acks[0].status != streamKeyRefused || acks[1].status != streamHeld || acks[2].status != streamKeyRefused {
+		t.Fatalf("acks %+v: want the assigned key and the unknown key refused, the free key held", acks)
+	}
+	k, err := sb.Key(context.Background(), 1<<62+1)
+	if err != nil || !bytes.Equal(k[:], keys[1].Key[:StreamKeySize]) {
+		t.Fatalf("index 8: %v, key equal %v", err, bytes.Equal(k[:], keys[1].Key[:StreamKeySize]))
+	}
+}
+
+// TestStreamReleaseWhileAsked: asking for a released index while the
+// rotator releases more is an error naming the stream's floor, and reads
+// that floor under the lock (CI's race detector caught the error message
+// reading it after unlocking). Run with -race.
+func TestStreamReleaseWhileAsked(t *testing.T) {
+	s := &KeyStream{name: "t1", remote: "b", keys: map[uint64]*streamKey{}, changed: make(chan struct{})}
+	s.Release(1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := uint64(2); i < 2000; i++ {
+			s.Release(i)
+		}
+	})
+	for range 2000 {
+		if _, err := s.Key(context.Background(), 0); err == nil || !strings.Contains(err.Error(), "index 0 was released") {
+			t.Fatalf("Key of a released index: %v", err)
+		}
+	}
+	wg.Wait()
+}
