@@ -7,9 +7,9 @@ import (
 	"github.com/qrelay/qrelay/dataplane/frame"
 )
 
-// ctlRouted is the CONTROL kind of a message between two nodes that need
-// not be neighbours: each node on the way forwards it along its route to
-// the destination, as it does completions. Its body:
+// A CONTROL frame of kind frame.KindRouted is a message between two nodes
+// that need not be neighbours: each node on the way forwards it along its
+// route to the destination, as it does completions. Its body:
 //
 //	offset  size  field
 //	0       1     hop limit, decremented by each node that forwards it
@@ -22,7 +22,6 @@ import (
 //
 // Like all control frames it rides the links' TLS channel: it is
 // authenticated hop by hop, and the nodes on the way are trusted nodes.
-const ctlRouted uint16 = 2
 
 // routed is a parsed routed message.
 type routed struct {
@@ -90,7 +89,7 @@ func (e *Engine) SendRouted(dst string, kind uint16, payload []byte) error {
 	}
 	body := appendRouted(make([]byte, 0, 6+len(e.cfg.NodeID)+len(dst)+len(payload)),
 		&routed{hops: e.cfg.HopLimit, kind: kind, src: e.cfg.NodeID, dst: dst, payload: payload})
-	c := frame.Control{Kind: ctlRouted, Body: body}
+	c := frame.Control{Kind: frame.KindRouted, Body: body}
 	b, err := frame.AppendControl(getBuf(c.FrameLen()), &c)
 	if err != nil {
 		return fmt.Errorf("relay: routed message for %s: %w", dst, err)
