@@ -74,7 +74,7 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 		}
 		switch {
 		case c.Kind == frame.KindRouted:
-			return e.routedIn(c.Body, b)
+			return e.routedIn(b)
 		case c.Kind >= frame.KindControlPlaneMin:
 			if f := e.cfg.Control; f != nil {
 				f(s.l.peer, uint16(c.Kind), c.Body)
