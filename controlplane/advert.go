@@ -6,15 +6,17 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/qrelay/qrelay/dataplane/frame"
 )
 
 // Specification constants: the wire format in doc.go.
 const (
-	// Kind is the CONTROL frame kind (dataplane/frame.Control.Kind) that
+	// Kind is the CONTROL frame kind (frame.KindControlPlane, 16) that
 	// carries every control-plane message. Kinds below 16 belong to the
 	// relay engine; the control plane's message type is the first byte of
 	// the body, so it needs only this one kind.
-	Kind uint16 = 16
+	Kind = uint16(frame.KindControlPlane)
 
 	// Version is the only message version this package reads and writes.
 	Version = 1

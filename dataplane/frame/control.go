@@ -8,10 +8,11 @@ const (
 	controlOffBody = 10
 )
 
-// Control is a CONTROL frame: a message of the control plane, which defines
-// the kinds and their bodies. To this package the body is opaque.
+// Control is a CONTROL frame: a message of the KM link (kind ROUTED, whose
+// body is parsed by ParseRouted) or of the control plane, which defines its
+// kinds' bodies (kinds.go). To this function the body is opaque.
 type Control struct {
-	Kind uint16
+	Kind Kind
 	Body []byte // the rest of the frame; at most MaxFrameLen-10 bytes
 }
 
@@ -25,7 +26,7 @@ func AppendControl(dst []byte, c *Control) ([]byte, error) {
 		return dst, errorf(TypeControl, "body", controlOffBody, "%d bytes, want at most %d", len(c.Body), limit)
 	}
 	dst = appendPrefix(dst, TypeControl, 0, c.FrameLen()-PrefixLen)
-	dst = binary.BigEndian.AppendUint16(dst, c.Kind)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(c.Kind))
 	return append(dst, c.Body...), nil
 }
 
@@ -36,7 +37,7 @@ func ParseControl(b []byte) (Control, error) {
 		return Control{}, err
 	}
 	return Control{
-		Kind: binary.BigEndian.Uint16(b[controlOffKind:]),
+		Kind: Kind(binary.BigEndian.Uint16(b[controlOffKind:])),
 		Body: b[controlOffBody:len(b):len(b)],
 	}, nil
 }

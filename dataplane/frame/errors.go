@@ -9,20 +9,32 @@ import (
 // Error is what every parse function, and every append function given a
 // frame it cannot encode, returns: what is wrong, where, and what is wanted.
 type Error struct {
-	Type   Type   // the frame type being parsed or appended; 0 if not known yet
+	Type Type // the frame type being parsed or appended; 0 if not known yet, or for a routed message
+	// Kind is the CONTROL kind of a CONTROL frame's body (with Type
+	// TypeControl), or the kind of a routed message (with Type 0), whose
+	// offsets count from the start of the message; 0 otherwise.
+	Kind   Kind
 	Field  string // the field, as named in docs/kmlink.md, such as "key count"
-	Offset int    // the field's offset from the start of the frame
+	Offset int    // the field's offset from the start of the frame, or of the routed message
 	Reason string // the bad value and what is wanted, such as "0, want 1..2048"
 }
 
 // Error returns a message such as
 //
 //	frame: RELAY field "key count" at offset 32: 0, want 1..2048
+//	frame: CONTROL ROUTED field "hop limit" at offset 10: 0, want 1..255
+//	frame: SAE_ASSIGN message field "entry 0 key count" at offset 15: 3, but ...
 func (e *Error) Error() string {
-	if e.Type == 0 {
-		return "frame: field " + strconv.Quote(e.Field) + " at offset " + strconv.Itoa(e.Offset) + ": " + e.Reason
+	where := " field " + strconv.Quote(e.Field) + " at offset " + strconv.Itoa(e.Offset) + ": " + e.Reason
+	switch {
+	case e.Kind != 0 && e.Type == 0:
+		return "frame: " + e.Kind.String() + " message" + where
+	case e.Kind != 0:
+		return "frame: " + e.Type.String() + " " + e.Kind.String() + where
+	case e.Type == 0:
+		return "frame:" + where
 	}
-	return "frame: " + e.Type.String() + " field " + strconv.Quote(e.Field) + " at offset " + strconv.Itoa(e.Offset) + ": " + e.Reason
+	return "frame: " + e.Type.String() + where
 }
 
 func errorf(t Type, field string, off int, format string, args ...any) *Error {

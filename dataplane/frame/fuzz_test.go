@@ -201,12 +201,26 @@ func FuzzReader(f *testing.F) {
 	})
 }
 
-// corpus returns the seed corpus of every fuzz target, by target and
-// file name.
+// corpus returns the seed corpus files of every fuzz target, by target
+// and file name.
 func corpus(tb testing.TB) map[string]map[string][]byte {
-	targets := map[string]map[string][]byte{"FuzzReader": streamSeeds(tb)}
+	files := func(seeds map[string][]byte) map[string][]byte {
+		m := map[string][]byte{}
+		for name, b := range seeds {
+			m[name] = corpusFile(b)
+		}
+		return m
+	}
+	targets := map[string]map[string][]byte{"FuzzReader": files(streamSeeds(tb))}
 	for typ := TypeRelay; typ <= lastType; typ++ {
-		targets["FuzzParse"+fuzzName(typ)] = seeds(tb, typ)
+		targets["FuzzParse"+fuzzName(typ)] = files(seeds(tb, typ))
+	}
+	for target := range msgTargets {
+		m := map[string][]byte{}
+		for name, s := range msgSeeds(tb, target) {
+			m[name] = msgCorpusFile(target, s)
+		}
+		targets[target] = m
 	}
 	return targets
 }
@@ -238,7 +252,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 			}
 		}
 		for name, b := range seeds {
-			if err := os.WriteFile(filepath.Join(dir, "seed-"+name), corpusFile(b), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, "seed-"+name), b, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -279,7 +293,7 @@ func TestFuzzCorpus(t *testing.T) {
 			got, err := os.ReadFile(file)
 			if err != nil {
 				t.Errorf("%s: %v: %s", target, err, fix)
-			} else if !bytes.Equal(got, corpusFile(b)) {
+			} else if !bytes.Equal(got, b) {
 				t.Errorf("%s is out of date: %s", file, fix)
 			}
 		}

@@ -292,6 +292,17 @@ func TestDocGolden(t *testing.T) {
 		}
 		delete(blocks, g.name)
 	}
+	for _, g := range goldenMessages {
+		d, ok := blocks[g.name]
+		if !ok {
+			t.Errorf("docs/kmlink.md has no golden %s", g.name)
+			continue
+		}
+		if got, want := unhexDump(t, d), unhexDump(t, g.dump); !bytes.Equal(got, want) {
+			t.Errorf("docs/kmlink.md golden %s:\n got %x\nwant %x", g.name, got, want)
+		}
+		delete(blocks, g.name)
+	}
 	for name := range blocks {
 		t.Errorf("docs/kmlink.md has golden %s, which the tests do not know", name)
 	}
@@ -373,59 +384,69 @@ func TestDocTables(t *testing.T) {
 	}
 	sections := strings.Split(string(doc), "\n### ")
 	for ty := TypeRelay; ty <= lastType; ty++ {
-		var section string
-		for _, s := range sections {
-			if strings.Contains(strings.SplitN(s, "\n", 2)[0], fmt.Sprintf("%s (type %d)", ty, ty)) {
-				section = s
-			}
-		}
-		if section == "" {
-			t.Errorf("docs/kmlink.md has no section for %s (type %d)", ty, ty)
-			continue
-		}
-		next := PrefixLen
-		seen := map[int]bool{}
-		inTable := false
-		for line := range strings.Lines(section) {
-			cells := strings.Split(line, "|")
-			if len(cells) < 5 {
-				if inTable {
-					break // only the first table is the byte table
-				}
-				continue
-			}
-			inTable = true
-			off, err := strconv.Atoi(strings.TrimSpace(cells[1]))
-			if err != nil {
-				continue // header row, or a variable offset such as 48+S
-			}
-			name := strings.TrimSpace(cells[3])
-			if want, ok := fields[ty][off]; !ok || !strings.HasPrefix(name, want) {
-				t.Errorf("%s table: offset %d is %q, the code has %q there", ty, off, name, want)
-			}
-			seen[off] = true
-			if off != next {
-				t.Errorf("%s table: offset %d follows a field that ends at %d", ty, off, next)
-			}
-			size, err := strconv.Atoi(strings.TrimSpace(cells[2]))
-			if err != nil {
-				next = -1 // a variable size: nothing may follow at a fixed offset
-				continue
-			}
-			next = off + size
-		}
-		if next != -1 && next != fixedEnd[ty] {
-			t.Errorf("%s table: fixed fields end at %d, the code says %d", ty, next, fixedEnd[ty])
-		}
-		for off, name := range fields[ty] {
-			if !seen[off] {
-				t.Errorf("%s table: no row for %q at offset %d", ty, name, off)
-			}
-		}
+		checkDocTable(t, sections, fmt.Sprintf("%s (type %d)", ty, ty), PrefixLen, fields[ty], fixedEnd[ty])
 	}
 	for st := StatusOK; st <= StatusInternal; st++ {
 		if row := fmt.Sprintf("\n| %d | %s | ", st, st); !strings.Contains(string(doc), row) {
 			t.Errorf("docs/kmlink.md has no status row %q", row[1:])
+		}
+	}
+}
+
+// checkDocTable checks the byte table of the section of docs/kmlink.md
+// whose heading contains heading: its first table's rows with a numeric
+// offset follow one another from offset start with no gap, each names the
+// field the code has at that offset, and the fixed fields end at fixedEnd
+// (ignored if a field of variable size comes first).
+func checkDocTable(t *testing.T, sections []string, heading string, start int, fields map[int]string, fixedEnd int) {
+	t.Helper()
+	var section string
+	for _, s := range sections {
+		if strings.Contains(strings.SplitN(s, "\n", 2)[0], heading) {
+			section = s
+		}
+	}
+	if section == "" {
+		t.Errorf("docs/kmlink.md has no section for %s", heading)
+		return
+	}
+	next := start
+	seen := map[int]bool{}
+	inTable := false
+	for line := range strings.Lines(section) {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 {
+			if inTable {
+				break // only the first table is the byte table
+			}
+			continue
+		}
+		inTable = true
+		off, err := strconv.Atoi(strings.TrimSpace(cells[1]))
+		if err != nil {
+			continue // header row, or a variable offset such as 48+S
+		}
+		name := strings.TrimSpace(cells[3])
+		if want, ok := fields[off]; !ok || !strings.HasPrefix(name, want) {
+			t.Errorf("%s table: offset %d is %q, the code has %q there", heading, off, name, want)
+		}
+		seen[off] = true
+		if off != next {
+			t.Errorf("%s table: offset %d follows a field that ends at %d", heading, off, next)
+		}
+		size, err := strconv.Atoi(strings.TrimSpace(cells[2]))
+		if err != nil {
+			next = -1 // a variable size: nothing may follow at a fixed offset
+			continue
+		}
+		next = off + size
+	}
+	if next != -1 && next != fixedEnd {
+		t.Errorf("%s table: fixed fields end at %d, the code says %d", heading, next, fixedEnd)
+	}
+	for off, name := range fields {
+		if !seen[off] {
+			t.Errorf("%s table: no row for %q at offset %d", heading, name, off)
 		}
 	}
 }

@@ -190,30 +190,3 @@ func TestRoutedMessages(t *testing.T) {
 		}
 	}
 }
-
-func TestParseRouted(t *testing.T) {
-	good := appendRouted(nil, &routed{hops: 3, kind: 20, src: "a", dst: "bb", payload: []byte("xyz")})
-	m, err := parseRouted(good)
-	if err != nil || m.hops != 3 || m.kind != 20 || m.src != "a" || m.dst != "bb" || string(m.payload) != "xyz" {
-		t.Fatalf("parseRouted = %+v, %v", m, err)
-	}
-	for _, bad := range [][]byte{nil, good[:3], good[:5], {3, 0, 1, 1, 'a', 1, 'b'}, {3, 0, 20, 0}, {3, 0, 20, 65}} {
-		if _, err := parseRouted(bad); err == nil {
-			t.Errorf("parseRouted(%x) accepted", bad)
-		}
-	}
-}
-
-func FuzzParseRouted(f *testing.F) {
-	f.Add(appendRouted(nil, &routed{hops: 3, kind: 20, src: "a", dst: "bb", payload: []byte("xyz")}))
-	f.Add([]byte{1, 0, 16, 1, 'a', 1, 'b'})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := parseRouted(b)
-		if err != nil {
-			return
-		}
-		if again := appendRouted(nil, &m); !bytes.Equal(again, b) {
-			t.Fatalf("%x parsed as %+v re-encodes as %x", b, m, again)
-		}
-	})
-}

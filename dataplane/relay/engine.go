@@ -140,8 +140,9 @@ func (noAudit) PadUsed(string, uint8, bool, uint64, uint64)          {}
 func (noAudit) PadBurnt(string, uint8, bool, uint64, uint64, string) {}
 
 // ControlKindMin is the first CONTROL frame kind that belongs to the
-// control plane; kinds below it are the relay engine's own.
-const ControlKindMin uint16 = 16
+// control plane (frame.KindControlPlaneMin); kinds below it are the relay
+// engine's own.
+const ControlKindMin = uint16(frame.KindControlPlaneMin)
 
 // LinkConfig is one KM link's pads and key source.
 type LinkConfig struct {
@@ -439,7 +440,7 @@ func (e *Engine) SendControl(peer string, kind uint16, body []byte) error {
 	if s == nil {
 		return fmt.Errorf("relay: KM link to %s is down", peer)
 	}
-	c := frame.Control{Kind: kind, Body: body}
+	c := frame.Control{Kind: frame.Kind(kind), Body: body}
 	b, err := frame.AppendControl(getBuf(c.FrameLen()), &c)
 	if err != nil {
 		return fmt.Errorf("relay: control message for %s: %w", peer, err)

@@ -73,14 +73,14 @@ func (e *Engine) handle(s *session, typ frame.Type, b []byte) error {
 			return err
 		}
 		switch {
-		case c.Kind == ctlRouted:
-			return e.routedIn(c.Body, b)
-		case c.Kind >= ControlKindMin:
+		case c.Kind == frame.KindRouted:
+			return e.routedIn(b)
+		case c.Kind >= frame.KindControlPlaneMin:
 			if f := e.cfg.Control; f != nil {
-				f(s.l.peer, c.Kind, c.Body)
+				f(s.l.peer, uint16(c.Kind), c.Body)
 			}
 		default:
-			return fmt.Errorf("CONTROL kind %d: the KM link defines only kind %d (ROUTED) below %d", c.Kind, ctlRouted, ControlKindMin)
+			return fmt.Errorf("CONTROL kind %d: the KM link defines only kind %d (ROUTED) below %d", uint16(c.Kind), uint16(frame.KindRouted), uint16(frame.KindControlPlaneMin))
 		}
 	case frame.TypeSync:
 		y, err := frame.ParseSync(b)

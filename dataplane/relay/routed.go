@@ -1,77 +1,16 @@
 package relay
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/qrelay/qrelay/dataplane/frame"
 )
 
-// ctlRouted is the CONTROL kind of a message between two nodes that need
-// not be neighbours: each node on the way forwards it along its route to
-// the destination, as it does completions. Its body:
-//
-//	offset  size  field
-//	0       1     hop limit, decremented by each node that forwards it
-//	1       2     inner kind (ControlKindMin or more): what the message is
-//	3       1     source node ID length s (1..64)
-//	4       s     source node ID
-//	4+s     1     destination node ID length d (1..64)
-//	5+s     d     destination node ID
-//	5+s+d   ...   payload
-//
-// Like all control frames it rides the links' TLS channel: it is
-// authenticated hop by hop, and the nodes on the way are trusted nodes.
-const ctlRouted uint16 = 2
-
-// routed is a parsed routed message.
-type routed struct {
-	hops     uint8
-	kind     uint16
-	src, dst string
-	payload  []byte
-}
-
-func appendRouted(dst []byte, m *routed) []byte {
-	dst = append(dst, m.hops)
-	dst = binary.BigEndian.AppendUint16(dst, m.kind)
-	dst = append(dst, byte(len(m.src)))
-	dst = append(dst, m.src...)
-	dst = append(dst, byte(len(m.dst)))
-	dst = append(dst, m.dst...)
-	return append(dst, m.payload...)
-}
-
-func parseRouted(b []byte) (routed, error) {
-	var m routed
-	if len(b) < 4 {
-		return m, fmt.Errorf("routed control message of %d bytes: want at least 4", len(b))
-	}
-	m.hops, m.kind = b[0], binary.BigEndian.Uint16(b[1:3])
-	if m.kind < ControlKindMin {
-		return m, fmt.Errorf("routed control message: inner kind %d is below %d", m.kind, ControlKindMin)
-	}
-	id := func(off int, what string) (string, int, error) {
-		if off >= len(b) {
-			return "", 0, fmt.Errorf("routed control message: %s node ID length missing at offset %d", what, off)
-		}
-		n := int(b[off])
-		if n < 1 || n > frame.MaxNodeIDLen || off+1+n > len(b) {
-			return "", 0, fmt.Errorf("routed control message: %s node ID length %d at offset %d: want 1 to %d within the %d-byte body", what, n, off, frame.MaxNodeIDLen, len(b))
-		}
-		return string(b[off+1 : off+1+n]), off + 1 + n, nil
-	}
-	var off int
-	var err error
-	if m.src, off, err = id(3, "source"); err != nil {
-		return m, err
-	}
-	if m.dst, off, err = id(off, "destination"); err != nil {
-		return m, err
-	}
-	m.payload = b[off:]
-	return m, nil
-}
+// Routed messages travel in CONTROL frames of kind frame.KindRouted
+// (frame.Routed): each node on the way forwards one along its route to the
+// destination, as it does completions. Like all control frames they ride
+// the links' TLS channel: they are authenticated hop by hop, and the nodes
+// on the way are trusted nodes.
 
 // SendRouted sends a control message of the given kind (at least
 // ControlKindMin) to node dst, which need not be a neighbour: it goes
@@ -85,13 +24,8 @@ func (e *Engine) SendRouted(dst string, kind uint16, payload []byte) error {
 	if dst == e.cfg.NodeID {
 		return fmt.Errorf("relay: routed message to this node (%s)", dst)
 	}
-	if len(dst) == 0 || len(dst) > frame.MaxNodeIDLen {
-		return fmt.Errorf("relay: routed message to node ID %q: want 1 to %d bytes", dst, frame.MaxNodeIDLen)
-	}
-	body := appendRouted(make([]byte, 0, 6+len(e.cfg.NodeID)+len(dst)+len(payload)),
-		&routed{hops: e.cfg.HopLimit, kind: kind, src: e.cfg.NodeID, dst: dst, payload: payload})
-	c := frame.Control{Kind: ctlRouted, Body: body}
-	b, err := frame.AppendControl(getBuf(c.FrameLen()), &c)
+	m := frame.Routed{HopLimit: e.cfg.HopLimit, Kind: frame.Kind(kind), Src: e.cfg.NodeID, Dst: dst, Payload: payload}
+	b, err := frame.AppendRouted(getBuf(m.FrameLen()), &m)
 	if err != nil {
 		return fmt.Errorf("relay: routed message for %s: %w", dst, err)
 	}
@@ -110,24 +44,24 @@ func (e *Engine) SendRouted(dst string, kind uint16, payload []byte) error {
 // routedIn delivers a routed message here or forwards it. frameBytes is
 // the whole CONTROL frame, forwarded with its hop limit decremented in
 // place.
-func (e *Engine) routedIn(body, frameBytes []byte) error {
-	m, err := parseRouted(body)
+func (e *Engine) routedIn(frameBytes []byte) error {
+	m, err := frame.ParseRouted(frameBytes)
 	if err != nil {
 		return err
 	}
-	if m.dst == e.cfg.NodeID {
+	if m.Dst == e.cfg.NodeID {
 		if f := e.cfg.Routed; f != nil {
-			f(m.src, m.kind, m.payload)
+			f(m.Src, uint16(m.Kind), m.Payload)
 		}
 		return nil
 	}
-	if m.hops <= 1 {
+	if m.HopLimit <= 1 {
 		e.stats.Undeliverable.Add(1)
-		e.log.Warn("routed control message dropped: hop limit reached (a routing loop?)", "src", m.src, "dst", m.dst, "kind", m.kind)
+		e.log.Warn("routed control message dropped: hop limit reached (a routing loop?)", "src", m.Src, "dst", m.Dst, "kind", m.Kind)
 		return nil
 	}
-	body[0]-- // body aliases frameBytes
-	if !e.sendControl(m.dst, frameBytes) {
+	frameBytes[frame.RoutedHopLimitOffset]--
+	if !e.sendControl(m.Dst, frameBytes) {
 		e.stats.Undeliverable.Add(1)
 	}
 	return nil
