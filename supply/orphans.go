@@ -59,19 +59,31 @@ func (b *orphanBatch) encode() []byte {
 	return v
 }
 
+// decodeOrphanBatch reads the record of one batch (the layout at the
+// top of this file), which must be exactly that long.
 func decodeOrphanBatch(key string, v []byte) (*orphanBatch, error) {
-	r := &wireReader{b: v}
-	if f := r.u8("format"); r.err == nil && f != orphanFormat {
-		r.err = fmt.Errorf("format %d: want %d", f, orphanFormat)
+	const fixed = 1 + 8 + 1 // format, deadline, remote's length
+	if len(v) < fixed {
+		return nil, fmt.Errorf("orphan record of %d bytes: shorter than its %d-byte header", len(v), fixed)
 	}
-	b := &orphanBatch{key: key, deadline: time.Unix(0, int64(r.u64("deadline")))}
-	b.remote = r.str("remote node")
-	n := r.u16("count")
-	raw := r.bytes(16*n, "key IDs")
-	for i := 0; i < n && r.err == nil; i++ {
-		b.ids = append(b.ids, ringstore.KeyID(raw[16*i:16*i+16]))
+	if v[0] != orphanFormat {
+		return nil, fmt.Errorf("orphan record format %d: want %d", v[0], orphanFormat)
 	}
-	return b, r.end("orphan record")
+	b := &orphanBatch{key: key, deadline: time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9])))}
+	rl := int(v[9])
+	if rl == 0 || len(v) < fixed+rl+2 {
+		return nil, fmt.Errorf("orphan record: remote node ID of %d bytes in a record of %d", rl, len(v))
+	}
+	b.remote = string(v[fixed : fixed+rl])
+	rest := v[fixed+rl:]
+	n := int(binary.BigEndian.Uint16(rest))
+	if len(rest) != 2+16*n {
+		return nil, fmt.Errorf("orphan record: %d key IDs need %d bytes after the remote node ID, the record has %d", n, 2+16*n, len(rest))
+	}
+	for i := range n {
+		b.ids = append(b.ids, ringstore.KeyID(rest[2+16*i:2+16*i+16]))
+	}
+	return b, nil
 }
 
 // load reads the batches a durable node recorded before it stopped.

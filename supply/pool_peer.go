@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -140,17 +141,30 @@ func poke(ch chan struct{}) {
 	}
 }
 
-func (ps *poolSyncer) send(dst string, kind uint16, msg []byte) {
-	if err := ps.svc.cfg.SendRouted(dst, kind, msg); err != nil {
+// encoded returns a message this node built, or nil if it could not be
+// encoded (a bug: the values are this node's own); send skips nil.
+func (ps *poolSyncer) encoded(msg []byte, err error) []byte {
+	if err != nil {
+		ps.svc.log.Error("pool reconciliation message not encodable", "err", err)
+		return nil
+	}
+	return msg
+}
+
+func (ps *poolSyncer) send(dst string, kind frame.Kind, msg []byte) {
+	if msg == nil {
+		return
+	}
+	if err := ps.svc.cfg.SendRouted(dst, uint16(kind), msg); err != nil {
 		ps.svc.log.Debug("pool reconciliation message not sent; repeated later", "dst", dst, "kind", kind, "err", err)
 	}
 }
 
 func (ps *poolSyncer) hello(p *syncPeer) {
 	ps.mu.Lock()
-	h := poolHello{boot: ps.boot, durable: ps.svc.meta != nil, seen: p.heard}
+	h := frame.PoolHello{Boot: ps.boot, Durable: ps.svc.meta != nil, Seen: p.heard}
 	ps.mu.Unlock()
-	ps.send(p.remote, kindPoolHello, appendHello(nil, h))
+	ps.send(p.remote, frame.KindPoolHello, ps.encoded(frame.AppendPoolHello(nil, &h)))
 }
 
 // loop says hello to remote until it has heard this node's boot ID and,
@@ -202,27 +216,27 @@ func (ps *poolSyncer) handle(m routedMsg) {
 	}
 	var err error
 	switch m.kind {
-	case kindPoolHello:
-		var h poolHello
-		if h, err = parseHello(m.payload); err == nil {
+	case frame.KindPoolHello:
+		var h frame.PoolHello
+		if h, err = frame.ParsePoolHello(m.payload); err == nil {
 			ps.heardHello(p, h)
 		}
-	case kindPoolSyncReq:
-		var q syncReq
-		if q, err = parseSyncReq(m.payload); err == nil {
+	case frame.KindPoolSyncReq:
+		var q frame.PoolSyncReq
+		if q, err = frame.ParsePoolSyncReq(m.payload); err == nil {
 			ps.answerReq(p, q)
 		}
-	case kindPoolInvReq:
-		var q invReq
-		if q, err = parseInvReq(m.payload); err == nil {
+	case frame.KindPoolInvReq:
+		var q frame.PoolInvReq
+		if q, err = frame.ParsePoolInvReq(m.payload); err == nil {
 			ps.answerInv(p, q)
 		}
-	case kindPoolDrop:
-		var c dropChunk
-		if c, err = parseDrop(m.payload); err == nil {
+	case frame.KindPoolDrop:
+		var c frame.PoolDrop
+		if c, err = frame.ParsePoolDrop(m.payload); err == nil {
 			ps.answerDrop(p, c)
 		}
-	case kindPoolReady, kindPoolInv, kindPoolDropAck:
+	case frame.KindPoolSyncReady, frame.KindPoolInv, frame.KindPoolDropAck:
 		select {
 		case p.round <- m:
 		default: // no round waits, or it is far behind: it asks again
@@ -233,14 +247,14 @@ func (ps *poolSyncer) handle(m routedMsg) {
 	}
 }
 
-func (ps *poolSyncer) heardHello(p *syncPeer, h poolHello) {
+func (ps *poolSyncer) heardHello(p *syncPeer, h frame.PoolHello) {
 	ps.mu.Lock()
-	restarted := p.heard != 0 && p.heard != h.boot
-	news := p.heard != h.boot
+	restarted := p.heard != 0 && p.heard != h.Boot
+	news := p.heard != h.Boot
 	if news {
-		p.heard = h.boot
+		p.heard = h.Boot
 	}
-	p.echoed = h.seen == ps.boot
+	p.echoed = h.Seen == ps.boot
 	// Answer what told this node something new, or came from a node
 	// that has not heard this one: the exchange ends after one HELLO
 	// each way.
@@ -305,15 +319,15 @@ func (ps *poolSyncer) inventory(remote string) (poolInventory, error) {
 // apply carries out one chunk of drops at this node, and returns how many
 // keys it removed and how many it keeps as orphans. A drop applies only
 // to a key still in the state the inventory saw.
-func (ps *poolSyncer) apply(remote string, drops []poolDrop) (dropped, orphans int, err error) {
-	byPool := map[bool][]poolDrop{}
+func (ps *poolSyncer) apply(remote string, drops []frame.PoolDropKey) (dropped, orphans int, err error) {
+	byPool := map[bool][]frame.PoolDropKey{}
 	var orphanIDs []ringstore.KeyID
 	for _, d := range drops {
-		if d.reason == reasonOrphan {
-			orphanIDs = append(orphanIDs, d.id)
+		if d.Reason == frame.PoolDropOrphan {
+			orphanIDs = append(orphanIDs, d.ID)
 			continue
 		}
-		byPool[d.in] = append(byPool[d.in], d)
+		byPool[d.In] = append(byPool[d.In], d)
 	}
 	for in, ds := range byPool {
 		role := RoleOut
@@ -330,7 +344,7 @@ func (ps *poolSyncer) apply(remote string, drops []poolDrop) (dropped, orphans i
 		state := make(map[ringstore.KeyID]bool, len(ds))
 		ids := make([]ringstore.KeyID, len(ds))
 		for i, d := range ds {
-			state[d.id], ids[i] = d.assigned, d.id
+			state[d.ID], ids[i] = d.Assigned, d.ID
 		}
 		k, derr := p.Discard(ids, func(id ringstore.KeyID, a ringstore.Assignment) error {
 			if (a.Master != "") != state[id] {
@@ -342,9 +356,9 @@ func (ps *poolSyncer) apply(remote string, drops []poolDrop) (dropped, orphans i
 		if derr != nil {
 			return dropped, 0, fmt.Errorf("%s pool of node %s: %w", role, remote, derr)
 		}
-		reasons := map[dropReason]int{}
+		reasons := map[frame.PoolDropReason]int{}
 		for _, d := range ds {
-			reasons[d.reason]++
+			reasons[d.Reason]++
 		}
 		for r, k := range reasons {
 			ps.svc.metrics.ReconcileDropped(remote, r.String(), k)
@@ -361,7 +375,7 @@ var errStateChanged = errors.New("handed out or assigned since the inventory")
 // await waits for the round's next message of kind for round, sending
 // ask every stepResend, until match accepts one or stepTimeout (or
 // limit) passes without it.
-func (ps *poolSyncer) await(p *syncPeer, limit time.Duration, kind uint16, ask []byte, askKind uint16, match func([]byte) (bool, error)) error {
+func (ps *poolSyncer) await(p *syncPeer, limit time.Duration, kind frame.Kind, ask []byte, askKind frame.Kind, match func([]byte) (bool, error)) error {
 	svc := ps.svc
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
@@ -373,7 +387,7 @@ func (ps *poolSyncer) await(p *syncPeer, limit time.Duration, kind uint16, ask [
 		case <-svc.ctx.Done():
 			return svc.ctx.Err()
 		case <-deadline.C:
-			return fmt.Errorf("node %s did not answer %s within %v", p.remote, kindName(askKind), limit)
+			return fmt.Errorf("node %s did not answer %s within %v", p.remote, askKind, limit)
 		case <-resend.C:
 			ps.send(p.remote, askKind, ask)
 		case m := <-p.round:
@@ -389,18 +403,6 @@ func (ps *poolSyncer) await(p *syncPeer, limit time.Duration, kind uint16, ask [
 			}
 		}
 	}
-}
-
-func kindName(k uint16) string {
-	switch k {
-	case kindPoolSyncReq:
-		return "POOL_SYNC_REQ"
-	case kindPoolInvReq:
-		return "POOL_INV_REQ"
-	case kindPoolDrop:
-		return "POOL_DROP"
-	}
-	return fmt.Sprintf("kind %d", k)
 }
 
 // coordinate runs one round with p, whose boot ID is heard.
@@ -422,11 +424,11 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 	restarted := !p.completed
 	ps.mu.Unlock()
 	round := randomID()
-	req := appendSyncReq(nil, syncReq{round: round, boot: ps.boot, target: heard, durable: svc.meta != nil, restarted: restarted})
-	var ready syncReady
-	err = ps.await(p, ps.pauseBound()+stepTimeout, kindPoolReady, req, kindPoolSyncReq, func(b []byte) (bool, error) {
-		y, err := parseReady(b)
-		if err != nil || y.round != round {
+	req := ps.encoded(frame.AppendPoolSyncReq(nil, &frame.PoolSyncReq{Round: round, Boot: ps.boot, Target: heard, Durable: svc.meta != nil, Restarted: restarted}))
+	var ready frame.PoolSyncReady
+	err = ps.await(p, ps.pauseBound()+stepTimeout, frame.KindPoolSyncReady, req, frame.KindPoolSyncReq, func(b []byte) (bool, error) {
+		y, err := frame.ParsePoolSyncReady(b)
+		if err != nil || y.Round != round {
 			return false, nil
 		}
 		ready = y
@@ -436,18 +438,18 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 		return err
 	}
 	readyIn := time.Since(t0)
-	if ready.status != readyOK {
-		if ready.status == readyRefused {
+	if ready.Status != frame.PoolReadyOK {
+		if ready.Status == frame.PoolReadyRefused {
 			ps.mu.Lock()
 			p.echoed = false // it has another boot: its HELLO says which
 			ps.mu.Unlock()
 		}
-		return fmt.Errorf("node %s refused the round: %s", p.remote, ready.msg)
+		return fmt.Errorf("node %s refused the round: %s", p.remote, ready.Msg)
 	}
-	if ready.outKeys > maxSyncInventory || ready.inKeys > maxSyncInventory {
-		return fmt.Errorf("node %s announces pools of %d and %d keys: more than the %d a round compares", p.remote, ready.outKeys, ready.inKeys, maxSyncInventory)
+	if ready.OutKeys > maxSyncInventory || ready.InKeys > maxSyncInventory {
+		return fmt.Errorf("node %s announces pools of %d and %d keys: more than the %d a round compares", p.remote, ready.OutKeys, ready.InKeys, maxSyncInventory)
 	}
-	if ready.restarted {
+	if ready.Restarted {
 		ps.streamsPeerRestarted(p.remote)
 	}
 	mine, err := ps.inventory(p.remote)
@@ -455,24 +457,24 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 		return err
 	}
 	var theirs poolInventory
-	for pool, total := range []uint32{ready.outKeys, ready.inKeys} {
+	for pool, total := range []uint32{ready.OutKeys, ready.InKeys} {
 		var ks []ringstore.KeyState
 		for chunk := uint32(0); uint32(len(ks)) < total; chunk++ {
-			ask := appendInvReq(nil, invReq{round: round, pool: uint8(pool), chunk: chunk})
-			err := ps.await(p, stepTimeout, kindPoolInv, ask, kindPoolInvReq, func(b []byte) (bool, error) {
-				c, err := parseInv(b)
-				if err != nil || c.round != round || c.pool != uint8(pool) || c.chunk != chunk {
+			ask := ps.encoded(frame.AppendPoolInvReq(nil, &frame.PoolInvReq{Round: round, Pool: uint8(pool), Chunk: chunk}))
+			err := ps.await(p, stepTimeout, frame.KindPoolInv, ask, frame.KindPoolInvReq, func(b []byte) (bool, error) {
+				c, err := frame.ParsePoolInv(b)
+				if err != nil || c.Round != round || c.Pool != uint8(pool) || c.Chunk != chunk {
 					return false, nil
 				}
 				switch {
-				case len(c.keys) == 0:
+				case len(c.Keys) == 0:
 					return false, fmt.Errorf("node %s: inventory chunk %d of pool %d is empty before its %d keys", p.remote, chunk, pool, total)
-				case uint32(len(ks)+len(c.keys)) > total:
+				case uint32(len(ks)+len(c.Keys)) > total:
 					return false, fmt.Errorf("node %s: inventory of pool %d has more than the %d keys it announced", p.remote, pool, total)
-				case len(ks) > 0 && ringstore.CompareKeyIDs(ks[len(ks)-1].ID, c.keys[0].ID) >= 0:
+				case len(ks) > 0 && ringstore.CompareKeyIDs(ks[len(ks)-1].ID, c.Keys[0].ID) >= 0:
 					return false, fmt.Errorf("node %s: inventory chunk %d of pool %d is out of order", p.remote, chunk, pool)
 				}
-				ks = append(ks, c.keys...)
+				ks = append(ks, c.Keys...)
 				return true, nil
 			})
 			if err != nil {
@@ -485,29 +487,29 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 			theirs.in = ks
 		}
 	}
-	atMe, atThem := reconcilePools(mine, theirs, restarted, ready.restarted)
+	atMe, atThem := reconcilePools(mine, theirs, restarted, ready.Restarted)
 	for len(atMe) > 0 {
-		k := min(len(atMe), syncChunk)
+		k := min(len(atMe), frame.MaxPoolChunk)
 		if _, _, err := ps.apply(p.remote, atMe[:k]); err != nil {
 			return err
 		}
 		atMe = atMe[k:]
 	}
-	chunks := max(1, (len(atThem)+syncChunk-1)/syncChunk)
+	chunks := max(1, (len(atThem)+frame.MaxPoolChunk-1)/frame.MaxPoolChunk)
 	var theirDropped, theirOrphans uint32
 	for chunk := 0; chunk < chunks; chunk++ {
-		part := atThem[chunk*syncChunk : min(len(atThem), (chunk+1)*syncChunk)]
-		msg := appendDrop(nil, dropChunk{round: round, chunk: uint32(chunk), chunks: uint32(chunks), drops: part})
-		err := ps.await(p, stepTimeout, kindPoolDropAck, msg, kindPoolDrop, func(b []byte) (bool, error) {
-			a, err := parseDropAck(b)
-			if err != nil || a.round != round || a.chunk != uint32(chunk) {
+		part := atThem[chunk*frame.MaxPoolChunk : min(len(atThem), (chunk+1)*frame.MaxPoolChunk)]
+		msg := ps.encoded(frame.AppendPoolDrop(nil, &frame.PoolDrop{Round: round, Chunk: uint32(chunk), Chunks: uint32(chunks), Drops: part}))
+		err := ps.await(p, stepTimeout, frame.KindPoolDropAck, msg, frame.KindPoolDrop, func(b []byte) (bool, error) {
+			a, err := frame.ParsePoolDropAck(b)
+			if err != nil || a.Round != round || a.Chunk != uint32(chunk) {
 				return false, nil
 			}
-			if a.status != dropApplied {
-				return false, fmt.Errorf("node %s could not apply drops (chunk %d): %s", p.remote, chunk, a.msg)
+			if a.Status != frame.PoolDropApplied {
+				return false, fmt.Errorf("node %s could not apply drops (chunk %d): %s", p.remote, chunk, a.Msg)
 			}
-			theirDropped += a.dropped
-			theirOrphans += a.orphans
+			theirDropped += a.Dropped
+			theirOrphans += a.Orphans
 			return true, nil
 		})
 		if err != nil {
@@ -521,7 +523,7 @@ func (ps *poolSyncer) coordinate(p *syncPeer, heard uint64) error {
 	svc.log.Info("pools reconciled", "remote", p.remote, "took", time.Since(t0).Round(time.Millisecond),
 		"paused_in", paused.Round(time.Millisecond), "ready_in", readyIn.Round(time.Millisecond),
 		"keys_here", len(mine.out)+len(mine.in), "keys_there", len(theirs.out)+len(theirs.in),
-		"dropped_there", theirDropped, "orphans_there", theirOrphans, "restarted_here", restarted, "restarted_there", ready.restarted)
+		"dropped_there", theirDropped, "orphans_there", theirOrphans, "restarted_here", restarted, "restarted_there", ready.Restarted)
 	return nil
 }
 
@@ -536,39 +538,39 @@ type answerRound struct {
 	endOnce     sync.Once
 }
 
-func (ps *poolSyncer) answerReq(p *syncPeer, q syncReq) {
+func (ps *poolSyncer) answerReq(p *syncPeer, q frame.PoolSyncReq) {
 	svc := ps.svc
-	if q.target != ps.boot {
-		msg := fmt.Sprintf("node %s's boot ID is %016x, the request names %016x: it restarted; its POOL_HELLO follows", svc.cfg.NodeID, ps.boot, q.target)
-		ps.send(p.remote, kindPoolReady, appendReady(nil, syncReady{round: q.round, status: readyRefused, durable: svc.meta != nil, msg: msg}))
+	if q.Target != ps.boot {
+		msg := fmt.Sprintf("node %s's boot ID is %016x, the request names %016x: it restarted; its POOL_HELLO follows", svc.cfg.NodeID, ps.boot, q.Target)
+		ps.send(p.remote, frame.KindPoolSyncReady, ps.encoded(frame.AppendPoolSyncReady(nil, &frame.PoolSyncReady{Round: q.Round, Status: frame.PoolReadyRefused, Durable: svc.meta != nil, Msg: msg})))
 		ps.hello(p)
 		return
 	}
 	ps.mu.Lock()
-	if p.heard != q.boot {
+	if p.heard != q.Boot {
 		if p.heard != 0 {
 			ps.gate.peerRestarted(p.remote)
 		}
-		p.heard = q.boot
+		p.heard = q.Boot
 	}
 	a := p.answering
-	if a != nil && a.round == q.round {
+	if a != nil && a.round == q.Round {
 		a.last = time.Now()
 		ready := a.ready
 		ps.mu.Unlock()
 		if ready != nil {
-			ps.send(p.remote, kindPoolReady, ready)
+			ps.send(p.remote, frame.KindPoolSyncReady, ready)
 		}
 		return
 	}
 	if a != nil {
 		a.end(p) // the coordinator gave up on it
 	}
-	a = &answerRound{round: q.round, from: q.boot, acks: map[uint32][]byte{}, last: time.Now(), done: make(chan struct{})}
+	a = &answerRound{round: q.Round, from: q.Boot, acks: map[uint32][]byte{}, last: time.Now(), done: make(chan struct{})}
 	p.answering = a
 	restarted := !p.completed
 	ps.mu.Unlock()
-	if q.restarted {
+	if q.Restarted {
 		// Not under ps.mu: KeyStream.Key asks poolsAgreed holding its
 		// own lock.
 		ps.streamsPeerRestarted(p.remote)
@@ -612,16 +614,16 @@ func (ps *poolSyncer) runAnswer(p *syncPeer, a *answerRound, restarted bool) {
 		a.end(p)
 		ps.mu.Unlock()
 		svc.log.Warn("pool reconciliation refused", "remote", p.remote, "err", err)
-		ps.send(p.remote, kindPoolReady, appendReady(nil, syncReady{round: a.round, status: readyFailed, durable: svc.meta != nil, msg: err.Error()}))
+		ps.send(p.remote, frame.KindPoolSyncReady, ps.encoded(frame.AppendPoolSyncReady(nil, &frame.PoolSyncReady{Round: a.round, Status: frame.PoolReadyFailed, Durable: svc.meta != nil, Msg: err.Error()})))
 		return
 	}
 	a.inv = inv
-	a.ready = appendReady(nil, syncReady{round: a.round, status: readyOK, durable: svc.meta != nil, restarted: restarted,
-		outKeys: uint32(len(inv.out)), inKeys: uint32(len(inv.in))})
+	a.ready = ps.encoded(frame.AppendPoolSyncReady(nil, &frame.PoolSyncReady{Round: a.round, Status: frame.PoolReadyOK, Durable: svc.meta != nil, Restarted: restarted,
+		OutKeys: uint32(len(inv.out)), InKeys: uint32(len(inv.in))}))
 	a.last = time.Now()
 	ready := a.ready
 	ps.mu.Unlock()
-	ps.send(p.remote, kindPoolReady, ready)
+	ps.send(p.remote, frame.KindPoolSyncReady, ready)
 	// Supply stays paused until every drop chunk is applied, or the
 	// coordinator falls silent.
 	t := time.NewTicker(time.Second)
@@ -653,55 +655,55 @@ func (ps *poolSyncer) current(p *syncPeer, round uint64) *answerRound {
 	return nil
 }
 
-func (ps *poolSyncer) answerInv(p *syncPeer, q invReq) {
+func (ps *poolSyncer) answerInv(p *syncPeer, q frame.PoolInvReq) {
 	ps.mu.Lock()
-	a := ps.current(p, q.round)
-	var c invChunk
+	a := ps.current(p, q.Round)
+	var c frame.PoolInv
 	if a != nil {
 		ks := a.inv.out
-		if q.pool == 1 {
+		if q.Pool == frame.PoolIn {
 			ks = a.inv.in
 		}
-		from := min(len(ks), int(q.chunk)*syncChunk)
-		c = invChunk{round: q.round, pool: q.pool, chunk: q.chunk, keys: ks[from:min(len(ks), from+syncChunk)]}
+		from := min(len(ks), int(q.Chunk)*frame.MaxPoolChunk)
+		c = frame.PoolInv{Round: q.Round, Pool: q.Pool, Chunk: q.Chunk, Keys: ks[from:min(len(ks), from+frame.MaxPoolChunk)]}
 	}
 	ps.mu.Unlock()
 	if a != nil {
-		ps.send(p.remote, kindPoolInv, appendInv(nil, c))
+		ps.send(p.remote, frame.KindPoolInv, ps.encoded(frame.AppendPoolInv(nil, &c)))
 	}
 }
 
-func (ps *poolSyncer) answerDrop(p *syncPeer, c dropChunk) {
+func (ps *poolSyncer) answerDrop(p *syncPeer, c frame.PoolDrop) {
 	svc := ps.svc
 	ps.mu.Lock()
-	a := ps.current(p, c.round)
+	a := ps.current(p, c.Round)
 	if a == nil {
 		ps.mu.Unlock()
 		return
 	}
-	if ack := a.acks[c.chunk]; ack != nil {
+	if ack := a.acks[c.Chunk]; ack != nil {
 		ps.mu.Unlock()
-		ps.send(p.remote, kindPoolDropAck, ack)
+		ps.send(p.remote, frame.KindPoolDropAck, ack)
 		return
 	}
 	ps.mu.Unlock()
-	dropped, orphans, err := ps.apply(p.remote, c.drops)
-	ack := dropAck{round: c.round, chunk: c.chunk, dropped: uint32(dropped), orphans: uint32(orphans)}
+	dropped, orphans, err := ps.apply(p.remote, c.Drops)
+	ack := frame.PoolDropAck{Round: c.Round, Chunk: c.Chunk, Dropped: uint32(dropped), Orphans: uint32(orphans)}
 	if err != nil {
-		ack.status, ack.msg = dropFailed, err.Error()
+		ack.Status, ack.Msg = frame.PoolDropFailed, err.Error()
 	}
-	b := appendDropAck(nil, ack)
+	b := ps.encoded(frame.AppendPoolDropAck(nil, &ack))
 	ps.mu.Lock()
 	if err == nil {
-		a.acks[c.chunk] = b
+		a.acks[c.Chunk] = b
 	}
-	finished := err == nil && uint32(len(a.acks)) == c.chunks
+	finished := err == nil && uint32(len(a.acks)) == c.Chunks
 	if finished {
 		p.reconciled, p.completed = a.from, true
 		a.end(p)
 	}
 	ps.mu.Unlock()
-	ps.send(p.remote, kindPoolDropAck, b)
+	ps.send(p.remote, frame.KindPoolDropAck, b)
 	if finished {
 		svc.metrics.ReconcileRound(p.remote, true)
 		svc.log.Info("pools reconciled", "remote", p.remote, "coordinator", p.remote)

@@ -1,6 +1,7 @@
 package supply
 
 import (
+	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -54,41 +55,10 @@ import (
 // the counterparts' free and reserved keys and keep the assigned ones as
 // orphans.
 
-// dropReason says why reconciliation removes a key, or that it keeps it
-// as an orphan (the values are those of POOL_DROP).
-type dropReason uint8
-
-const (
-	reasonMissing     dropReason = 1 // in O, not in I
-	reasonUnconfirmed dropReason = 2 // free in I, not in O
-	reasonReserved    dropReason = 3 // a reservation O's node lost in a restart
-	reasonStale       dropReason = 4 // assigned in I, still free in O
-	reasonOrphan      dropReason = 5 // assigned in I, gone from O, O's node restarted: expires
-)
-
-var reasonNames = [...]string{
-	reasonMissing:     "missing_at_other_end",
-	reasonUnconfirmed: "unconfirmed",
-	reasonReserved:    "reservation_lost",
-	reasonStale:       "stale_assignment",
-	reasonOrphan:      "orphan",
-}
-
-func (r dropReason) String() string {
-	if int(r) < len(reasonNames) && reasonNames[r] != "" {
-		return reasonNames[r]
-	}
-	return "unknown"
-}
-
-// poolDrop is one key a node drops (or, reasonOrphan, keeps until
-// orphan_ttl) from one of its two pools shared with the other node.
-type poolDrop struct {
-	id       ringstore.KeyID
-	in       bool // the in pool; else the out pool
-	assigned bool // its state in the inventory: it is dropped only if still so
-	reason   dropReason
-}
+// What a node drops is a frame.PoolDropKey, whose reason
+// (frame.PoolDropReason: missing at the other end, unconfirmed,
+// reservation lost, stale assignment, or orphan, which is kept until
+// orphan_ttl) is carried by POOL_DROP.
 
 // poolInventory is one node's two pools shared with the other node,
 // each sorted by ID with no ID twice (ringstore.Pool.Inventory).
@@ -100,7 +70,7 @@ type poolInventory struct {
 // share: x's out pool with y's in pool, y's out pool with x's in pool.
 // xRestarted (yRestarted) says x (y) restarted since their last
 // reconciliation. It returns what each node drops, in ID order per pool.
-func reconcilePools(x, y poolInventory, xRestarted, yRestarted bool) (atX, atY []poolDrop) {
+func reconcilePools(x, y poolInventory, xRestarted, yRestarted bool) (atX, atY []frame.PoolDropKey) {
 	atX, atY = reconcilePair(x.out, y.in, xRestarted, atX, atY)
 	atY, atX = reconcilePair(y.out, x.in, yRestarted, atY, atX)
 	return atX, atY
@@ -108,12 +78,12 @@ func reconcilePools(x, y poolInventory, xRestarted, yRestarted bool) (atX, atY [
 
 // reconcilePair applies the rules to one pool pair, appending what the
 // out node drops to atO and what the in node drops to atI.
-func reconcilePair(o, i []ringstore.KeyState, oRestarted bool, atO, atI []poolDrop) ([]poolDrop, []poolDrop) {
-	dropO := func(k ringstore.KeyState, r dropReason) {
-		atO = append(atO, poolDrop{id: k.ID, assigned: k.Assigned, reason: r})
+func reconcilePair(o, i []ringstore.KeyState, oRestarted bool, atO, atI []frame.PoolDropKey) ([]frame.PoolDropKey, []frame.PoolDropKey) {
+	dropO := func(k ringstore.KeyState, r frame.PoolDropReason) {
+		atO = append(atO, frame.PoolDropKey{ID: k.ID, Assigned: k.Assigned, Reason: r})
 	}
-	dropI := func(k ringstore.KeyState, r dropReason) {
-		atI = append(atI, poolDrop{id: k.ID, in: true, assigned: k.Assigned, reason: r})
+	dropI := func(k ringstore.KeyState, r frame.PoolDropReason) {
+		atI = append(atI, frame.PoolDropKey{ID: k.ID, In: true, Assigned: k.Assigned, Reason: r})
 	}
 	for len(o) > 0 || len(i) > 0 {
 		c := 0
@@ -127,24 +97,24 @@ func reconcilePair(o, i []ringstore.KeyState, oRestarted bool, atO, atI []poolDr
 		}
 		switch {
 		case c < 0: // in O only
-			dropO(o[0], reasonMissing)
+			dropO(o[0], frame.PoolDropMissing)
 			o = o[1:]
 		case c > 0: // in I only
 			switch {
 			case !i[0].Assigned:
-				dropI(i[0], reasonUnconfirmed)
+				dropI(i[0], frame.PoolDropUnconfirmed)
 			case oRestarted:
-				dropI(i[0], reasonOrphan)
+				dropI(i[0], frame.PoolDropOrphan)
 			}
 			i = i[1:]
 		default: // in both
 			switch ko, ki := o[0], i[0]; {
 			case !ko.Assigned && ki.Assigned:
-				dropO(ko, reasonStale)
-				dropI(ki, reasonStale)
+				dropO(ko, frame.PoolDropStale)
+				dropI(ki, frame.PoolDropStale)
 			case ko.Assigned && oRestarted:
-				dropO(ko, reasonReserved)
-				dropI(ki, reasonReserved)
+				dropO(ko, frame.PoolDropReserved)
+				dropI(ki, frame.PoolDropReserved)
 			}
 			o, i = o[1:], i[1:]
 		}

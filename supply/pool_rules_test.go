@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -21,7 +22,7 @@ func (k keyAt) String() string { return [...]string{"absent", "free", "assigned"
 
 // ruleOutcome is what the rules do with one key of a pool pair: the
 // reason at O and at I (0: kept).
-type ruleOutcome struct{ atO, atI dropReason }
+type ruleOutcome struct{ atO, atI frame.PoolDropReason }
 
 // ruleTable is the table of pool_rules.go, row by row.
 var ruleTable = []struct {
@@ -29,22 +30,22 @@ var ruleTable = []struct {
 	oRestarted bool
 	want       ruleOutcome
 }{
-	{free, absent, false, ruleOutcome{reasonMissing, 0}},
-	{free, absent, true, ruleOutcome{reasonMissing, 0}},
-	{assigned, absent, false, ruleOutcome{reasonMissing, 0}},
-	{assigned, absent, true, ruleOutcome{reasonMissing, 0}},
-	{absent, free, false, ruleOutcome{0, reasonUnconfirmed}},
-	{absent, free, true, ruleOutcome{0, reasonUnconfirmed}},
+	{free, absent, false, ruleOutcome{frame.PoolDropMissing, 0}},
+	{free, absent, true, ruleOutcome{frame.PoolDropMissing, 0}},
+	{assigned, absent, false, ruleOutcome{frame.PoolDropMissing, 0}},
+	{assigned, absent, true, ruleOutcome{frame.PoolDropMissing, 0}},
+	{absent, free, false, ruleOutcome{0, frame.PoolDropUnconfirmed}},
+	{absent, free, true, ruleOutcome{0, frame.PoolDropUnconfirmed}},
 	{absent, assigned, false, ruleOutcome{0, 0}},
-	{absent, assigned, true, ruleOutcome{0, reasonOrphan}},
+	{absent, assigned, true, ruleOutcome{0, frame.PoolDropOrphan}},
 	{free, free, false, ruleOutcome{0, 0}},
 	{free, free, true, ruleOutcome{0, 0}},
-	{free, assigned, false, ruleOutcome{reasonStale, reasonStale}},
-	{free, assigned, true, ruleOutcome{reasonStale, reasonStale}},
+	{free, assigned, false, ruleOutcome{frame.PoolDropStale, frame.PoolDropStale}},
+	{free, assigned, true, ruleOutcome{frame.PoolDropStale, frame.PoolDropStale}},
 	{assigned, free, false, ruleOutcome{0, 0}},
-	{assigned, free, true, ruleOutcome{reasonReserved, reasonReserved}},
+	{assigned, free, true, ruleOutcome{frame.PoolDropReserved, frame.PoolDropReserved}},
 	{assigned, assigned, false, ruleOutcome{0, 0}},
-	{assigned, assigned, true, ruleOutcome{reasonReserved, reasonReserved}},
+	{assigned, assigned, true, ruleOutcome{frame.PoolDropReserved, frame.PoolDropReserved}},
 }
 
 func ruleFor(o, i keyAt, oRestarted bool) (ruleOutcome, bool) {
@@ -92,9 +93,9 @@ func TestPoolRulesTable(t *testing.T) {
 	}
 }
 
-func checkOutcome(t *testing.T, name string, atO, atI []poolDrop, o, i keyAt, want ruleOutcome) {
+func checkOutcome(t *testing.T, name string, atO, atI []frame.PoolDropKey, o, i keyAt, want ruleOutcome) {
 	t.Helper()
-	check := func(side string, got []poolDrop, in bool, state keyAt, r dropReason) {
+	check := func(side string, got []frame.PoolDropKey, in bool, state keyAt, r frame.PoolDropReason) {
 		t.Helper()
 		if r == 0 {
 			if len(got) != 0 {
@@ -102,7 +103,7 @@ func checkOutcome(t *testing.T, name string, atO, atI []poolDrop, o, i keyAt, wa
 			}
 			return
 		}
-		if len(got) != 1 || got[0].reason != r || got[0].in != in || got[0].assigned != (state == assigned) {
+		if len(got) != 1 || got[0].Reason != r || got[0].In != in || got[0].Assigned != (state == assigned) {
 			t.Errorf("%s: at %s %+v, want one drop of reason %v (in pool %v, assigned %v)", name, side, got, r, in, state == assigned)
 		}
 	}
@@ -186,13 +187,13 @@ func TestPoolRulesExhaustive(t *testing.T) {
 // checkKey checks that key id, in state o in the out pool of node O and
 // i in the in pool of node I, got the table's outcome: atO holds O's
 // drops, atI I's.
-func checkKey(t *testing.T, n int, id ringstore.KeyID, o, i keyAt, oRestarted bool, atO, atI []poolDrop) {
+func checkKey(t *testing.T, n int, id ringstore.KeyID, o, i keyAt, oRestarted bool, atO, atI []frame.PoolDropKey) {
 	t.Helper()
-	find := func(ds []poolDrop, in bool) (poolDrop, int) {
-		var found poolDrop
+	find := func(ds []frame.PoolDropKey, in bool) (frame.PoolDropKey, int) {
+		var found frame.PoolDropKey
 		count := 0
 		for _, d := range ds {
-			if d.id == id && d.in == in {
+			if d.ID == id && d.In == in {
 				found = d
 				count++
 			}
@@ -208,16 +209,16 @@ func checkKey(t *testing.T, n int, id ringstore.KeyID, o, i keyAt, oRestarted bo
 	}
 	for _, side := range []struct {
 		name  string
-		ds    []poolDrop
+		ds    []frame.PoolDropKey
 		in    bool
 		state keyAt
-		r     dropReason
+		r     frame.PoolDropReason
 	}{{"O", atO, false, o, want.atO}, {"I", atI, true, i, want.atI}} {
 		d, count := find(side.ds, side.in)
 		switch {
 		case side.r == 0 && count != 0:
-			t.Errorf("case %d: key %s (O %v, I %v, O restarted %v) dropped at %s as %v; want kept", n, id, o, i, oRestarted, side.name, d.reason)
-		case side.r != 0 && (count != 1 || d.reason != side.r || d.assigned != (side.state == assigned)):
+			t.Errorf("case %d: key %s (O %v, I %v, O restarted %v) dropped at %s as %v; want kept", n, id, o, i, oRestarted, side.name, d.Reason)
+		case side.r != 0 && (count != 1 || d.Reason != side.r || d.Assigned != (side.state == assigned)):
 			t.Errorf("case %d: key %s (O %v, I %v, O restarted %v) at %s: %d drops (%+v); want one, %v", n, id, o, i, oRestarted, side.name, count, d, side.r)
 		}
 	}

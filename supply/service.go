@@ -19,7 +19,8 @@ import (
 type Config struct {
 	NodeID string
 	// KeySize is the size in bits of the keys served to SAEs (a multiple
-	// of 8); MaxKeysPerRequest is what Status reports.
+	// of 8; 0 when the node serves no SAE API); MaxKeysPerRequest is what
+	// Status reports.
 	KeySize, MaxKeysPerRequest int
 	// AssignTimeout bounds the wait for the slave's node to acknowledge
 	// an assignment (and for a paused gate to reopen for enc_keys).
@@ -136,8 +137,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, errors.New("supply: config: no node ID")
 	case cfg.NodeOf == nil || cfg.Relay == nil || cfg.SendRouted == nil || cfg.Routes == nil || cfg.SpareKeys == nil:
 		return nil, errors.New("supply: config: NodeOf, Relay, SendRouted, Routes and SpareKeys are required")
-	case cfg.KeySize <= 0 || cfg.KeySize%8 != 0:
-		return nil, fmt.Errorf("supply: config: key size %d bits: want a positive multiple of 8", cfg.KeySize)
+	case cfg.KeySize < 0 || cfg.KeySize%8 != 0:
+		return nil, fmt.Errorf("supply: config: key size %d bits: want a multiple of 8 (0 with no SAE API)", cfg.KeySize)
 	}
 	svc := &Service{
 		cfg: cfg, log: cfg.Logger, meta: cfg.Meta, audit: cfg.Audit, metrics: cfg.Metrics,

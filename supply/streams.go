@@ -3,13 +3,13 @@ package supply
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/ringstore"
 )
@@ -41,15 +41,8 @@ import (
 // error for it (the WireGuard rotator then fails the epoch closed). The
 // next index is chosen afresh.
 //
-// STREAM (kind kindStream), integers big-endian:
-//
-//	version u8 (1) | stream name (u8 length, bytes) | count u16 |
-//	count × (index u64 | key ID 16 bytes)
-//
-// STREAM_ACK (kind kindStreamAck):
-//
-//	version u8 (1) | stream name (u8 length, bytes) | count u16 |
-//	count × (index u64 | status u8 | message length u16 | message)
+// The messages are KEY_STREAM and KEY_STREAM_ACK (dataplane/frame,
+// docs/kmlink.md section 10).
 //
 // Status 0: held. 1: this key cannot be held (the owner chooses another).
 // 2: the node serves no such stream with the sender (a config mismatch:
@@ -57,14 +50,9 @@ import (
 // 3: the other node served another key for this index (the owner
 // restarted since): the index fails closed at both ends.
 const (
-	kindStream    uint16 = 34
-	kindStreamAck uint16 = 35
-
 	// StreamKeySize is the size of a stream key: a WireGuard PSK, an
 	// RFC 8784 PPK.
 	StreamKeySize = 32
-	// maxStreamEntries bounds one STREAM message.
-	maxStreamEntries = 1024
 	// streamResend is how often a waiting owner announces again.
 	streamResend = 250 * time.Millisecond
 )
@@ -74,87 +62,6 @@ const (
 // short outage of the route between the nodes costs no epoch.
 func streamAhead(interval time.Duration) int {
 	return max(4, int((10*time.Second+interval-1)/interval)+1)
-}
-
-// streamEntry is one index of a stream message.
-type streamEntry struct {
-	index uint64
-	id    ringstore.KeyID
-}
-
-type streamAck struct {
-	index  uint64
-	status uint8
-	msg    string
-}
-
-// STREAM_ACK statuses.
-const (
-	streamHeld       = 0
-	streamKeyRefused = 1
-	streamUnknown    = 2
-	streamServed     = 3
-)
-
-func appendStream(b []byte, name string, es []streamEntry) []byte {
-	b = append(b, assignVersion, byte(len(name)))
-	b = append(b, name...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(es)))
-	for _, e := range es {
-		b = binary.BigEndian.AppendUint64(b, e.index)
-		b = append(b, e.id[:]...)
-	}
-	return b
-}
-
-func parseStream(b []byte) (string, []streamEntry, error) {
-	r := &wireReader{b: b}
-	if v := r.u8("STREAM version"); r.err == nil && v != assignVersion {
-		r.err = fmt.Errorf("STREAM version %d: want %d", v, assignVersion)
-	}
-	name := r.str("stream name")
-	n := r.u16("STREAM count")
-	if r.err == nil && n > maxStreamEntries {
-		r.err = fmt.Errorf("STREAM count %d: at most %d", n, maxStreamEntries)
-	}
-	var es []streamEntry
-	for i := 0; i < n && r.err == nil; i++ {
-		e := streamEntry{index: r.u64("index")}
-		copy(e.id[:], r.bytes(16, "key ID"))
-		es = append(es, e)
-	}
-	return name, es, r.end("STREAM")
-}
-
-func appendStreamAcks(b []byte, name string, acks []streamAck) []byte {
-	b = append(b, assignVersion, byte(len(name)))
-	b = append(b, name...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(acks)))
-	for _, a := range acks {
-		b = binary.BigEndian.AppendUint64(b, a.index)
-		b = append(b, a.status)
-		msg := a.msg[:min(len(a.msg), 256)]
-		b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
-		b = append(b, msg...)
-	}
-	return b
-}
-
-func parseStreamAcks(b []byte) (string, []streamAck, error) {
-	r := &wireReader{b: b}
-	if v := r.u8("STREAM_ACK version"); r.err == nil && v != assignVersion {
-		r.err = fmt.Errorf("STREAM_ACK version %d: want %d", v, assignVersion)
-	}
-	name := r.str("stream name")
-	n := r.u16("STREAM_ACK count")
-	var acks []streamAck
-	for i := 0; i < n && r.err == nil; i++ {
-		a := streamAck{index: r.u64("index")}
-		a.status = uint8(r.u8("status"))
-		a.msg = string(r.bytes(r.u16("message length"), "message"))
-		acks = append(acks, a)
-	}
-	return name, acks, r.end("STREAM_ACK")
 }
 
 // streamKey is the key of one index.
@@ -253,7 +160,7 @@ func (s *KeyStream) Key(ctx context.Context, index uint64) ([StreamKeySize]byte,
 		ch := s.changed
 		s.mu.Unlock()
 		if err == nil && msg != nil {
-			err = s.svc.cfg.SendRouted(s.remote, kindStream, msg)
+			err = s.svc.cfg.SendRouted(s.remote, uint16(frame.KindKeyStream), msg)
 		}
 		if err != nil {
 			s.svc.log.Debug("stream announcement incomplete", "stream", s.name, "remote", s.remote, "index", index, "err", err)
@@ -323,70 +230,74 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 		takeErr = err
 	}
 	s.asked = max(s.asked, index+1)
-	var es []streamEntry
+	var es []frame.KeyStreamEntry
 	for i, k := range s.keys {
-		if i >= index && (full || !k.acked) && len(es) < maxStreamEntries {
-			es = append(es, streamEntry{i, k.id})
+		if i >= index && (full || !k.acked) && len(es) < frame.MaxKeyStreamEntries {
+			es = append(es, frame.KeyStreamEntry{Index: i, Key: k.id})
 		}
 	}
 	if len(es) == 0 {
 		return nil, takeErr
 	}
-	slices.SortFunc(es, func(a, b streamEntry) int { return cmp.Compare(a.index, b.index) })
-	return appendStream(nil, s.name, es), takeErr
+	slices.SortFunc(es, func(a, b frame.KeyStreamEntry) int { return cmp.Compare(a.Index, b.Index) })
+	msg, err := frame.AppendKeyStream(nil, &frame.KeyStream{Name: s.name, Entries: es})
+	if err != nil {
+		return nil, err
+	}
+	return msg, takeErr
 }
 
 // apply (other node) takes the announced keys out of the in pool and
 // returns the acknowledgements.
-func (s *KeyStream) apply(es []streamEntry) []streamAck {
+func (s *KeyStream) apply(es []frame.KeyStreamEntry) []frame.KeyStreamAckEntry {
 	p, perr := s.svc.sink.pool(s.remote, RoleIn)
-	acks := make([]streamAck, 0, len(es))
+	acks := make([]frame.KeyStreamAckEntry, 0, len(es))
 	var held []ringstore.KeyID // taken out of the pool for the stream
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer func() { s.svc.audit.KeysHanded(s.remote, s.name, audit.RoleStream, held) }()
 	for _, e := range es {
-		ack := streamAck{index: e.index}
-		switch k := s.keys[e.index]; {
-		case e.index < s.floor:
+		ack := frame.KeyStreamAckEntry{Index: e.Index}
+		switch k := s.keys[e.Index]; {
+		case e.Index < s.floor:
 			// Already used and released: nothing to do.
-		case k != nil && k.id == e.id:
+		case k != nil && k.id == e.Key:
 			// Held already (a repeated announcement).
 		case k != nil && k.served:
 			// The owner chose again after a restart, but this index's
 			// key is in use here: keep it, and the owner fails the
 			// index closed.
-			ack = streamAck{e.index, streamServed, fmt.Sprintf("index %d was served with key %s already", e.index, k.id)}
+			ack = frame.KeyStreamAckEntry{Index: e.Index, Status: frame.KeyStreamServed, Msg: fmt.Sprintf("index %d was served with key %s already", e.Index, k.id)}
 		case perr != nil:
-			ack = streamAck{e.index, streamKeyRefused, perr.Error()}
+			ack = frame.KeyStreamAckEntry{Index: e.Index, Status: frame.KeyStreamKeyRefused, Msg: perr.Error()}
 		default:
 			// Only keys nobody was assigned: a stream message cannot
 			// take an SAE's keys.
-			keys, err := p.TakeByIDsIf([]ringstore.KeyID{e.id}, func(_ ringstore.KeyID, a ringstore.Assignment) error {
+			keys, err := p.TakeByIDsIf([]ringstore.KeyID{e.Key}, func(_ ringstore.KeyID, a ringstore.Assignment) error {
 				if a.Master != "" {
-					return fmt.Errorf("key %s is assigned to SAE %s", e.id, a.Master)
+					return fmt.Errorf("key %s is assigned to SAE %s", e.Key, a.Master)
 				}
 				return nil
 			})
 			if err == nil && len(keys[0].Bytes) < StreamKeySize {
-				err = fmt.Errorf("key %s has %d bytes: a stream key needs %d", e.id, len(keys[0].Bytes), StreamKeySize)
+				err = fmt.Errorf("key %s has %d bytes: a stream key needs %d", e.Key, len(keys[0].Bytes), StreamKeySize)
 			}
 			if err != nil {
 				for _, k := range keys {
 					clear(k.Bytes)
 				}
 				s.stats.Refused++
-				ack = streamAck{e.index, streamKeyRefused, err.Error()}
+				ack = frame.KeyStreamAckEntry{Index: e.Index, Status: frame.KeyStreamKeyRefused, Msg: err.Error()}
 				break
 			}
-			sk := &streamKey{id: e.id, acked: true}
+			sk := &streamKey{id: e.Key, acked: true}
 			copy(sk.key[:], keys[0].Bytes)
 			clear(keys[0].Bytes)
 			if k != nil {
 				clear(k.key[:]) // the owner chose again
 			}
-			s.keys[e.index] = sk
-			held = append(held, e.id)
+			s.keys[e.Index] = sk
+			held = append(held, e.Key)
 		}
 		acks = append(acks, ack)
 	}
@@ -395,43 +306,43 @@ func (s *KeyStream) apply(es []streamEntry) []streamAck {
 }
 
 // acked (owner) records the other node's acknowledgements.
-func (s *KeyStream) acked(acks []streamAck) {
+func (s *KeyStream) acked(acks []frame.KeyStreamAckEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range acks {
-		k := s.keys[a.index]
+		k := s.keys[a.Index]
 		if k == nil {
 			continue
 		}
-		switch a.status {
-		case streamHeld:
+		switch a.Status {
+		case frame.KeyStreamHeld:
 			k.acked = true
 			continue
-		case streamUnknown:
+		case frame.KeyStreamUnknown:
 			// Keep the key: the other node's config may yet list the
 			// stream (the announcement repeats every epoch).
 			if !s.warnedUnknown {
 				s.warnedUnknown = true
-				s.svc.log.Error("the other node serves no such stream: check both nodes list the tunnel under the same name", "stream", s.name, "remote", s.remote, "reason", a.msg)
+				s.svc.log.Error("the other node serves no such stream: check both nodes list the tunnel under the same name", "stream", s.name, "remote", s.remote, "reason", a.Msg)
 			}
 			continue
 		}
-		if a.status == streamServed || k.served {
+		if a.Status == frame.KeyStreamServed || k.served {
 			// Another key for this index is in use at the other end,
 			// or this one is in use here and the other end lost it.
-			why := fmt.Sprintf("the two nodes hold different keys for it after a restart (%s)", a.msg)
-			s.svc.log.Error("stream index failed closed", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
-			s.failed[a.index] = why
+			why := fmt.Sprintf("the two nodes hold different keys for it after a restart (%s)", a.Msg)
+			s.svc.log.Error("stream index failed closed", "stream", s.name, "remote", s.remote, "index", a.Index, "reason", a.Msg)
+			s.failed[a.Index] = why
 			s.stats.Refused++
 			clear(k.key[:])
-			delete(s.keys, a.index)
+			delete(s.keys, a.Index)
 			continue
 		}
 		// The other node cannot hold this key: choose another.
-		s.svc.log.Warn("stream key refused by the other node; choosing another", "stream", s.name, "remote", s.remote, "index", a.index, "reason", a.msg)
+		s.svc.log.Warn("stream key refused by the other node; choosing another", "stream", s.name, "remote", s.remote, "index", a.Index, "reason", a.Msg)
 		s.stats.Refused++
 		clear(k.key[:])
-		delete(s.keys, a.index)
+		delete(s.keys, a.Index)
 	}
 	s.notifyLocked()
 }
@@ -486,43 +397,47 @@ func (s *KeyStream) close() {
 	}
 }
 
-// handleStream handles a STREAM or STREAM_ACK from node src.
-func (svc *Service) handleStream(src string, kind uint16, payload []byte) {
-	if kind == kindStream {
-		name, es, err := parseStream(payload)
+// handleStream handles a KEY_STREAM or KEY_STREAM_ACK from node src.
+func (svc *Service) handleStream(src string, kind frame.Kind, payload []byte) {
+	if kind == frame.KindKeyStream {
+		m, err := frame.ParseKeyStream(payload)
 		if err != nil {
 			svc.log.Warn("malformed stream message dropped", "src", src, "err", err)
 			return
 		}
-		s := svc.streams[name]
-		var acks []streamAck
+		s := svc.streams[m.Name]
+		ack := frame.KeyStreamAck{Name: m.Name}
 		switch {
 		case s == nil || s.remote != src:
-			acks = refuseAll(es, fmt.Sprintf("node %s has no stream %q shared with node %s (wireguard: lists none)", svc.cfg.NodeID, name, src))
+			ack.Acks = refuseAll(m.Entries, fmt.Sprintf("node %s has no stream %q shared with node %s (wireguard: lists none)", svc.cfg.NodeID, m.Name, src))
 		case s.owner:
-			acks = refuseAll(es, fmt.Sprintf("node %s owns stream %q (the lower node ID does)", svc.cfg.NodeID, name))
+			ack.Acks = refuseAll(m.Entries, fmt.Sprintf("node %s owns stream %q (the lower node ID does)", svc.cfg.NodeID, m.Name))
 		default:
-			acks = s.apply(es)
+			ack.Acks = s.apply(m.Entries)
 		}
-		if err := svc.cfg.SendRouted(src, kindStreamAck, appendStreamAcks(nil, name, acks)); err != nil {
-			svc.log.Debug("stream acknowledgement not sent; the owner announces again", "stream", name, "dst", src, "err", err)
+		b, err := frame.AppendKeyStreamAck(nil, &ack)
+		if err == nil {
+			err = svc.cfg.SendRouted(src, uint16(frame.KindKeyStreamAck), b)
+		}
+		if err != nil {
+			svc.log.Debug("stream acknowledgement not sent; the owner announces again", "stream", m.Name, "dst", src, "err", err)
 		}
 		return
 	}
-	name, acks, err := parseStreamAcks(payload)
+	m, err := frame.ParseKeyStreamAck(payload)
 	if err != nil {
 		svc.log.Warn("malformed stream acknowledgement dropped", "src", src, "err", err)
 		return
 	}
-	if s := svc.streams[name]; s != nil && s.owner && s.remote == src {
-		s.acked(acks)
+	if s := svc.streams[m.Name]; s != nil && s.owner && s.remote == src {
+		s.acked(m.Acks)
 	}
 }
 
-func refuseAll(es []streamEntry, msg string) []streamAck {
-	acks := make([]streamAck, len(es))
+func refuseAll(es []frame.KeyStreamEntry, msg string) []frame.KeyStreamAckEntry {
+	acks := make([]frame.KeyStreamAckEntry, len(es))
 	for i, e := range es {
-		acks[i] = streamAck{e.index, streamUnknown, msg}
+		acks[i] = frame.KeyStreamAckEntry{Index: e.Index, Status: frame.KeyStreamUnknown, Msg: msg}
 	}
 	return acks
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -29,8 +30,8 @@ func TestStreamApplyRefusesAssignedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	sb := svc.Stream("t1")
-	acks := sb.apply([]streamEntry{{1 << 62, ids[0]}, {1<<62 + 1, ids[1]}, {1<<62 + 2, ringstore.KeyID{1}}})
-	if acks[0].status != streamKeyRefused || acks[1].status != streamHeld || acks[2].status != streamKeyRefused {
+	acks := sb.apply([]frame.KeyStreamEntry{{Index: 1 << 62, Key: ids[0]}, {Index: 1<<62 + 1, Key: ids[1]}, {Index: 1<<62 + 2, Key: ringstore.KeyID{1}}})
+	if acks[0].Status != frame.KeyStreamKeyRefused || acks[1].Status != frame.KeyStreamHeld || acks[2].Status != frame.KeyStreamKeyRefused {
 		t.Fatalf("acks %+v: want the assigned key and the unknown key refused, the free key held", acks)
 	}
 	k, err := sb.Key(context.Background(), 1<<62+1)
