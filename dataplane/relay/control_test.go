@@ -184,6 +184,8 @@ func TestRoutedMessages(t *testing.T) {
 		{"c", 1, "reserved"},
 		{"a", ControlKindMin, "this node"},
 		{"z", ControlKindMin, "no route to node z"},
+		{"y z", ControlKindMin, "character ' ' at 1"},
+		{"", ControlKindMin, "length 0"},
 	} {
 		if err := e.SendRouted(tc.dst, tc.kind, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("SendRouted(%s, %d): %v, want an error with %q", tc.dst, tc.kind, err, tc.want)
@@ -197,7 +199,8 @@ func TestParseRouted(t *testing.T) {
 	if err != nil || m.hops != 3 || m.kind != 20 || m.src != "a" || m.dst != "bb" || string(m.payload) != "xyz" {
 		t.Fatalf("parseRouted = %+v, %v", m, err)
 	}
-	for _, bad := range [][]byte{nil, good[:3], good[:5], {3, 0, 1, 1, 'a', 1, 'b'}, {3, 0, 20, 0}, {3, 0, 20, 65}} {
+	for _, bad := range [][]byte{nil, good[:3], good[:5], {3, 0, 1, 1, 'a', 1, 'b'}, {3, 0, 20, 0}, {3, 0, 20, 65},
+		{3, 0, 20, 1, ' ', 1, 'b'}, {3, 0, 20, 1, 'a', 1, '/'}} { // IDs break the rule of internal/ids
 		if _, err := parseRouted(bad); err == nil {
 			t.Errorf("parseRouted(%x) accepted", bad)
 		}

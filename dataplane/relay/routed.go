@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/qrelay/qrelay/dataplane/frame"
+	"github.com/qrelay/qrelay/internal/ids"
 )
 
 // ctlRouted is the CONTROL kind of a message between two nodes that need
@@ -15,9 +16,9 @@ import (
 //	0       1     hop limit, decremented by each node that forwards it
 //	1       2     inner kind (ControlKindMin or more): what the message is
 //	3       1     source node ID length s (1..64)
-//	4       s     source node ID
+//	4       s     source node ID ([A-Za-z0-9._-], internal/ids)
 //	4+s     1     destination node ID length d (1..64)
-//	5+s     d     destination node ID
+//	5+s     d     destination node ID ([A-Za-z0-9._-])
 //	5+s+d   ...   payload
 //
 // Like all control frames it rides the links' TLS channel: it is
@@ -59,7 +60,11 @@ func parseRouted(b []byte) (routed, error) {
 		if n < 1 || n > frame.MaxNodeIDLen || off+1+n > len(b) {
 			return "", 0, fmt.Errorf("routed control message: %s node ID length %d at offset %d: want 1 to %d within the %d-byte body", what, n, off, frame.MaxNodeIDLen, len(b))
 		}
-		return string(b[off+1 : off+1+n]), off + 1 + n, nil
+		raw := b[off+1 : off+1+n]
+		if i := ids.BadByte(raw); i >= 0 {
+			return "", 0, fmt.Errorf("routed control message: %s node ID %q has byte %#02x at offset %d: want only %s", what, raw, raw[i], off+1+i, ids.Chars)
+		}
+		return string(raw), off + 1 + n, nil
 	}
 	var off int
 	var err error
@@ -85,8 +90,8 @@ func (e *Engine) SendRouted(dst string, kind uint16, payload []byte) error {
 	if dst == e.cfg.NodeID {
 		return fmt.Errorf("relay: routed message to this node (%s)", dst)
 	}
-	if len(dst) == 0 || len(dst) > frame.MaxNodeIDLen {
-		return fmt.Errorf("relay: routed message to node ID %q: want 1 to %d bytes", dst, frame.MaxNodeIDLen)
+	if err := ids.Valid(dst); err != nil {
+		return fmt.Errorf("relay: routed message to node ID %q: %w", dst, err)
 	}
 	body := appendRouted(make([]byte, 0, 6+len(e.cfg.NodeID)+len(dst)+len(payload)),
 		&routed{hops: e.cfg.HopLimit, kind: kind, src: e.cfg.NodeID, dst: dst, payload: payload})
