@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/qrelay/qrelay/internal/etsi014"
 )
 
 // Seeds beyond those in testdata/fuzz come from the error table.
@@ -114,7 +116,7 @@ func FuzzDecBody(f *testing.F) {
 	})
 }
 
-// refUUID is the obvious UUID check parseUUID must agree with.
+// refUUID is the obvious UUID check etsi014.ParseKeyID must agree with.
 func refUUID(s string) bool {
 	if len(s) != 36 {
 		return false
@@ -180,9 +182,10 @@ func FuzzDecQuery(f *testing.F) {
 		if q, err := url.ParseQuery(raw); err != nil || q.Get(fKeyID) != id {
 			t.Fatalf("%q read as %q; url.ParseQuery: %v %v", raw, id, q, err)
 		}
-		_, ok := parseUUID(id)
+		_, err := etsi014.ParseKeyID(id)
+		ok := err == nil
 		if ok != refUUID(id) {
-			t.Fatalf("parseUUID(%q) = %v, reference says %v", id, ok, !ok)
+			t.Fatalf("etsi014.ParseKeyID(%q) = %v, reference says valid %v", id, err, !ok)
 		}
 		if e := h.checkIDs([]string{id}, "query parameter key_ID"); (e == nil) != ok {
 			t.Fatalf("checkIDs(%q) = %v, UUID %v", id, e, ok)
