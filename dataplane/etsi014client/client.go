@@ -506,10 +506,8 @@ func decodeJSON(b []byte, v any, strict bool) error {
 }
 
 // decodeKeyContainer decodes a Key container strictly: 1 to max keys, each
-// with a unique UUID key_ID and exactly keyBytes of key. On error every
-// decoded key is zeroised.
-//
-// Extensions are allowed and ignored.
+// with a unique UUID key_ID and exactly keyBytes of key; extensions are
+// allowed and ignored. On error every decoded key is zeroised.
 func decodeKeyContainer(b []byte, maxKeys, keyBytes int) ([]etsi014.Key, error) {
 	var kc etsi014.KeyContainer
 	err := decodeJSON(b, &kc, true)

@@ -126,32 +126,52 @@ func (id KeyID) appendText(b []byte) []byte {
 // no hyphens) are refused, with an error that says what is wrong and where.
 func ParseKeyID(s string) (KeyID, error) {
 	var id KeyID
-	if len(s) != KeyIDLen {
-		return id, fmt.Errorf("key ID %s: want %d characters in 8-4-4-4-12 form, got %d", quoteKeyID(s), KeyIDLen, len(s))
+	if len(s) != KeyIDLen || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return id, keyIDError(s)
 	}
-	j := 0
-	for i := 0; i < KeyIDLen; {
+	for j, i := range keyIDHexAt {
+		hi, lo := hexValue[s[i]], hexValue[s[i+1]]
+		if hi|lo > 0x0f {
+			return KeyID{}, keyIDError(s)
+		}
+		id[j] = hi<<4 | lo
+	}
+	return id, nil
+}
+
+// keyIDHexAt are the offsets of the 16 hex-digit pairs in a key ID's text.
+var keyIDHexAt = [16]uint8{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// hexValue is the value of each hex digit, either case, and 0xff for any
+// other byte.
+var hexValue = func() (v [256]byte) {
+	for c := range v {
+		v[c] = 0xff
+		if d, ok := unhex(byte(c)); ok {
+			v[c] = d
+		}
+	}
+	return v
+}()
+
+// keyIDError says what is wrong with s, which ParseKeyID refused, and where.
+func keyIDError(s string) error {
+	if len(s) != KeyIDLen {
+		return fmt.Errorf("key ID %s: want %d characters in 8-4-4-4-12 form, got %d", quoteKeyID(s), KeyIDLen, len(s))
+	}
+	for i := 0; i < KeyIDLen; i++ {
 		switch i {
 		case 8, 13, 18, 23:
 			if s[i] != '-' {
-				return KeyID{}, fmt.Errorf("key ID %s: want '-' at index %d (8-4-4-4-12 form), got %q", quoteKeyID(s), i, s[i:i+1])
+				return fmt.Errorf("key ID %s: want '-' at index %d (8-4-4-4-12 form), got %q", quoteKeyID(s), i, s[i:i+1])
 			}
-			i++
-			continue
+		default:
+			if _, ok := unhex(s[i]); !ok {
+				return fmt.Errorf("key ID %s: want a hex digit at index %d, got %q", quoteKeyID(s), i, s[i:i+1])
+			}
 		}
-		hi, ok := unhex(s[i])
-		if !ok {
-			return KeyID{}, fmt.Errorf("key ID %s: want a hex digit at index %d, got %q", quoteKeyID(s), i, s[i:i+1])
-		}
-		lo, ok := unhex(s[i+1])
-		if !ok {
-			return KeyID{}, fmt.Errorf("key ID %s: want a hex digit at index %d, got %q", quoteKeyID(s), i+1, s[i+1:i+2])
-		}
-		id[j] = hi<<4 | lo
-		j++
-		i += 2
 	}
-	return id, nil
+	return fmt.Errorf("key ID %s: not in 8-4-4-4-12 form", quoteKeyID(s)) // not reached: ParseKeyID refused s
 }
 
 // quoteKeyID quotes s for an error message, cut short if it is long (it is
