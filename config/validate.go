@@ -18,10 +18,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/ids"
 )
 
-const idRule = "1 to 64 characters from A-Z a-z 0-9 . _ -"
+// idRule is the ID rule of internal/ids in words.
+var idRule = fmt.Sprintf("1 to %d characters from A-Z a-z 0-9 . _ -", ids.MaxLen)
 
 // Limits.
 const (
@@ -138,7 +139,7 @@ func checkID(ck *checker, path, id, what string) bool {
 		ck.add(path, "required: %s, %s", what, idRule)
 		return false
 	}
-	if err := pki.ValidID(id); err != nil {
+	if err := ids.Valid(id); err != nil {
 		ck.add(path, "%s is not a valid ID (%v); an ID is %s", quote(id), err, idRule)
 		return false
 	}

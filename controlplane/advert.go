@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/dataplane/frame"
+	"github.com/qrelay/qrelay/internal/ids"
 )
 
 // Specification constants: the wire format in doc.go.
@@ -24,9 +25,9 @@ const (
 	// MsgAdverts is the message type of a batch of adverts, the only type.
 	MsgAdverts = 1
 
-	// MaxNodeIDLen is the longest node ID, in bytes, as in the KM link
-	// frames (dataplane/frame.MaxNodeIDLen).
-	MaxNodeIDLen = 64
+	// MaxNodeIDLen is the longest node ID, in bytes: ids.MaxLen, as in
+	// the KM link frames (dataplane/frame.MaxNodeIDLen).
+	MaxNodeIDLen = ids.MaxLen
 	// MaxLinks is the most links one advert lists.
 	MaxLinks = 256
 	// MaxLifetime is the longest remaining lifetime an advert may carry.
@@ -257,10 +258,8 @@ func (p *parser) id(f string) (string, error) {
 		return "", err
 	}
 	raw := p.b[p.off : p.off+n]
-	for i, c := range raw {
-		if !idByte(c) {
-			return "", p.errorf(f, p.off+i, "byte %#02x, want [A-Za-z0-9._-]", c)
-		}
+	if i := ids.BadByte(raw); i >= 0 {
+		return "", p.errorf(f, p.off+i, "byte %#02x, want %s", raw[i], ids.Chars)
 	}
 	p.off += n
 	return string(raw), nil
@@ -368,20 +367,14 @@ func (p *parser) link(l *advLink) error {
 	return nil
 }
 
-// idByte reports whether c may appear in a node ID.
-func idByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-}
-
-// checkNodeID fails unless id is 1 to MaxNodeIDLen bytes of [A-Za-z0-9._-].
+// checkNodeID fails unless id is a valid ID (internal/ids): 1 to
+// MaxNodeIDLen bytes of [A-Za-z0-9._-].
 func checkNodeID(id string) error {
 	if len(id) == 0 || len(id) > MaxNodeIDLen {
 		return fmt.Errorf("node ID %q is %d bytes, want 1..%d", id, len(id), MaxNodeIDLen)
 	}
-	for i := 0; i < len(id); i++ {
-		if !idByte(id[i]) {
-			return fmt.Errorf("node ID %q has byte %#02x at %d, want [A-Za-z0-9._-]", id, id[i], i)
-		}
+	if i := ids.BadByte(id); i >= 0 {
+		return fmt.Errorf("node ID %q has byte %#02x at %d, want %s", id, id[i], i, ids.Chars)
 	}
 	return nil
 }

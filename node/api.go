@@ -12,9 +12,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/qrelay/qrelay/controlplane"
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/http1"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/supply/etsi014"
 )

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/ringstore"
 	"github.com/qrelay/qrelay/supply"
 )

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/qrelay/qrelay/internal/etsi014wire"
 )
 
 // KeyService is the node behind the API: pools, assignment to the slave's node.
@@ -44,11 +46,7 @@ type Key struct {
 }
 
 // Status is the standard's Status object (key sizes in bits).
-type Status struct {
-	SourceKMEID, TargetKMEID, MasterSAEID, SlaveSAEID string
-
-	KeySize, StoredKeyCount, MaxKeyCount, MaxKeyPerRequest, MaxKeySize, MinKeySize, MaxSAEIDCount int
-}
+type Status = etsi014wire.Status
 
 // ErrUnauthorized is returned by a KeyService to refuse the caller: the
 // answer is 401 with no body (for dec_keys: the caller is not the slave SAE
@@ -80,10 +78,10 @@ func Unavailable(msg string, details ...map[string]any) *Error {
 
 // Messages the standard names (ETSI GS QKD 014 v1.1.1, clause 6).
 const (
-	MsgSizeMultipleOf8      = "size shall be a multiple of 8"
-	MsgMandatoryUnsupported = "not all extension_mandatory parameters are supported"
-	MsgMandatoryUnmet       = "not all extension_mandatory request options could be met"
-	MsgKeysNotFound         = "one or more keys specified are not found on KME"
+	MsgSizeMultipleOf8      = etsi014wire.MsgSizeMultipleOf8
+	MsgMandatoryUnsupported = etsi014wire.MsgMandatoryUnsupported
+	MsgMandatoryUnmet       = etsi014wire.MsgMandatoryUnmet
+	MsgKeysNotFound         = etsi014wire.MsgKeysNotFound
 )
 
 // Identity says where an SAE's ID comes from in its client certificate.

@@ -25,10 +25,10 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/config"
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/daemon"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/ringstore"
 )
 

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/config"
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 // TestDemoLab checks the lab the demo writes: every config passes

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 // linkStateCommand sets the component state of a link: to a fixed state

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 // fakeBackend is a node with two links, routes, one advert, one pool, no

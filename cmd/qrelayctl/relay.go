@@ -8,8 +8,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 const relayWhat = "Relay fresh end-to-end keys from the node to node <dst> now and report what arrived: a test of the path, or a warm-up of the pools. The keys go into the pools of both ends."

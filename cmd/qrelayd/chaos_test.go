@@ -18,11 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/faults"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 // The long form of the chaos test runs at least the 30 kills the design

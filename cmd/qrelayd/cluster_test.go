@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/internal/freeport"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
+	"github.com/qrelay/qrelay/node/adminapi"
 )
 
 // qrelaydBin is the daemon built once for the tests that run it as a

@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/dataplane/qkd"
+	"github.com/qrelay/qrelay/internal/etsi014wire"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -117,20 +118,7 @@ type Config struct {
 }
 
 // KMEStatus is the standard's Status object.
-type KMEStatus struct {
-	SourceKMEID      string          `json:"source_KME_ID"`
-	TargetKMEID      string          `json:"target_KME_ID"`
-	MasterSAEID      string          `json:"master_SAE_ID"`
-	SlaveSAEID       string          `json:"slave_SAE_ID"`
-	KeySize          int             `json:"key_size"`
-	StoredKeyCount   int             `json:"stored_key_count"`
-	MaxKeyCount      int             `json:"max_key_count"`
-	MaxKeyPerRequest int             `json:"max_key_per_request"`
-	MaxKeySize       int             `json:"max_key_size"`
-	MinKeySize       int             `json:"min_key_size"`
-	MaxSAEIDCount    int             `json:"max_SAE_ID_count"`
-	StatusExtension  json.RawMessage `json:"status_extension,omitempty"`
-}
+type KMEStatus = etsi014wire.Status
 
 // StatusError is an HTTP answer other than 200 OK.
 type StatusError struct {
@@ -202,7 +190,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if !cfg.Master {
 		peer = cfg.MasterSAE
 	}
-	prefix := base + "/api/v1/keys/" + url.PathEscape(peer)
+	prefix := base + etsi014wire.PathPrefix + url.PathEscape(peer)
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{
 			Certificates: []tls.Certificate{cfg.Certificate},
@@ -451,9 +439,7 @@ func (c *Client) down(method, u string, latency time.Duration, err error) error 
 // kmeMessage extracts the message of an Error body, or a short quote of a
 // body that is not one.
 func kmeMessage(b []byte) string {
-	var e struct {
-		Message string `json:"message"`
-	}
+	var e etsi014wire.ErrorBody
 	msg := ""
 	if json.Unmarshal(b, &e) == nil {
 		msg = e.Message
@@ -519,25 +505,11 @@ func decodeJSON(b []byte, v any, strict bool) error {
 	return nil
 }
 
-// wireKey and keyContainer are the standard's Key container; extensions
-// are allowed and ignored.
-type wireKey struct {
-	KeyID          string          `json:"key_ID"`
-	KeyIDExtension json.RawMessage `json:"key_ID_extension"`
-	Key            []byte          `json:"key"`
-	KeyExtension   json.RawMessage `json:"key_extension"`
-}
-
-type keyContainer struct {
-	Keys                  []wireKey       `json:"keys"`
-	KeyContainerExtension json.RawMessage `json:"key_container_extension"`
-}
-
 // decodeKeyContainer decodes a Key container strictly: 1 to max keys, each
-// with a unique UUID key_ID and exactly keyBytes of key. On error every
-// decoded key is zeroised.
-func decodeKeyContainer(b []byte, maxKeys, keyBytes int) ([]wireKey, error) {
-	var kc keyContainer
+// with a unique UUID key_ID and exactly keyBytes of key; extensions are
+// allowed and ignored. On error every decoded key is zeroised.
+func decodeKeyContainer(b []byte, maxKeys, keyBytes int) ([]etsi014wire.Key, error) {
+	var kc etsi014wire.KeyContainer
 	err := decodeJSON(b, &kc, true)
 	if err == nil {
 		err = checkKeys(kc.Keys, maxKeys, keyBytes)
@@ -551,7 +523,7 @@ func decodeKeyContainer(b []byte, maxKeys, keyBytes int) ([]wireKey, error) {
 	return kc.Keys, nil
 }
 
-func checkKeys(keys []wireKey, maxKeys, keyBytes int) error {
+func checkKeys(keys []etsi014wire.Key, maxKeys, keyBytes int) error {
 	if len(keys) == 0 || len(keys) > maxKeys {
 		return fmt.Errorf("%d keys in the container, want 1 to %d", len(keys), maxKeys)
 	}
@@ -579,25 +551,11 @@ func truncate(s string) string {
 	return s
 }
 
-// validUUID reports whether s is a UUID in the 8-4-4-4-12 hex form.
+// validUUID reports whether s is a key ID: a UUID in the 8-4-4-4-12 hex
+// form, in either case.
 func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
+	_, err := etsi014wire.ParseKeyID(s)
+	return err == nil
 }
 
 // Fetch asks the KME for new keys (master end): up to max bytes, at least
@@ -609,7 +567,10 @@ func (c *Client) Fetch(ctx context.Context, maxBytes int) ([]ringstore.Block, er
 		return nil, errors.New("etsi014client: Fetch called at the slave end: the slave asks for the master's keys with Get")
 	}
 	n := min(c.perRequest, max(1, maxBytes/c.keyBytes))
-	req := fmt.Appendf(nil, `{"number":%d,"size":%d}`, n, c.keyBytes*8)
+	req, err := json.Marshal(etsi014wire.KeyRequest{Number: n, Size: c.keyBytes * 8})
+	if err != nil {
+		return nil, err
+	}
 	b, err := c.do(ctx, http.MethodPost, c.encURL, req)
 	if err != nil {
 		return nil, err
@@ -735,13 +696,8 @@ func (c *Client) Get(ctx context.Context, ids []string) ([]ringstore.Block, erro
 }
 
 // decKeys makes one dec_keys request, retrying 400 answers for GetRetry.
-func (c *Client) decKeys(ctx context.Context, ids []string) ([]wireKey, error) {
-	type keyID struct {
-		KeyID string `json:"key_ID"`
-	}
-	req := struct {
-		KeyIDs []keyID `json:"key_IDs"`
-	}{KeyIDs: make([]keyID, len(ids))}
+func (c *Client) decKeys(ctx context.Context, ids []string) ([]etsi014wire.Key, error) {
+	req := etsi014wire.KeyIDs{KeyIDs: make([]etsi014wire.KeyIDEntry, len(ids))}
 	for i, id := range ids {
 		req.KeyIDs[i].KeyID = id
 	}

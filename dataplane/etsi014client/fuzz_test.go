@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/qrelay/qrelay/internal/etsi014wire"
 )
 
 // FuzzDecodeKeyContainer feeds arbitrary answers to the key container
@@ -34,7 +36,7 @@ func FuzzDecodeKeyContainer(f *testing.F) {
 			seen[strings.ToLower(k.KeyID)] = true
 		}
 		// What was accepted survives a round trip.
-		again, err := json.Marshal(keyContainer{Keys: keys})
+		again, err := json.Marshal(etsi014wire.KeyContainer{Keys: keys})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,13 +2,14 @@ package etsi014client
 
 import (
 	"encoding/binary"
-	"encoding/hex"
+
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"strconv"
 	"strings"
 
+	"github.com/qrelay/qrelay/internal/etsi014wire"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -135,17 +136,12 @@ func encodeBatch(ids []string) []byte {
 
 // uuidBytes writes the 16 bytes of the valid UUID id to dst.
 func uuidBytes(dst []byte, id string) {
-	hex.Decode(dst[0:4], []byte(id[0:8]))
-	hex.Decode(dst[4:6], []byte(id[9:13]))
-	hex.Decode(dst[6:8], []byte(id[14:18]))
-	hex.Decode(dst[8:10], []byte(id[19:23]))
-	hex.Decode(dst[10:16], []byte(id[24:36]))
+	u, _ := etsi014wire.ParseKeyID(id)
+	copy(dst, u[:])
 }
 
-func uuidString(b []byte) string {
-	h := hex.EncodeToString(b[:16])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+// uuidString is the canonical (lower-case) text of the UUID in b[:16].
+func uuidString(b []byte) string { return etsi014wire.KeyID(b[:16]).String() }
 
 // decodeBatch decodes a batch value, refusing anything but a whole,
 // intact version 1 record of distinct IDs.

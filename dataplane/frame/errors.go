@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/qrelay/qrelay/internal/ids"
 )
 
 // Error is what every parse function, and every append function given a
@@ -57,28 +59,18 @@ func checkZero(t Type, field string, off int, v uint64) *Error {
 	return nil
 }
 
-// checkNodeID fails unless id is 1 to MaxNodeIDLen bytes of [A-Za-z0-9._-].
-// off is the offset of the ID's first byte; a bad byte is reported at its
-// own offset.
+// checkNodeID fails unless id is a valid ID (internal/ids): 1 to
+// MaxNodeIDLen bytes of [A-Za-z0-9._-]. off is the offset of the ID's first
+// byte; a bad byte is reported at its own offset.
 func checkNodeID[S ~string | ~[]byte](t Type, field string, off int, id S) *Error {
 	if len(id) == 0 || len(id) > MaxNodeIDLen {
 		return errorf(t, field, off, "%d bytes, want 1..%d", len(id), MaxNodeIDLen)
 	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !nodeIDChar[c] {
-			return errorf(t, field, off+i, "%q has byte %s at index %d, want only [A-Za-z0-9._-]", string(id), byteString(c), i)
-		}
+	if i := ids.BadByte(id); i >= 0 {
+		return errorf(t, field, off+i, "%q has byte %s at index %d, want only %s", string(id), byteString(id[i]), i, ids.Chars)
 	}
 	return nil
 }
-
-// nodeIDChar says which bytes a node ID may hold: [A-Za-z0-9._-].
-var nodeIDChar = func() (ok [256]bool) {
-	for c := range ok {
-		ok[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-	}
-	return ok
-}()
 
 // checkReason fails unless s is at most MaxReason bytes of UTF-8.
 func checkReason(t Type, field string, off int, s string) *Error {

@@ -1,6 +1,10 @@
 package frame
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/qrelay/qrelay/internal/ids"
+)
 
 // Specification constants (docs/kmlink.md).
 const (
@@ -13,8 +17,8 @@ const (
 	// PadKeyLen is the number of pad bytes a RELAY frame spends on its
 	// Poly1305 key, after its payload pad.
 	PadKeyLen = 32
-	// MaxNodeIDLen is the longest node ID, in bytes.
-	MaxNodeIDLen = 64
+	// MaxNodeIDLen is the longest node ID, in bytes (ids.MaxLen).
+	MaxNodeIDLen = ids.MaxLen
 	// MaxKeys is the most keys one RELAY, COMPLETION or DISCARD names.
 	MaxKeys = 2048
 	// MaxPayload is the largest RELAY payload, in bytes.
@@ -114,18 +118,18 @@ func flagMask(t Type) uint16 {
 // bodyLimits returns the least and the most bytes that may follow the prefix
 // of a frame of type t.
 func bodyLimits(t Type) (minLen, maxLen int) {
-	const ids = 2 * MaxNodeIDLen
+	const nodeIDs = 2 * MaxNodeIDLen
 	switch t {
 	case TypeRelay:
-		return relayFixed + 2 + 1 + TagLen, relayFixed + ids + MaxPayload + TagLen
+		return relayFixed + 2 + 1 + TagLen, relayFixed + nodeIDs + MaxPayload + TagLen
 	case TypeCompletion:
-		return completionFixed + 2, completionFixed + ids + MaxReason
+		return completionFixed + 2, completionFixed + nodeIDs + MaxReason
 	case TypeAssign:
 		return assignFixed + assignBlockMin, assignFixed + MaxAssignBlocks*(assignBlockMin+MaxBlockIDLen-1)
 	case TypeAssignAck:
 		return assignAckFixed, assignAckFixed + MaxReason
 	case TypeDiscard:
-		return discardFixed + 2, discardFixed + ids
+		return discardFixed + 2, discardFixed + nodeIDs
 	case TypeControl:
 		return controlFixed, MaxFrameLen - PrefixLen
 	case TypeSync:

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,26 +32,6 @@ func issue(t testing.TB, ca *pki.CA, kind pki.Kind, id string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return c.TLS
-}
-
-// leakCheck fails the test if goroutines started during it are still
-// running once its cleanups (registered later, so run earlier) are done.
-func leakCheck(t testing.TB) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(waitFor)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf)
-				return
-			}
-			<-tick.C
-		}
-	})
 }
 
 // event is a Handler call.

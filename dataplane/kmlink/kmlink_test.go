@@ -15,6 +15,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/qrelay/qrelay/internal/leakcheck"
 	"github.com/qrelay/qrelay/internal/pki"
 )
 
@@ -56,7 +57,7 @@ func sendRecv(t *testing.T, from, to *Conn, size int) {
 }
 
 func TestLinkUpAndData(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca := newCA(t, "lab")
 	a, b, ca1, cb1 := linkPair(t, ca, nil)
 
@@ -95,7 +96,7 @@ func TestLinkUpAndData(t *testing.T) {
 }
 
 func TestConnCloseRedials(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca := newCA(t, "lab")
 	a, b, ca1, cb1 := linkPair(t, ca, nil)
 
@@ -139,7 +140,7 @@ func TestConnCloseRedials(t *testing.T) {
 }
 
 func TestAcceptorRestartSamePort(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca := newCA(t, "lab")
 	a, b, _, _ := linkPair(t, ca, nil)
 	addr := b.Addr().String()
@@ -168,7 +169,7 @@ func TestAcceptorRestartSamePort(t *testing.T) {
 // stale connections (stateless reset, with a key derived from its node
 // key), so they notice before the idle timeout.
 func TestAcceptorCrashStatelessReset(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca := newCA(t, "lab")
 	long := func(a, b *Config) { a.IdleTimeout, b.IdleTimeout = time.Minute, time.Minute }
 	a, b, ca1, _ := linkPair(t, ca, long)
@@ -210,7 +211,7 @@ func TestAcceptorCrashStatelessReset(t *testing.T) {
 // port), the acceptor replaces the stale connection by the new one:
 // LinkDown for the old, then LinkUp for the new.
 func TestAcceptorReplacesConnection(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca := newCA(t, "lab")
 	long := func(a, b *Config) { a.IdleTimeout, b.IdleTimeout = time.Minute, time.Minute }
 	a, b, _, cb1 := linkPair(t, ca, long)
@@ -238,7 +239,7 @@ func TestAcceptorReplacesConnection(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca := newCA(t, "lab")
 	const idle = 500 * time.Millisecond
 	cfgB := testConfig(t, ca, "node-b")
@@ -275,7 +276,7 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 func TestRemovePeerStopsRedialing(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca := newCA(t, "lab")
 	a, b, _, _ := linkPair(t, ca, nil)
 	p := a.peerState(t, "node-b")
@@ -313,7 +314,7 @@ func TestRemovePeerStopsRedialing(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	t.Run("wrong server identity", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca := newCA(t, "lab")
 		c := startNode(t, testConfig(t, ca, "node-c"))
 		cfg := testConfig(t, ca, "node-a")
@@ -327,7 +328,7 @@ func TestRefusals(t *testing.T) {
 	})
 
 	t.Run("unknown client", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca := newCA(t, "lab")
 		b := startNode(t, testConfig(t, ca, "node-b")) // no peers
 		cfg := testConfig(t, ca, "node-a")
@@ -347,7 +348,7 @@ func TestRefusals(t *testing.T) {
 	})
 
 	t.Run("server certificate from another CA", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca, other := newCA(t, "lab"), newCA(t, "other lab")
 		cfgB := testConfig(t, ca, "node-b")
 		cfgB.Certificate = issue(t, other, pki.Node, "node-b")
@@ -360,7 +361,7 @@ func TestRefusals(t *testing.T) {
 	})
 
 	t.Run("client certificate from another CA", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca, other := newCA(t, "lab"), newCA(t, "other lab")
 		cfgB := testConfig(t, ca, "node-b")
 		cfgB.Peers = []Peer{{ID: "node-a"}}
@@ -374,7 +375,7 @@ func TestRefusals(t *testing.T) {
 	})
 
 	t.Run("SAE certificate as a node", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca := newCA(t, "lab")
 		cfgB := testConfig(t, ca, "node-b")
 		cfgB.Peers = []Peer{{ID: "node-a"}}
@@ -390,7 +391,7 @@ func TestRefusals(t *testing.T) {
 	})
 
 	t.Run("wrong ALPN from client", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca := newCA(t, "lab")
 		cfgB := testConfig(t, ca, "node-b")
 		cfgB.Peers = []Peer{{ID: "node-a"}}
@@ -401,7 +402,7 @@ func TestRefusals(t *testing.T) {
 	})
 
 	t.Run("version 1 client", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca := newCA(t, "lab")
 		cfgB := testConfig(t, ca, "node-b")
 		cfgB.Peers = []Peer{{ID: "node-a"}}
@@ -414,7 +415,7 @@ func TestRefusals(t *testing.T) {
 
 	for _, alpn := range []string{"h3", "qrelay/1"} {
 		t.Run("ALPN "+alpn+" from server", func(t *testing.T) {
-			leakCheck(t)
+			leakcheck.Check(t)
 			ca := newCA(t, "lab")
 			ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
 				Certificates: []tls.Certificate{issue(t, ca, pki.Node, "node-b")},
@@ -432,7 +433,7 @@ func TestRefusals(t *testing.T) {
 	}
 
 	t.Run("wrong role", func(t *testing.T) {
-		leakCheck(t)
+		leakcheck.Check(t)
 		ca := newCA(t, "lab")
 		cfgB := testConfig(t, ca, "node-b")
 		cfgB.Peers = []Peer{{ID: "node-c", Addr: "127.0.0.1:9"}} // node-b dials node-c
@@ -499,7 +500,7 @@ func dialRefused(t *testing.T, addr string, cert tls.Certificate, alpn string) e
 }
 
 func TestConfigErrors(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca, other := newCA(t, "lab"), newCA(t, "other")
 	good := testConfig(t, ca, "node-a")
 	good.Logger = slog.New(slog.DiscardHandler)

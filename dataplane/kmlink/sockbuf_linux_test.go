@@ -4,6 +4,8 @@ import (
 	"net"
 	"syscall"
 	"testing"
+
+	"github.com/qrelay/qrelay/internal/leakcheck"
 )
 
 // canForceBuffers reports whether this process may set socket buffers
@@ -26,7 +28,7 @@ func canForceBuffers(t *testing.T) bool {
 }
 
 func TestSocketBuffers(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	n := startNode(t, testConfig(t, newCA(t, "lab"), "node-a"))
 	rcv, snd := n.SocketBuffers()
 	t.Logf("UDP socket buffers as the kernel reports them (twice the size set): rcvbuf %d (%.1f MiB), sndbuf %d (%.1f MiB)",

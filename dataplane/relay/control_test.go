@@ -184,6 +184,8 @@ func TestRoutedMessages(t *testing.T) {
 		{"c", 1, "reserved"},
 		{"a", ControlKindMin, "this node"},
 		{"z", ControlKindMin, "no route to node z"},
+		{"y z", ControlKindMin, "character ' ' at 1"},
+		{"", ControlKindMin, "length 0"},
 	} {
 		if err := e.SendRouted(tc.dst, tc.kind, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("SendRouted(%s, %d): %v, want an error with %q", tc.dst, tc.kind, err, tc.want)

@@ -23,6 +23,11 @@
 //
 // Keys are random (crypto/rand); key IDs are random UUIDs. Requests are
 // counted per route. It is compact, not hardened: it is test code.
+//
+// It writes its own JSON types and UUID code on purpose, rather than
+// using internal/etsi014wire: it is an independent oracle of the standard,
+// so a mistake in the shared wire types shows up as a disagreement with
+// it instead of passing on both sides.
 package fakekme
 
 import (

@@ -27,6 +27,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/qrelay/qrelay/internal/ids"
 )
 
 // Kind says what an identity names.
@@ -198,21 +200,10 @@ func extKeyUsage(kind Kind) []x509.ExtKeyUsage {
 	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
 }
 
-// ValidID reports whether id can name a node, an SAE or an operator: 1 to
-// 64 characters from [A-Za-z0-9._-]. The same rule names files and
-// metadata keys.
-func ValidID(id string) error {
-	if len(id) == 0 || len(id) > 64 {
-		return fmt.Errorf("length %d: want 1 to 64 characters", len(id))
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("character %q at %d: use only A-Z a-z 0-9 . _ -", c, i)
-		}
-	}
-	return nil
-}
+// ValidID reports whether id can name a node, an SAE or an operator: it
+// is ids.Valid, the one ID rule, kept here for the callers that check an
+// ID they put in or read from a certificate.
+func ValidID(id string) error { return ids.Valid(id) }
 
 // PeerID returns the node, SAE or operator ID a verified certificate names:
 // the "qrelay:<kind>:<id>" URI SAN if there is one, else the subject CN. A

@@ -24,6 +24,10 @@
 // base64 text. Copies that net/http and crypto/tls keep in their own
 // buffers are outside its reach. Key bytes are never logged.
 //
+// The wire types (Status, Key container, Error) and the key_ID UUID text
+// are internal/etsi014wire's; the hot answers are written by hand in the
+// form encoding/json gives those types, which encode_test.go checks.
+//
 // Error bodies follow the standard's Error object:
 // {"message": "...", "details": [...]}; 400 for a request the standard or
 // this KME refuses, 503 when the KME cannot serve it now (the service

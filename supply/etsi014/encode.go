@@ -7,11 +7,14 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/qrelay/qrelay/internal/etsi014wire"
 	"github.com/qrelay/qrelay/supply"
 )
 
 // The hot answers (Key container, Status) are written by hand into a
-// pooled buffer; errors, which are rare, go through encoding/json.
+// pooled buffer, in the form encoding/json gives the types of
+// internal/etsi014wire (encode_test.go holds them to it); errors, which are
+// rare, go through encoding/json with etsi014wire.ErrorBody.
 
 const hexDigits = "0123456789abcdef"
 
@@ -123,13 +126,20 @@ func appendStatus(dst []byte, s supply.Status) []byte {
 	dst = num(dst, `,"max_key_size":`, s.MaxKeySize)
 	dst = num(dst, `,"min_key_size":`, s.MinKeySize)
 	dst = num(dst, `,"max_SAE_ID_count":`, s.MaxSAEIDCount)
+	if len(s.StatusExtension) > 0 {
+		dst = appendRaw(append(dst, `,"status_extension":`...), s.StatusExtension)
+	}
 	return append(dst, '}')
 }
 
-// errorBody is the standard's Error object.
-type errorBody struct {
-	Message string           `json:"message"`
-	Details []map[string]any `json:"details,omitempty"`
+// appendRaw appends the JSON value v compacted, or null if it is not
+// valid JSON (as a RawMessage that encoding/json refuses to write).
+func appendRaw(dst, v []byte) []byte {
+	var b bytes.Buffer
+	if json.Compact(&b, v) != nil {
+		return append(dst, "null"...)
+	}
+	return append(dst, b.Bytes()...)
 }
 
 // marshalError encodes an Error body; details that cannot be encoded are
@@ -138,10 +148,10 @@ func marshalError(msg string, details []map[string]any) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	err := enc.Encode(errorBody{Message: msg, Details: details})
+	err := enc.Encode(etsi014wire.ErrorBody{Message: msg, Details: details})
 	if err != nil {
 		b.Reset()
-		enc.Encode(errorBody{Message: msg}) //nolint:errcheck // a string always encodes
+		enc.Encode(etsi014wire.ErrorBody{Message: msg}) //nolint:errcheck // a string always encodes
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
 }

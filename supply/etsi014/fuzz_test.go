@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/qrelay/qrelay/internal/etsi014wire"
 	"github.com/qrelay/qrelay/supply"
 )
 
@@ -116,7 +117,7 @@ func FuzzDecBody(f *testing.F) {
 	})
 }
 
-// refUUID is the obvious UUID check parseUUID must agree with.
+// refUUID is the obvious UUID check etsi014wire.ParseKeyID must agree with.
 func refUUID(s string) bool {
 	if len(s) != 36 {
 		return false
@@ -182,9 +183,10 @@ func FuzzDecQuery(f *testing.F) {
 		if q, err := url.ParseQuery(raw); err != nil || q.Get(fKeyID) != id {
 			t.Fatalf("%q read as %q; url.ParseQuery: %v %v", raw, id, q, err)
 		}
-		_, ok := parseUUID(id)
+		_, err := etsi014wire.ParseKeyID(id)
+		ok := err == nil
 		if ok != refUUID(id) {
-			t.Fatalf("parseUUID(%q) = %v, reference says %v", id, ok, !ok)
+			t.Fatalf("etsi014wire.ParseKeyID(%q) = %v, reference says valid %v", id, err, !ok)
 		}
 		if e := h.checkIDs([]string{id}, "query parameter key_ID"); (e == nil) != ok {
 			t.Fatalf("checkIDs(%q) = %v, UUID %v", id, e, ok)

@@ -14,14 +14,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qrelay/qrelay/supply"
-
+	"github.com/qrelay/qrelay/internal/etsi014wire"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/supply"
 )
 
 // Implementation constants.
 const (
-	pathPrefix     = "/api/v1/keys/"
+	pathPrefix     = etsi014wire.PathPrefix
 	defaultMinSize = 64 // bits, the standard's example min_key_size
 	// bodyBase and bodyPerKey make the default MaxBodyBytes: room for the
 	// envelope and extensions plus one key ID object per key.
@@ -412,19 +412,19 @@ func (h *handler) checkIDs(ids []string, where string) *supply.Error {
 	case len(ids) > h.maxKeys:
 		return badf("%s: %d key IDs, more than max_key_per_request %d", where, len(ids), h.maxKeys)
 	}
-	var small [16][16]byte
+	var small [16]etsi014wire.KeyID
 	seen := small[:0]
-	var index map[[16]byte]int
+	var index map[etsi014wire.KeyID]int
 	if len(ids) > len(small) {
-		index = make(map[[16]byte]int, len(ids))
+		index = make(map[etsi014wire.KeyID]int, len(ids))
 	}
 	for i, id := range ids {
 		at := where
 		if len(ids) > 1 || where != "query parameter key_ID" {
 			at = fmt.Sprintf("%s[%d].key_ID", where, i)
 		}
-		u, ok := parseUUID(id)
-		if !ok {
+		u, err := etsi014wire.ParseKeyID(id)
+		if err != nil {
 			return badf("%s %q is not a UUID (want 8-4-4-4-12 hex digits)", at, id)
 		}
 		if index != nil {
@@ -442,40 +442,6 @@ func (h *handler) checkIDs(ids []string, where string) *supply.Error {
 		seen = append(seen, u)
 	}
 	return nil
-}
-
-// parseUUID reads the canonical UUID text form in either case.
-func parseUUID(s string) (u [16]byte, ok bool) {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return u, false
-	}
-	j := 0
-	for i := 0; i < 36; i += 2 {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			i--
-			continue
-		}
-		hi, ok1 := unhex(s[i])
-		lo, ok2 := unhex(s[i+1])
-		if !ok1 || !ok2 {
-			return u, false
-		}
-		u[j] = hi<<4 | lo
-		j++
-	}
-	return u, true
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // checkKeys checks what the service returned: n keys of size bytes each
