@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/qrelay/qrelay/dataplane/frame"
+	"github.com/qrelay/qrelay/internal/ids"
 )
 
 // Routed messages travel in CONTROL frames of kind frame.KindRouted
@@ -23,6 +24,9 @@ func (e *Engine) SendRouted(dst string, kind uint16, payload []byte) error {
 	}
 	if dst == e.cfg.NodeID {
 		return fmt.Errorf("relay: routed message to this node (%s)", dst)
+	}
+	if err := ids.Valid(dst); err != nil {
+		return fmt.Errorf("relay: routed message to node ID %q: %w", dst, err)
 	}
 	m := frame.Routed{HopLimit: e.cfg.HopLimit, Kind: frame.Kind(kind), Src: e.cfg.NodeID, Dst: dst, Payload: payload}
 	b, err := frame.AppendRouted(getBuf(m.FrameLen()), &m)
