@@ -20,6 +20,7 @@ import (
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/wgkey"
 )
 
@@ -182,7 +183,7 @@ func (c *testCluster) restart(id string) {
 // the same IDs at both ends, after nothing is pending.
 func (c *testCluster) checkPools(a, b string) int {
 	c.tb.Helper()
-	waitFor(c.tb, "no relay pending", 20*time.Second, func() bool {
+	waitfor.Bool(c.tb, "no relay pending", 20*time.Second, func() bool {
 		for _, id := range []string{a, b} {
 			if e := c.nodes[id].eng; e.Pending() > 0 || e.PendingDiscards() > 0 {
 				return false
@@ -231,22 +232,9 @@ func (c *testCluster) path(from, dst string) []string {
 	return nil
 }
 
-// waitFor polls cond until it holds: it waits on observable state, with a
-// deadline, never on time alone.
-func waitFor(tb testing.TB, what string, d time.Duration, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s did not happen within %v", what, d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func (c *testCluster) waitPath(from, dst string, want ...string) {
 	c.tb.Helper()
-	waitFor(c.tb, fmt.Sprintf("route %s→%s along %v (now %v)", from, dst, want, c.path(from, dst)), 20*time.Second, func() bool {
+	waitfor.Bool(c.tb, fmt.Sprintf("route %s→%s along %v (now %v)", from, dst, want, c.path(from, dst)), 20*time.Second, func() bool {
 		return slices.Equal(c.path(from, dst), want)
 	})
 }

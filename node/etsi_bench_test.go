@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/supply/etsi014"
 )
@@ -134,7 +135,7 @@ func etsiBenchNodes(b *testing.B, raw bool, number int) (*testCluster, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	waitFor(b, "the out pool filled to its high watermark", 60*time.Second, func() bool { return out.Stats().Stock >= 1<<17 })
+	waitfor.Bool(b, "the out pool filled to its high watermark", 60*time.Second, func() bool { return out.Stats().Stock >= 1<<17 })
 	return c, "https://" + c.nodes["a"].ETSI014Addr().String() + "/api/v1/keys/sae-b/enc_keys"
 }
 

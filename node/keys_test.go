@@ -13,6 +13,7 @@ import (
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/ringstore"
 	"github.com/qrelay/qrelay/supply"
@@ -159,7 +160,7 @@ func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a's pool for c filled", 30*time.Second, func() bool { return out.Stats().Stock >= 1024 })
+	waitfor.Bool(t, "a's pool for c filled", 30*time.Second, func() bool { return out.Stats().Stock >= 1024 })
 	cl := bbNewClient(t, c, "a", []tls.Certificate{bbCert(t, c, pki.SAE, "sae-a")}, false)
 	slave := bbSAE(t, c, "c", "sae-c")
 	refused := 0
@@ -188,7 +189,7 @@ func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
 	// Both ends hold the same keys once the cancels have arrived.
 	ctx := context.Background()
 	var da, dc adminapi.PoolDigest
-	waitFor(t, "a's and c's pools to hold the same keys", 20*time.Second, func() bool {
+	waitfor.Bool(t, "a's and c's pools to hold the same keys", 20*time.Second, func() bool {
 		if da, err = (backend{c.nodes["a"]}).PoolDigest(ctx, "c"); err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +221,7 @@ func TestRefillsLeaveRoutingReserve(t *testing.T) {
 	// The pools fill all the while (pad-bound), and the link keeps its
 	// reserve and its route.
 	start := out.Stats().Stock
-	waitFor(t, "a's pool for b gaining 1,024 keys", 20*time.Second, func() bool {
+	waitfor.Bool(t, "a's pool for b gaining 1,024 keys", 20*time.Second, func() bool {
 		if p := c.path("a", "b"); !slices.Equal(p, []string{"a", "b"}) {
 			t.Fatalf("while the pools fill, the route a→b is %v: the link left routing", p)
 		}
@@ -249,7 +250,7 @@ func TestPadBoundRefillReachesHighWatermark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a's pool for b reaching its high watermark", 30*time.Second, func() bool {
+	waitfor.Bool(t, "a's pool for b reaching its high watermark", 30*time.Second, func() bool {
 		return out.Stats().Stock >= high
 	})
 	if st := out.Stats(); st.Stock > high {

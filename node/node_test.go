@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/controlplane"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
 )
 
@@ -148,12 +149,12 @@ func BenchmarkReroute(b *testing.B) {
 			var total, worst time.Duration
 			for b.Loop() {
 				p := c.probe("a", "c", 64, 10*time.Millisecond)
-				waitFor(b, "relay a→c flowing", 20*time.Second, func() bool { _, ok := p.FirstOKAfter(time.Time{}); return ok })
+				waitfor.Bool(b, "relay a→c flowing", 20*time.Second, func() bool { _, ok := p.FirstOKAfter(time.Time{}); return ok })
 				t0 := time.Now()
 				for _, l := range bc.links {
 					c.proxies[l].Cut()
 				}
-				waitFor(b, "relay a→c restored", 30*time.Second, func() bool { _, ok := p.FirstOKAfter(t0); return ok })
+				waitfor.Bool(b, "relay a→c restored", 30*time.Second, func() bool { _, ok := p.FirstOKAfter(t0); return ok })
 				first, _ := p.FirstOKAfter(t0)
 				p.Halt()
 				d := first.Sub(t0)
@@ -210,7 +211,7 @@ func TestKeyTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "b"} {
-		waitFor(t, "keys at "+id+" expired", 10*time.Second, func() bool {
+		waitfor.Bool(t, "keys at "+id+" expired", 10*time.Second, func() bool {
 			for _, pe := range c.nodes[id].supply.Pools() {
 				s := pe.Pool.Stats()
 				return s.Stock == 0 && s.Expired == 100
@@ -301,7 +302,7 @@ func TestRerouteOnLowStock(t *testing.T) {
 	// before the stock is below the threshold; either way it must be the
 	// stock that moved it.
 	var moved map[string]controlplane.LinkInfo
-	waitFor(t, "route a→b moved off the drained link", 30*time.Second, func() bool {
+	waitfor.Bool(t, "route a→b moved off the drained link", 30*time.Second, func() bool {
 		if _, err := a.Relay(context.Background(), "b", 1024, 32); err != nil {
 			t.Fatalf("relay a→b: %v", err)
 		}

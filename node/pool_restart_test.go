@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/ringstore"
 	"github.com/qrelay/qrelay/supply"
 )
@@ -36,7 +37,7 @@ func (c *testCluster) poolIDs(node, remote, role string) map[ringstore.KeyID]boo
 
 func (c *testCluster) waitReconciled(a, b string) {
 	c.tb.Helper()
-	waitFor(c.tb, "pools of "+a+" and "+b+" reconciled", 30*time.Second, func() bool {
+	waitfor.Bool(c.tb, "pools of "+a+" and "+b+" reconciled", 30*time.Second, func() bool {
 		na, nb := c.nodes[a], c.nodes[b]
 		return na.supply.ReconciledWith(b, nb.supply.BootID()) && nb.supply.ReconciledWith(a, na.supply.BootID())
 	})
@@ -138,7 +139,7 @@ func TestPoolsAcrossRestart(t *testing.T) {
 					rest[id] = true
 				}
 				t0 := time.Now()
-				waitFor(t, "orphans expired", orphanTTL+10*time.Second, func() bool {
+				waitfor.Bool(t, "orphans expired", orphanTTL+10*time.Second, func() bool {
 					for id := range c.poolIDs("b", "a", supply.RoleIn) {
 						if rest[id] {
 							return false

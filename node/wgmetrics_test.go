@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/wgkey"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -130,7 +131,7 @@ func TestTunnelMetricsAndAPI(t *testing.T) {
 	}
 	// a's handshake of t1 is read from the interface after its drive,
 	// which follows its rotation: wait for it too.
-	waitFor(t, "rotations of t1 at both ends, a handshake seen by a, and t-lonely failed closed", 30*time.Second, func() bool {
+	waitfor.Bool(t, "rotations of t1 at both ends, a handshake seen by a, and t-lonely failed closed", 30*time.Second, func() bool {
 		ta, tb := byName(a), byName(b)
 		return ta["t1"].Rotations >= 2 && !ta["t1"].FailedClosed && !ta["t1"].LastHandshake.IsZero() &&
 			tb["t1"].Rotations >= 1 && ta["t-lonely"].FailedClosed

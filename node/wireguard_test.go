@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/wgkey"
 	"github.com/qrelay/qrelay/wgkey/wgtest"
@@ -65,7 +66,7 @@ func TestWireGuardHitlessRotationFromNodes(t *testing.T) {
 	// The rotators start before the pools hold keys, so the first epochs
 	// may fail closed; the measurement starts once both ends have
 	// installed a stream key and completed a handshake with it.
-	waitFor(t, "both ends installed a stream key and shook hands with it", 30*time.Second, func() bool {
+	waitfor.Bool(t, "both ends installed a stream key and shook hands with it", 30*time.Second, func() bool {
 		a, b := c.tunnel("a"), c.tunnel("b")
 		if a.Rotations == 0 || b.Rotations == 0 || a.FailedClosed || b.FailedClosed || a.Epoch != b.Epoch {
 			return false
@@ -188,7 +189,7 @@ func TestWireGuardFailsClosedWithoutKeys(t *testing.T) {
 				},
 				wireguard: map[string]map[string]wgkey.Writer{"a": {"wg-a": wgkey.NewDeviceWriter(pair.A.Dev)}},
 			})
-			waitFor(t, "a missed epoch", 10*time.Second, func() bool { return c.tunnel("a").Failures > 0 })
+			waitfor.Bool(t, "a missed epoch", 10*time.Second, func() bool { return c.tunnel("a").Failures > 0 })
 			tun := c.tunnel("a")
 			info, err := pair.A.Info(pair.B.Public)
 			if err != nil {
@@ -231,7 +232,7 @@ func TestWireGuardRotationAcrossRestart(t *testing.T) {
 		return epochInUse(c, pair, n, wgkey.EpochStart(n, interval), wgtest.PeerInfo{}) == ""
 	}
 	waitHealthy := func(what string) {
-		waitFor(t, what, 30*time.Second, func() bool {
+		waitfor.Bool(t, what, 30*time.Second, func() bool {
 			return healthy(wgkey.EpochAt(time.Now(), interval))
 		})
 	}

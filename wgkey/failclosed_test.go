@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/wgkey/wgtest"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 )
@@ -27,10 +28,10 @@ func TestFailClosed(t *testing.T) {
 		p, seed, e, echo := missingEpoch(t, "fail closed", interval, FailClosed)
 		// A fails closed at the boundary of e.
 		var st TunnelStatus
-		if why := waitFor(EpochStart(e, interval).Add(interval/2), func() (bool, string) {
+		if ok, why := waitfor.Until(EpochStart(e, interval).Add(interval/2), pollEvery, func() (bool, string) {
 			st = status(p.ra)
 			return st.Epoch == e && st.FailedClosed, fmt.Sprintf("status %+v", st)
-		}); why != "" {
+		}); !ok {
 			t.Fatalf("A did not fail closed in epoch %d: %s", e, why)
 		}
 		if st.Failures == 0 || !strings.Contains(st.LastError, "epoch "+fmt.Sprint(e)) || !strings.Contains(st.LastError, "to-b") {
@@ -79,15 +80,15 @@ func TestFailClosed(t *testing.T) {
 			t.Errorf("A received %d datagrams from B while failed closed", leaked)
 		}
 		// Epoch e+1 has a key again: the tunnel heals.
-		if why := waitFor(EpochStart(e+2, interval), func() (bool, string) { return p.inUse(streamKey(seed, e+1)) }); why != "" {
+		if ok, why := waitfor.Until(EpochStart(e+2, interval), pollEvery, func() (bool, string) { return p.inUse(streamKey(seed, e+1)) }); !ok {
 			t.Fatalf("epoch %d did not heal: %s", e+1, why)
 		}
 		if st := status(p.ra); st.FailedClosed || st.Epoch != e+1 {
 			t.Errorf("status after healing: %+v", st)
 		}
-		if why := waitFor(time.Now().Add(interval/2), func() (bool, string) {
+		if ok, why := waitfor.Until(time.Now().Add(interval/2), pollEvery, func() (bool, string) {
 			return echo.Snapshot().Answered > closed.Answered, "no echo answered after healing"
-		}); why != "" {
+		}); !ok {
 			t.Error(why)
 		}
 		healed := echo.Snapshot()
@@ -101,10 +102,10 @@ func TestFailClosed(t *testing.T) {
 		t.Parallel()
 		p, seed, e, echo := missingEpoch(t, "keep current", interval, KeepCurrent)
 		var st TunnelStatus
-		if why := waitFor(EpochStart(e, interval).Add(interval/2), func() (bool, string) {
+		if ok, why := waitfor.Until(EpochStart(e, interval).Add(interval/2), pollEvery, func() (bool, string) {
 			st = status(p.ra)
 			return st.Failures > 0, fmt.Sprintf("status %+v", st)
-		}); why != "" {
+		}); !ok {
 			t.Fatalf("A counted no failure in epoch %d: %s", e, why)
 		}
 		if st.FailedClosed || st.Epoch != e-1 || !strings.Contains(st.LastError, "epoch "+fmt.Sprint(e)) {
@@ -128,7 +129,7 @@ func TestFailClosed(t *testing.T) {
 		if kept.Answered-before.Answered < (kept.Sent-before.Sent)*9/10 {
 			t.Errorf("the session did not carry on under KeepCurrent")
 		}
-		if why := waitFor(EpochStart(e+2, interval), func() (bool, string) { return p.inUse(streamKey(seed, e+1)) }); why != "" {
+		if ok, why := waitfor.Until(EpochStart(e+2, interval), pollEvery, func() (bool, string) { return p.inUse(streamKey(seed, e+1)) }); !ok {
 			t.Fatalf("epoch %d did not heal: %s", e+1, why)
 		}
 	})
@@ -145,7 +146,7 @@ func missingEpoch(t *testing.T, name string, interval time.Duration, policy Poli
 	echo := p.Echo(t, 10*time.Millisecond)
 	run(t, p.ra)
 	run(t, p.rb)
-	if why := waitFor(EpochStart(e, interval), func() (bool, string) { return p.inUse(streamKey(seed, e-1)) }); why != "" {
+	if ok, why := waitfor.Until(EpochStart(e, interval), pollEvery, func() (bool, string) { return p.inUse(streamKey(seed, e-1)) }); !ok {
 		t.Fatalf("epoch %d, before the failure: %s", e-1, why)
 	}
 	return p, seed, e, echo

@@ -165,22 +165,10 @@ func run(t testing.TB, r *Rotator) (stop func()) {
 	return stop
 }
 
-// waitFor polls cond every 10 ms until it holds or deadline passes, and
-// returns cond's last reason for not holding ("" if it held).
-func waitFor(deadline time.Time, cond func() (ok bool, why string)) string {
-	for {
-		ok, why := cond()
-		if ok {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return why
-		}
-		// Each look reads both devices (IpcGet): costly under the race
-		// detector, and the machine is shared with the other packages.
-		time.Sleep(25 * time.Millisecond)
-	}
-}
+// pollEvery is how often the tests look at the devices: each look reads
+// both (IpcGet), costly under the race detector, and the machine is
+// shared with the other packages.
+const pollEvery = 25 * time.Millisecond
 
 // during polls check every 10 ms until deadline and returns its first
 // complaint, or "" if it had none.

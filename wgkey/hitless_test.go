@@ -3,6 +3,8 @@ package wgkey
 import (
 	"testing"
 	"time"
+
+	"github.com/qrelay/qrelay/internal/waitfor"
 )
 
 // TestHitlessRotation rotates the PSK of a tunnel between two embedded
@@ -32,8 +34,8 @@ func TestHitlessRotation(t *testing.T) {
 	failed := 0
 	for n := first; n < first+rotations; n++ {
 		// Each epoch's check must pass before the next boundary replaces the key.
-		why := waitFor(EpochStart(n+1, interval), func() (bool, string) { return p.inUse(streamKey(seed, n)) })
-		if why != "" {
+		ok, why := waitfor.Until(EpochStart(n+1, interval), pollEvery, func() (bool, string) { return p.inUse(streamKey(seed, n)) })
+		if !ok {
 			t.Errorf("epoch %d: the new PSK is not in use: %s", n, why)
 			if failed++; failed > 3 {
 				t.FailNow()

@@ -3,6 +3,8 @@ package wgkey
 import (
 	"testing"
 	"time"
+
+	"github.com/qrelay/qrelay/internal/waitfor"
 )
 
 // TestNonDrivingSideDrivesWhenAlone: the driving side A started first, and
@@ -27,10 +29,10 @@ func TestNonDrivingSideDrivesWhenAlone(t *testing.T) {
 	n := EpochAt(clock(), interval)
 
 	run(t, p.ra)
-	if why := waitFor(time.Now().Add(5*time.Second), func() (bool, string) {
+	if ok, why := waitfor.Until(time.Now().Add(5*time.Second), pollEvery, func() (bool, string) {
 		st := status(p.ra)
 		return st.Unconfirmed > 0, "A has not given up its drives"
-	}); why != "" {
+	}); !ok {
 		t.Fatal(why)
 	}
 	aDrives := p.wa.driveCount()
@@ -46,7 +48,7 @@ func TestNonDrivingSideDrivesWhenAlone(t *testing.T) {
 	if end := EpochStart(n+1, interval).Add(-offset); end.Before(deadline) {
 		t.Fatalf("test set-up: the epoch ends at %v, before the deadline %v", end, deadline)
 	}
-	if why := waitFor(deadline, func() (bool, string) { return p.inUse(streamKey(seed, n)) }); why != "" {
+	if ok, why := waitfor.Until(deadline, pollEvery, func() (bool, string) { return p.inUse(streamKey(seed, n)) }); !ok {
 		t.Fatalf("epoch %d's PSK not in use %v after B started: %s", n, deadline.Sub(bStart), why)
 	}
 	a, _, err := p.infos()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/wgkey/wgtest"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -70,15 +71,15 @@ func TestRootNetnsWgctrl(t *testing.T) {
 	// its first packet races the two sides' first installs: a handshake
 	// under different PSKs, then wgctrl's drives, which stop the session
 	// (under load, 250 ms without an answer).
-	if why := waitFor(time.Now().Add(3*interval), func() (bool, string) {
+	if ok, why := waitfor.Until(time.Now().Add(3*interval), pollEvery, func() (bool, string) {
 		return inUse(wa, wb, streamKey(seed, EpochAt(time.Now(), interval)), infos)
-	}); why != "" {
+	}); !ok {
 		t.Fatalf("the tunnel did not come up under a key of the stream: %s", why)
 	}
 	echo := wgtest.NetnsEcho(t, a, b, 10*time.Millisecond)
 	first := EpochAt(time.Now(), interval) + 1
 	for n := first; n < first+rotations; n++ {
-		if why := waitFor(EpochStart(n+1, interval), func() (bool, string) { return inUse(wa, wb, streamKey(seed, n), infos) }); why != "" {
+		if ok, why := waitfor.Until(EpochStart(n+1, interval), pollEvery, func() (bool, string) { return inUse(wa, wb, streamKey(seed, n), infos) }); !ok {
 			t.Fatalf("epoch %d: the new PSK is not in use: %s", n, why)
 		}
 	}

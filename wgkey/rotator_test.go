@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -165,10 +166,10 @@ func TestRotatorOneCallPerBoundary(t *testing.T) {
 	}
 	stop := run(t, r)
 	both := fmt.Sprint([]wgtypes.Key{pa, pb})
-	if why := waitFor(time.Now().Add(3*time.Second), func() (bool, string) {
+	if ok, why := waitfor.Until(time.Now().Add(3*time.Second), pollEvery, func() (bool, string) {
 		_, drives := w.calls()
 		return len(drives) > 0 && fmt.Sprint(drives[len(drives)-1]) == both, fmt.Sprintf("drives %v", drives)
-	}); why != "" {
+	}); !ok {
 		t.Fatalf("no drive of a and the failed-closed b at the boundary: %s", why)
 	}
 	stop()
@@ -275,10 +276,10 @@ func TestStatusFailedClosedInOneStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := run(t, r)
-	if why := waitFor(time.Now().Add(5*time.Second), func() (bool, string) {
+	if ok, why := waitfor.Until(time.Now().Add(5*time.Second), pollEvery, func() (bool, string) {
 		st := status(r)
 		return st.FailedClosed, fmt.Sprintf("status %+v", st)
-	}); why != "" {
+	}); !ok {
 		t.Fatalf("the tunnel did not fail closed: %s", why)
 	}
 	stop()

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -25,9 +26,9 @@ func TestWrongPSKFailsHandshake(t *testing.T) {
 	// complete, and so no session can carry the echo, which starts only
 	// then. (A session made before, under equal PSKs, would carry on: a
 	// rotation does not stop it.)
-	if why := waitFor(time.Now().Add(3*time.Second), func() (bool, string) {
+	if ok, why := waitfor.Until(time.Now().Add(3*time.Second), pollEvery, func() (bool, string) {
 		return status(p.ra).Rotations > 0 && status(p.rb).Rotations > 0 && p.wa.driveCount() > 0, "no install and drive yet"
-	}); why != "" {
+	}); !ok {
 		t.Fatal(why)
 	}
 	var since time.Time
@@ -84,7 +85,7 @@ func TestWrongPSKFailsHandshake(t *testing.T) {
 	driven := time.Now()
 	lastDrive := time.Time{}
 	drives := 0
-	if why := waitFor(driven.Add(2*time.Second), func() (bool, string) {
+	if ok, why := waitfor.Until(driven.Add(2*time.Second), pollEvery, func() (bool, string) {
 		if time.Since(lastDrive) >= 250*time.Millisecond {
 			if err := wa.Handshake([]wgtypes.Key{p.B.Public}); err != nil {
 				return false, err.Error()
@@ -94,7 +95,7 @@ func TestWrongPSKFailsHandshake(t *testing.T) {
 		}
 		a, _, err := p.infos()
 		return err == nil && a.LastHandshake.After(driven), fmt.Sprintf("no handshake after %d drives", drives)
-	}); why != "" {
+	}); !ok {
 		t.Fatalf("control with equal PSKs: %s", why)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/faults"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
 )
 
@@ -231,7 +232,7 @@ func (c *cluster) healedAround(id string, started time.Time) (heal time.Duration
 			c.t.Logf("slow heal of %s waited on:\n%s\nits log:\n%s", id, strings.Join(waits, "\n"), c.nodes[id].log.String())
 		}
 	}()
-	waitFor(c.t, fmt.Sprintf("node %s back in the network", id), 30*time.Second, func() (bool, string) {
+	waitfor.Cond(c.t, fmt.Sprintf("node %s back in the network", id), 30*time.Second, func() (bool, string) {
 		if !c.nodes[id].alive() {
 			died = true
 			return true, ""

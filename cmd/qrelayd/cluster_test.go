@@ -20,6 +20,7 @@ import (
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
 )
 
@@ -251,27 +252,6 @@ func (c *cluster) stop(id string, sig syscall.Signal) error {
 	return p.exitErr
 }
 
-// waitFor polls cond until it holds or the deadline passes: it waits on
-// the nodes' observable state, not on time.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if state != "" {
-			last = state
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s did not happen; last seen: %s", d, what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // nextHop is node from's next hop to dst, or "".
 func (c *cluster) nextHop(from, dst string) (string, []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -290,7 +270,7 @@ func (c *cluster) nextHop(from, dst string) (string, []string) {
 
 func (c *cluster) waitRoute(from, dst string, want []string) {
 	c.t.Helper()
-	waitFor(c.t, fmt.Sprintf("route %s→%s along %v", from, dst, want), 20*time.Second, func() (bool, string) {
+	waitfor.Cond(c.t, fmt.Sprintf("route %s→%s along %v", from, dst, want), 20*time.Second, func() (bool, string) {
 		_, path := c.nextHop(from, dst)
 		return slices.Equal(path, want), fmt.Sprint(path)
 	})
@@ -314,7 +294,7 @@ func (c *cluster) checkPools(pairs [][2]string) (keys int) {
 	t := c.t
 	t.Helper()
 	ctx := context.Background()
-	waitFor(t, "no relay pending or discard unconfirmed at any live node", 30*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "no relay pending or discard unconfirmed at any live node", 30*time.Second, func() (bool, string) {
 		for id, p := range c.nodes {
 			if !p.alive() {
 				continue
@@ -328,7 +308,7 @@ func (c *cluster) checkPools(pairs [][2]string) (keys int) {
 	})
 	// Keys a restarted master handed to its SAE wait as orphans at the
 	// other end until pools.orphan_ttl: the pools agree once they expire.
-	waitFor(t, "pools identical at both ends of every pair", 30*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "pools identical at both ends of every pair", 30*time.Second, func() (bool, string) {
 		keys = 0
 		var differ []string
 		for _, pr := range pairs {

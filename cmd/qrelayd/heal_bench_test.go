@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qrelay/qrelay/internal/waitfor"
 )
 
 // BenchmarkRestartHeal measures what a node restart costs the network: a
@@ -24,7 +26,7 @@ func BenchmarkRestartHeal(b *testing.B) {
 		t0 := time.Now()
 		c.start("b")
 		var up time.Duration
-		waitFor(b, "node b's admin API answering", 20*time.Second, func() (bool, string) {
+		waitfor.Cond(b, "node b's admin API answering", 20*time.Second, func() (bool, string) {
 			_, err := c.nodes["b"].api.Status(ctx)
 			if err == nil && up == 0 {
 				up = time.Since(t0)
@@ -35,7 +37,7 @@ func BenchmarkRestartHeal(b *testing.B) {
 		// that it crossed b's agreed links rather than the long way.
 		pr := c.startTraffic("a", "c", 256, 5*time.Millisecond)
 		var routed time.Time
-		waitFor(b, "relay a→c through the restarted b", 20*time.Second, func() (bool, string) {
+		waitfor.Cond(b, "relay a→c through the restarted b", 20*time.Second, func() (bool, string) {
 			if routed.IsZero() {
 				if !viaB(c) {
 					return false, "route a→c not through b yet"

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qrelay/qrelay/internal/waitfor"
 )
 
 // The ring of these tests: a–b–c–d–e–a. From a, node c is two hops away
@@ -35,14 +37,14 @@ func startRing(t testing.TB) *cluster {
 func TestRingLinkFailure(t *testing.T) {
 	c := startRing(t)
 	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
-	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
 		_, ok := tr.FirstOKAfter(time.Time{})
 		return ok, ""
 	})
 	cut := time.Now()
 	c.proxies["b-c"].Cut()
 	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
-	waitFor(t, "relay a→c resumed after the cut", 20*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "relay a→c resumed after the cut", 20*time.Second, func() (bool, string) {
 		_, ok := tr.FirstOKAfter(cut)
 		return ok, ""
 	})
@@ -65,14 +67,14 @@ func TestRingLinkFailure(t *testing.T) {
 func TestRingNodeFailure(t *testing.T) {
 	c := startRing(t)
 	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
-	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
 		_, ok := tr.FirstOKAfter(time.Time{})
 		return ok, ""
 	})
 	kill := time.Now()
 	c.stop("b", syscall.SIGKILL)
 	c.waitRoute("a", "c", []string{"a", "e", "d", "c"})
-	waitFor(t, "relay a→c resumed after b died", 20*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "relay a→c resumed after b died", 20*time.Second, func() (bool, string) {
 		_, ok := tr.FirstOKAfter(kill)
 		return ok, ""
 	})
@@ -179,18 +181,18 @@ func TestSIGHUP(t *testing.T) {
 		}
 	}
 	reload(string(orig) + "routes:\n  - dst: c\n    via: b\n")
-	waitFor(t, "static route a→c via b after SIGHUP", 10*time.Second, staticVia("b"))
+	waitfor.Cond(t, "static route a→c via b after SIGHUP", 10*time.Second, staticVia("b"))
 
 	bad := strings.Replace(string(orig), "completion_timeout: 3s", "completion_timeout: 4s", 1)
 	reload(bad)
-	waitFor(t, "the refusal of a km change in the log", 10*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "the refusal of a km change in the log", 10*time.Second, func() (bool, string) {
 		return strings.Contains(a.log.String(), "config not reloaded; restart the node to apply it"), ""
 	})
 	if ok, r := staticVia("b")(); !ok || !a.alive() {
 		t.Fatalf("after a refused reload: route %s, node alive %v", r, a.alive())
 	}
 	reload(string(orig))
-	waitFor(t, "computed route a→c back after SIGHUP", 10*time.Second, staticVia("c"))
+	waitfor.Cond(t, "computed route a→c back after SIGHUP", 10*time.Second, staticVia("c"))
 }
 
 // TestRingNodeRestart kills node b (SIGKILL) while a relays to c through
@@ -200,7 +202,7 @@ func TestSIGHUP(t *testing.T) {
 func TestRingNodeRestart(t *testing.T) {
 	c := startRing(t)
 	tr := c.startTraffic("a", "c", 256, 25*time.Millisecond)
-	waitFor(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "traffic a→c flowing", 20*time.Second, func() (bool, string) {
 		_, ok := tr.FirstOKAfter(time.Time{})
 		return ok, ""
 	})
@@ -211,7 +213,7 @@ func TestRingNodeRestart(t *testing.T) {
 	c.start("b")
 	heal := c.startTraffic("a", "c", 256, 5*time.Millisecond)
 	var routed time.Time
-	waitFor(t, "relay a→c through the restarted b", 20*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "relay a→c through the restarted b", 20*time.Second, func() (bool, string) {
 		if routed.IsZero() {
 			if !viaB(c) {
 				return false, "route a→c not through b yet"

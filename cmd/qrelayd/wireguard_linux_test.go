@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/wgkey"
 	"github.com/qrelay/qrelay/wgkey/wgtest"
@@ -98,7 +99,7 @@ func TestWireGuardThroughWgctrl(t *testing.T) {
 	}
 	// The first epochs may fail closed while the pools fill: measure from
 	// an epoch in use on.
-	waitFor(t, "an epoch's stream key in use at both ends", 30*time.Second, func() (bool, string) {
+	waitfor.Cond(t, "an epoch's stream key in use at both ends", 30*time.Second, func() (bool, string) {
 		return inUse(wgkey.EpochAt(time.Now(), interval))
 	})
 	echo := wgtest.NetnsEcho(t, wa, wb, 10*time.Millisecond)

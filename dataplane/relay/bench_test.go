@@ -17,6 +17,7 @@ import (
 
 	"github.com/qrelay/qrelay/dataplane/kmlink"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -73,7 +74,7 @@ func benchNetOpts() netOpts {
 }
 
 func waitLinks(b testing.TB, n *testNet, edges [][2]string) {
-	waitFor(b, "links up", 10*time.Second, func() bool {
+	waitfor.Bool(b, "links up", 10*time.Second, func() bool {
 		for _, e := range edges {
 			if n.nodes[e[0]].eng.link(e[1]).current() == nil || n.nodes[e[1]].eng.link(e[0]).current() == nil {
 				return false

@@ -12,6 +12,7 @@ import (
 
 	"github.com/qrelay/qrelay/dataplane/qkd"
 	"github.com/qrelay/qrelay/dataplane/qkdsim"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -117,7 +118,7 @@ func TestDownSourceNoSpin(t *testing.T) {
 	relayOK(t, n.nodes["a"].eng, "b", 30000, 32)
 	master.down.Store(true)
 	t0 := time.Now()
-	waitFor(t, "five fetches from the down source", 20*time.Second, func() bool { return master.fetches.Load() >= 5 })
+	waitfor.Bool(t, "five fetches from the down source", 20*time.Second, func() bool { return master.fetches.Load() >= 5 })
 	if d := time.Since(t0); d < 4*fetchRetry*9/10 {
 		t.Fatalf("5 fetches of a down source within %v: the master retries without waiting %v", d, fetchRetry)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/qrelay/qrelay/dataplane/qkdsim"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/internal/pki"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -317,21 +318,6 @@ func (n *testNet) conn(a, b string) *kmlink.Conn {
 	return c.(*kmlink.Conn)
 }
 
-// waitFor polls cond (each poll is a real check, no fixed sleep stands in
-// for it) until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
-
 // checkPools checks that every pair of nodes holds identical key sets for
 // each other: same IDs, same bytes, nothing at one end only. It drains the
 // pools.
@@ -388,7 +374,7 @@ func (n *testNet) checkPools(t *testing.T) (pairs, keys int) {
 
 func (n *testNet) waitUp(t testing.TB, edges [][2]string) {
 	t.Helper()
-	waitFor(t, "links up with pad", 10*time.Second, func() bool {
+	waitfor.Bool(t, "links up with pad", 10*time.Second, func() bool {
 		for _, e := range edges {
 			for _, p := range [][2]string{{e[0], e[1]}, {e[1], e[0]}} {
 				l := n.nodes[p[0]].eng.link(p[1])

@@ -12,6 +12,7 @@ import (
 	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/dataplane/qkd"
 	"github.com/qrelay/qrelay/internal/fakekme"
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -123,7 +124,7 @@ func TestETSI014Source(t *testing.T) {
 	}
 	edges := [][2]string{{"a", "b"}}
 	n := newTestNet(t, []string{"a", "b"}, edges, nil, netOpts{ringSize: 1 << 20, source: src})
-	waitFor(t, "pad from the KMEs both ways", 20*time.Second, func() bool {
+	waitfor.Bool(t, "pad from the KMEs both ways", 20*time.Second, func() bool {
 		return n.nodes["a"].eng.link("b").tx.Stats().Stock >= 64<<10 && n.nodes["b"].eng.link("a").tx.Stats().Stock >= 64<<10
 	})
 	relayOK(t, n.nodes["a"].eng, "b", 1500, 32)
@@ -142,7 +143,7 @@ func TestETSI014Source(t *testing.T) {
 func TestSlowQKDLink(t *testing.T) {
 	edges := [][2]string{{"a", "b"}}
 	n := newTestNet(t, []string{"a", "b"}, edges, nil, netOpts{ringSize: 512 << 10, secretRate: 40e6})
-	waitFor(t, "link up", 10*time.Second, func() bool { return n.nodes["a"].eng.link("b").current() != nil })
+	waitfor.Bool(t, "link up", 10*time.Second, func() bool { return n.nodes["a"].eng.link("b").current() != nil })
 	relayOK(t, n.nodes["a"].eng, "b", 40000, 32) // 1.25 MB of keys through a 512 KiB ring
 	st := n.nodes["a"].eng.Stats()
 	if st.PadWaits.Load() == 0 {
@@ -163,7 +164,7 @@ func TestSlowQKDLink(t *testing.T) {
 func TestQKDOutage(t *testing.T) {
 	edges := [][2]string{{"a", "b"}}
 	n := newTestNet(t, []string{"a", "b"}, edges, nil, netOpts{ringSize: 256 << 10, secretRate: 40e6})
-	waitFor(t, "link up", 10*time.Second, func() bool { return n.nodes["a"].eng.link("b").current() != nil })
+	waitfor.Bool(t, "link up", 10*time.Second, func() bool { return n.nodes["a"].eng.link("b").current() != nil })
 	for _, nd := range n.nodes {
 		for _, s := range nd.srcs {
 			s.SetOutage(true, "test: fibre cut")
@@ -188,8 +189,8 @@ func TestQKDOutage(t *testing.T) {
 		}
 	}
 	relayOK(t, n.nodes["a"].eng, "b", 16384, 32)
-	waitFor(t, "no frame pending", 10*time.Second, func() bool { return n.nodes["a"].eng.Pending() == 0 })
-	waitFor(t, "discards confirmed", 10*time.Second, func() bool { return n.nodes["a"].eng.PendingDiscards() == 0 })
+	waitfor.Bool(t, "no frame pending", 10*time.Second, func() bool { return n.nodes["a"].eng.Pending() == 0 })
+	waitfor.Bool(t, "discards confirmed", 10*time.Second, func() bool { return n.nodes["a"].eng.PendingDiscards() == 0 })
 	if _, keys := n.checkPools(t); keys != during.Delivered+16384 {
 		t.Fatalf("%d keys at both ends, want the %d delivered during the outage and the 16384 after", keys, during.Delivered)
 	}
@@ -305,7 +306,7 @@ func TestReplayedFrame(t *testing.T) {
 	})
 	relayOK(t, n.nodes["a"].eng, "b", 3*2048, 32)
 	// The replays' refusals reach a for a frame no longer pending: ignored.
-	waitFor(t, "both replays refused", 5*time.Second, func() bool { return n.nodes["b"].eng.Stats().Replays.Load() == 2 })
+	waitfor.Bool(t, "both replays refused", 5*time.Second, func() bool { return n.nodes["b"].eng.Stats().Replays.Load() == 2 })
 	tamper(n, "a", func(b []byte) [][]byte { return [][]byte{b} })
 	relayOK(t, n.nodes["a"].eng, "b", 2048, 32)
 	relayOK(t, n.nodes["b"].eng, "a", 2048, 32)
@@ -370,7 +371,7 @@ func TestLinkKilled(t *testing.T) {
 		t.Fatal("killing the link lost nothing: the test did not kill it mid-transfer")
 	}
 	// a keeps asking c to discard what it reported lost until c confirms.
-	waitFor(t, "discards confirmed", 15*time.Second, func() bool { return n.nodes["a"].eng.PendingDiscards() == 0 })
+	waitfor.Bool(t, "discards confirmed", 15*time.Second, func() bool { return n.nodes["a"].eng.PendingDiscards() == 0 })
 	if _, keys := n.checkPools(t); keys != delivered {
 		t.Fatalf("%d keys at both ends, but the source was told %d were delivered", keys, delivered)
 	}

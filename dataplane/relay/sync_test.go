@@ -9,6 +9,7 @@ import (
 
 	"github.com/qrelay/qrelay/dataplane/frame"
 	"github.com/qrelay/qrelay/internal/faults"
+	"github.com/qrelay/qrelay/internal/waitfor"
 )
 
 func TestAgreement(t *testing.T) {
@@ -80,7 +81,7 @@ func TestAgreement(t *testing.T) {
 // linked waits until the link a-b is up at both ends and holds pad each way.
 func (n *testNet) linked(t *testing.T, a, b string) {
 	t.Helper()
-	waitFor(t, "link "+a+"-"+b+" up with pad", 15*time.Second, func() bool {
+	waitfor.Bool(t, "link "+a+"-"+b+" up with pad", 15*time.Second, func() bool {
 		for _, p := range [][2]string{{a, b}, {b, a}} {
 			l := n.nodes[p[0]].eng.link(p[1])
 			if l.current() == nil || l.tx.Stats().Stock < 1<<20 {
@@ -295,7 +296,7 @@ func TestSyncWhileSlaveWaitsForRoom(t *testing.T) {
 		}()
 	}
 	brx := n.nodes["b"].eng.link("a").rx
-	waitFor(t, "b's rx ring full, an assignment waiting for room", 20*time.Second, func() bool {
+	waitfor.Bool(t, "b's rx ring full, an assignment waiting for room", 20*time.Second, func() bool {
 		return brx.Stats().AppendRejected > 0
 	})
 	cancel()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -274,23 +275,12 @@ func TestFlushBatching(t *testing.T) {
 func TestFlushEvery(t *testing.T) {
 	l := open(t, true, nil, Config{FlushEvery: 20 * time.Millisecond})
 	l.PadUsed("b", 0, true, 0, 10)
-	waitFor(t, "a timed flush", func() bool { return l.Stats().Records == 1 })
+	waitfor.Bool(t, "a timed flush", 10*time.Second, func() bool { return l.Stats().Records == 1 })
 	l2 := open(t, true, nil, Config{FlushEvery: time.Hour})
 	for i := range flushAt {
 		l2.PadUsed("b", 0, true, uint64(2*i), uint64(2*i+1))
 	}
-	waitFor(t, "an early flush", func() bool { return l2.Stats().Records == flushAt })
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitfor.Bool(t, "an early flush", 10*time.Second, func() bool { return l2.Stats().Records == flushAt })
 }
 
 // TestDurableReopen: records survive closing and reopening the store.
@@ -346,7 +336,7 @@ func TestRetention(t *testing.T) {
 
 	clk.add(22*time.Hour + 30*time.Minute) // the first batch is older than a day
 	l = open(t, true, clk, Config{Meta: m, Retention: 24 * time.Hour})
-	waitFor(t, "the deletion at start", func() bool { return l.Stats().Pruned == uint64(n) })
+	waitfor.Bool(t, "the deletion at start", 10*time.Second, func() bool { return l.Stats().Pruned == uint64(n) })
 	rs := query(t, l, Query{})
 	sameRecords(t, "after the retention", rs, []Record{
 		used("b", s2m, SideTx, 0, 10, t0.Add(time.Hour)),

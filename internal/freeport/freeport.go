@@ -1,6 +1,7 @@
-// Package freeport hands tests loopback ports to configure before anything
+// Package freeport hands out loopback ports to configure before anything
 // listens on them (a node's address must be in its peers' configs before
-// the node starts).
+// the node starts): Loopback for tests, Pick for the demo and other
+// programs.
 //
 // A port the kernel picked for a socket bound to port 0 and then closed is
 // the obvious choice, and a poor one: it lies in the ephemeral range, from
@@ -11,6 +12,7 @@
 package freeport
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -30,9 +32,20 @@ var (
 
 // Loopback returns "127.0.0.1:port" with a port below the kernel's
 // ephemeral range that nobody held for network ("udp" or "tcp") a moment
-// ago and that this process has not handed out before.
+// ago and that this process has not handed out before. It fails tb if
+// there is none.
 func Loopback(tb testing.TB, network string) string {
 	tb.Helper()
+	addr, err := Pick(network)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return addr
+}
+
+// Pick is Loopback for code that is not a test: it returns an error if
+// there is no such port.
+func Pick(network string) (string, error) {
 	top := ephemeralStart()
 	mu.Lock()
 	defer mu.Unlock()
@@ -42,10 +55,9 @@ func Loopback(tb testing.TB, network string) string {
 			continue
 		}
 		handed[port] = true
-		return "127.0.0.1:" + strconv.Itoa(port)
+		return "127.0.0.1:" + strconv.Itoa(port), nil
 	}
-	tb.Fatalf("freeport: no free %s port on 127.0.0.1 in [%d, %d) after 1000 tries", network, lowest, top)
-	return ""
+	return "", fmt.Errorf("freeport: no free %s port on 127.0.0.1 in [%d, %d) after 1000 tries", network, lowest, top)
 }
 
 // free reports whether port can be bound on loopback now.
