@@ -120,7 +120,7 @@ func chaos(t *testing.T, durable bool) {
 		if len(p.env) > 0 {
 			// Armed at a fault point: let it die there, or kill it.
 			select {
-			case <-p.exited:
+			case <-p.run.Done():
 			case <-time.After(5 * time.Second):
 			}
 		}
@@ -229,7 +229,7 @@ func (c *cluster) healedAround(id string, started time.Time) (heal time.Duration
 	}
 	defer func() {
 		if heal > chaosHealMedian {
-			c.t.Logf("slow heal of %s waited on:\n%s\nits log:\n%s", id, strings.Join(waits, "\n"), c.nodes[id].log.String())
+			c.t.Logf("slow heal of %s waited on:\n%s\nits log:\n%s", id, strings.Join(waits, "\n"), c.nodes[id].run.Output())
 		}
 	}()
 	waitfor.Cond(c.t, fmt.Sprintf("node %s back in the network", id), 30*time.Second, func() (bool, string) {

@@ -1,22 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/config"
 	"github.com/qrelay/qrelay/internal/freeport"
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
@@ -52,7 +53,7 @@ func TestMain(m *testing.M) {
 // fibre cut or a dead switch would.
 type cluster struct {
 	t       testing.TB
-	dir     string
+	lab     *lab.Lab
 	ca      *pki.CA
 	opCert  tls.Certificate
 	nodes   map[string]*proc
@@ -62,34 +63,12 @@ type cluster struct {
 
 type proc struct {
 	id       string
+	cfg      *lab.Config // as written to cfgPath
 	cfgPath  string
-	kmAddr   string
-	etsiAddr string     // with clusterOpts.etsi014
-	env      []string   // extra environment of its next start
-	mu       sync.Mutex // guards exited, replaced at each start
+	etsiAddr string   // with clusterOpts.etsi014
+	env      []string // extra environment of its next start
 	api      *adminapi.Client
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	exitErr  error
-	log      *lockedBuffer
-	stopOnce sync.Once
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	run      *lab.Proc
 }
 
 // newCluster writes certificates and configs for nodes joined by edges and
@@ -99,89 +78,77 @@ func newCluster(t testing.TB, ids []string, edges [][2]string) *cluster {
 	return newClusterWith(t, ids, edges, nil)
 }
 
-// newClusterWith is newCluster with extra(id) appended to node id's
-// config, if extra is not nil.
-func newClusterWith(t testing.TB, ids []string, edges [][2]string, extra func(id string) string) *cluster {
+// newClusterWith is newCluster with configure(id, cfg) applied to node
+// id's config before it is written, if configure is not nil.
+func newClusterWith(t testing.TB, ids []string, edges [][2]string, configure func(id string, cfg *lab.Config)) *cluster {
 	t.Helper()
-	return newClusterOpts(t, ids, edges, clusterOpts{extra: extra})
+	return newClusterOpts(t, ids, edges, clusterOpts{configure: configure})
 }
 
 // clusterOpts are the options of newClusterOpts.
 type clusterOpts struct {
-	extra   func(id string) string // YAML appended to node id's config
-	etsi014 bool                   // every node serves ETSI 014, with SAE sae-<id> at node <id>
-	durable bool                   // storage in durable mode
-	bin     string                 // the qrelayd binary (default qrelaydBin)
-	slots   int                    // pools.slots (default 1048576); refills stop at a quarter
+	configure func(id string, cfg *lab.Config) // applied last to node id's config
+	etsi014   bool                             // every node serves ETSI 014, with SAE sae-<id> at node <id>
+	durable   bool                             // storage in durable mode
+	bin       string                           // the qrelayd binary (default qrelaydBin)
+	slots     int                              // pools.slots (default 1048576); refills stop at a quarter
 }
 
 // newClusterOpts writes certificates and configs and starts every node.
 func newClusterOpts(t testing.TB, ids []string, edges [][2]string, o clusterOpts) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*proc{}, proxies: map[string]*udpproxy.Proxy{}, bin: cmp.Or(o.bin, qrelaydBin)}
-	extra := o.extra
-	var err error
-	if c.ca, err = pki.NewCA("qrelay test CA", time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, data []byte) string {
-		p := filepath.Join(c.dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	write("ca.pem", c.ca.CertPEM)
-	op, err := c.ca.Issue(pki.Operator, "test-operator", time.Hour)
+	c := &cluster{t: t, nodes: map[string]*proc{}, proxies: map[string]*udpproxy.Proxy{}, bin: cmp.Or(o.bin, qrelaydBin)}
+	l, err := lab.New(t.TempDir(), "qrelay test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.opCert = op.TLS
+	c.lab, c.ca = l, l.CA
+	if c.opCert, err = l.Issue(pki.Operator, "test-operator", ""); err != nil {
+		t.Fatal(err)
+	}
 	for _, id := range ids {
-		crt, err := c.ca.Issue(pki.Node, id, time.Hour, "127.0.0.1")
+		cfg, err := l.Node(id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		write("node-"+id+".pem", crt.CertPEM)
-		write("node-"+id+".key", crt.KeyPEM)
-		c.nodes[id] = &proc{id: id, kmAddr: freeport.Loopback(t, "udp")}
+		cfg.Node.Log.Level = config.LogInfo
+		cfg.KM.Keepalive, cfg.KM.IdleTimeout, cfg.KM.CompletionTimeout = 200*time.Millisecond, time.Second, 3*time.Second
+		cfg.API.Admin.Listen = freeport.Loopback(t, "tcp")
+		cfg.Pools = lab.Pools{Slots: 1048576, SlotSize: 32, OrphanTTL: 5 * time.Second}
+		if o.slots != 0 {
+			cfg.Pools.Slots, cfg.Pools.High, cfg.Pools.Low = o.slots, o.slots/4, o.slots/8
+		}
+		cfg.Control = lab.Control{Refresh: 5 * time.Second, MaxAge: 30 * time.Second, SPFDelay: 5 * time.Millisecond}
+		c.nodes[id] = &proc{id: id, cfg: cfg}
 	}
 	// The lower ID dials, through the link's proxy.
-	links := map[string][]string{}
 	for i, e := range edges {
 		a, b := min(e[0], e[1]), max(e[0], e[1])
-		px := udpproxy.New(t, c.nodes[b].kmAddr)
+		px := udpproxy.New(t, c.nodes[b].cfg.KM.Listen)
 		c.proxies[a+"-"+b] = px
-		seed := fmt.Sprintf("%064x", i+1)
-		links[a] = append(links[a], fmt.Sprintf(linkYAML, b, "address: "+px.Addr(), seed))
-		links[b] = append(links[b], fmt.Sprintf(linkYAML, a, "", seed))
+		lab.Connect(c.nodes[a].cfg, c.nodes[b].cfg, px.Addr(), func(_, _ string) lab.Link {
+			return lab.Link{PadCapacity: 16 * config.MiB, MinStock: 64 * config.KiB, Source: lab.Source{
+				Simulator: &lab.Simulator{Seed: lab.Seed(i + 1), Rate: 200e6, BlockSize: 64 * config.KiB}}}
+		})
 	}
 	for _, id := range ids {
 		p := c.nodes[id]
-		admin := freeport.Loopback(t, "tcp")
-		etsi := ""
 		if o.etsi014 {
 			p.etsiAddr = freeport.Loopback(t, "tcp")
-			etsi = fmt.Sprintf("  etsi014: {listen: %q}\n", p.etsiAddr)
-		}
-		cfg := fmt.Sprintf(nodeYAML, id, id, id, p.kmAddr, admin, etsi, strings.Join(links[id], ""))
-		if o.slots != 0 {
-			cfg = strings.Replace(cfg, "slots: 1048576", fmt.Sprintf("slots: %d, high: %d, low: %d", o.slots, o.slots/4, o.slots/8), 1)
-		}
-		if o.etsi014 {
-			cfg += "saes:\n"
+			p.cfg.API.ETSI014.Listen = p.etsiAddr
 			for _, other := range ids {
-				cfg += fmt.Sprintf("  - {id: sae-%s, node: %s}\n", other, other)
+				p.cfg.SAEs = append(p.cfg.SAEs, lab.SAE{ID: "sae-" + other, Node: other})
 			}
 		}
 		if o.durable {
-			cfg += "storage: {mode: durable, dir: data-" + id + "}\n"
+			p.cfg.Storage = lab.Storage{Mode: config.Durable, Dir: "data-" + id}
 		}
-		if extra != nil {
-			cfg += extra(id)
+		if o.configure != nil {
+			o.configure(id, p.cfg)
 		}
-		p.cfgPath = write("node-"+id+".yaml", []byte(cfg))
-		p.api = adminapi.NewClient("https://"+admin, c.opCert, c.ca.Pool())
+		p.cfgPath = c.writeConfig(p.cfg)
+		p.api = adminapi.NewClient("https://"+p.cfg.API.Admin.Listen, c.opCert, c.ca.Pool())
+		p.run = &lab.Proc{Name: "node " + id, Path: c.bin, Args: []string{"-config", p.cfgPath}}
 	}
 	for _, id := range ids {
 		c.start(id)
@@ -189,67 +156,41 @@ func newClusterOpts(t testing.TB, ids []string, edges [][2]string, o clusterOpts
 	return c
 }
 
-const nodeYAML = `
-node:
-  id: %s
-  log: {level: info}
-tls: {ca: ca.pem, cert: node-%s.pem, key: node-%s.key}
-km:
-  listen: %s
-  keepalive: 200ms
-  idle_timeout: 1s
-  completion_timeout: 3s
-api:
-  admin: {listen: "%s"}
-%spools: {slots: 1048576, slot_size: 32, orphan_ttl: 5s}
-control: {refresh: 5s, max_age: 30s, spf_delay: 5ms}
-links:
-%s`
+// writeConfig writes cfg as its node's config file and returns its path.
+func (c *cluster) writeConfig(cfg *lab.Config) string {
+	c.t.Helper()
+	path, _, err := c.lab.WriteConfig(cfg, "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return path
+}
 
-const linkYAML = `  - peer: %s
-    %s
-    pad_capacity: 16MiB
-    min_stock: 64KiB
-    source:
-      simulator: {seed: "%s", rate: 200Mbit/s, block_size: 64KiB}
-`
+// stopGrace is how long a node has to exit after a signal.
+const stopGrace = 30 * time.Second
 
 func (c *cluster) start(id string) {
 	t := c.t
 	p := c.nodes[id]
-	p.log = &lockedBuffer{}
-	p.mu.Lock() // alive may be asked from another goroutine
-	p.exited = make(chan struct{})
-	p.mu.Unlock()
-	p.stopOnce = sync.Once{}
-	p.cmd = exec.Command(c.bin, "-config", p.cfgPath)
-	p.cmd.Env = append(os.Environ(), p.env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
+	p.run.Env = p.env
+	if err := p.run.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cmd, exited := p.cmd, p.exited
-	go func() { p.exitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		c.stop(id, syscall.SIGTERM)
 		if t.Failed() {
-			t.Logf("log of node %s:\n%s", id, p.log.String())
+			t.Logf("log of node %s:\n%s", id, p.run.Output())
 		}
 	})
 }
 
 // stop signals node id and waits for it to exit.
 func (c *cluster) stop(id string, sig syscall.Signal) error {
-	p := c.nodes[id]
-	p.stopOnce.Do(func() { p.cmd.Process.Signal(sig) })
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
+	err := c.nodes[id].run.Stop(sig, stopGrace)
+	if errors.Is(err, lab.ErrKilled) {
 		c.t.Errorf("node %s did not exit within 30 s of %v", id, sig)
 	}
-	return p.exitErr
+	return err
 }
 
 // nextHop is node from's next hop to dst, or "".
@@ -330,14 +271,4 @@ func (c *cluster) checkPools(pairs [][2]string) (keys int) {
 	return keys
 }
 
-func (p *proc) alive() bool {
-	p.mu.Lock()
-	exited := p.exited
-	p.mu.Unlock()
-	select {
-	case <-exited:
-		return false
-	default:
-		return true
-	}
-}
+func (p *proc) alive() bool { return !p.run.Exited() }

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/waitfor"
 )
 
@@ -133,7 +133,7 @@ func TestSIGTERM(t *testing.T) {
 	c.waitRoute("a", "b", []string{"a", "b"})
 	for _, id := range []string{"a", "b"} {
 		if err := c.stop(id, syscall.SIGTERM); err != nil {
-			t.Errorf("node %s after SIGTERM: %v; want exit status 0\n%s", id, err, c.nodes[id].log.String())
+			t.Errorf("node %s after SIGTERM: %v; want exit status 0\n%s", id, err, c.nodes[id].run.Output())
 		}
 	}
 }
@@ -149,10 +149,6 @@ func TestSIGHUP(t *testing.T) {
 	c := newCluster(t, []string{"a", "b", "c"}, [][2]string{{"a", "b"}, {"b", "c"}, {"a", "c"}})
 	c.waitRoute("a", "c", []string{"a", "c"})
 	a := c.nodes["a"]
-	orig, err := os.ReadFile(a.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out bytes.Buffer
 	if code := run([]string{"-config", a.cfgPath, "-check"}, &out); code != 0 || !strings.Contains(out.String(), "is valid") {
 		t.Fatalf("-check: exit %d\n%s", code, out.String())
@@ -160,12 +156,13 @@ func TestSIGHUP(t *testing.T) {
 	if strings.Contains(out.String(), fmt.Sprintf("%064x", 1)) || !strings.Contains(out.String(), "<redacted>") {
 		t.Errorf("-check printed a link seed:\n%s", out.String())
 	}
-	reload := func(cfg string) {
+	// reload writes a's config with edit applied and sends a SIGHUP.
+	reload := func(edit func(cfg *lab.Config)) {
 		t.Helper()
-		if err := os.WriteFile(a.cfgPath, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		cfg := *a.cfg
+		edit(&cfg)
+		c.writeConfig(&cfg)
+		if err := a.run.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -180,18 +177,17 @@ func TestSIGHUP(t *testing.T) {
 			return false, fmt.Sprint(err)
 		}
 	}
-	reload(string(orig) + "routes:\n  - dst: c\n    via: b\n")
+	reload(func(cfg *lab.Config) { cfg.Routes = []lab.Route{{Dst: "c", Via: "b"}} })
 	waitfor.Cond(t, "static route a→c via b after SIGHUP", 10*time.Second, staticVia("b"))
 
-	bad := strings.Replace(string(orig), "completion_timeout: 3s", "completion_timeout: 4s", 1)
-	reload(bad)
+	reload(func(cfg *lab.Config) { cfg.KM.CompletionTimeout = 4 * time.Second })
 	waitfor.Cond(t, "the refusal of a km change in the log", 10*time.Second, func() (bool, string) {
-		return strings.Contains(a.log.String(), "config not reloaded; restart the node to apply it"), ""
+		return strings.Contains(a.run.Output(), "config not reloaded; restart the node to apply it"), ""
 	})
 	if ok, r := staticVia("b")(); !ok || !a.alive() {
 		t.Fatalf("after a refused reload: route %s, node alive %v", r, a.alive())
 	}
-	reload(string(orig))
+	reload(func(*lab.Config) {})
 	waitfor.Cond(t, "computed route a→c back after SIGHUP", 10*time.Second, staticVia("c"))
 }
 

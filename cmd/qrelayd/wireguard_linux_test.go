@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
 	"github.com/qrelay/qrelay/wgkey"
@@ -43,13 +44,12 @@ func TestWireGuardThroughWgctrl(t *testing.T) {
 	}
 	wa.Connect(t, wb, psk)
 	wb.Connect(t, wa, psk)
-	c := newClusterWith(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, func(id string) string {
+	c := newClusterWith(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, func(id string, cfg *lab.Config) {
 		me, peer, remote := wa, wb, "b"
 		if id == "b" {
 			me, peer, remote = wb, wa, "a"
 		}
-		return fmt.Sprintf("wireguard:\n  - {name: dc, remote_node: %s, interface: %s, peer_public_key: %q, interval: 1s}\n",
-			remote, me.Iface, peer.Public.String())
+		cfg.WireGuard = []lab.WireGuardTunnel{{Name: "dc", RemoteNode: remote, Interface: me.Iface, PeerPublicKey: peer.Public.String(), Interval: time.Second}}
 	})
 	c.waitRoute("a", "b", []string{"a", "b"})
 	wgc, err := wgctrl.New()
