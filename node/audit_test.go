@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/qrelay/qrelay/internal/audit"
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -68,7 +69,7 @@ func TestAuditETSI014KeysHanded(t *testing.T) {
 // TestAuditKeyStream: keys a key stream takes from the pools are
 // recorded at both nodes under the stream's name, the same IDs.
 func TestAuditKeyStream(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, nodeExtra: tunnelYAML("t1", "a", "b", "1h")})
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, configure: tunnel("t1", "a", "b", time.Hour)})
 	c.waitPath("a", "b", "a", "b")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -96,8 +97,10 @@ func TestAuditKeyStream(t *testing.T) {
 // memory, and /metrics counts its records.
 func TestAuditMemoryMode(t *testing.T) {
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{
-		extra:     "api: {metrics: {listen: \"127.0.0.1:0\"}}\n",
-		nodeExtra: func(string) string { return "audit: {window: 1000}\n" }})
+		configure: func(_ string, cfg *lab.Config) {
+			cfg.API.Metrics.Listen = "127.0.0.1:0"
+			cfg.Audit.Window = 1000
+		}})
 	n := c.nodes["a"]
 	l := n.Audit()
 	if l == nil || l.Durable() {

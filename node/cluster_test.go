@@ -9,14 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/qrelay/qrelay/config"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
-	"github.com/qrelay/qrelay/internal/freeport"
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/relayprobe"
 	"github.com/qrelay/qrelay/internal/udpproxy"
@@ -39,128 +38,107 @@ type testCluster struct {
 }
 
 type clusterOpts struct {
-	extra     string // YAML appended to every node's config
-	durable   bool   // storage in durable mode, in a directory per node
-	poolTTL   string // pools.ttl
-	orphanTTL string // pools.orphan_ttl
-	minStock  string // links' min_stock (default 64KiB)
+	durable   bool          // storage in durable mode, in a directory per node
+	poolTTL   time.Duration // pools.ttl
+	orphanTTL time.Duration // pools.orphan_ttl
+	minStock  config.Size   // links' min_stock (default 64KiB)
 	// etsi014 serves the ETSI 014 API on every node, each with one SAE
 	// sae-<id> and knowing every other node's.
-	etsi014   bool
-	etsiExtra string // YAML flow-mapping fields added to api.etsi014
+	etsi014 bool
 	// refills says the nodes refill pools by relay in the background
-	// (ETSI 014 in extra, key streams), which etsi014 implies: relays get
-	// the default completion timeout rather than the tests' short one.
+	// (ETSI 014 in configure, key streams), which etsi014 implies: relays
+	// get the default completion timeout rather than the tests' short one.
 	refills   bool
 	poolSlots int // pools.slots (default 262144)
 	poolHigh  int // pools.high (default: slots)
 	// direct joins the nodes without the UDP proxies (no Cut): for
 	// benchmarks, where a proxy's copying would be charged to the nodes.
 	direct bool
-	// nodeExtra, if set, gives YAML appended to node id's config.
-	nodeExtra func(id string) string
+	// configure, if set, is applied last to node id's config.
+	configure func(id string, cfg *lab.Config)
 	// wireguard gives, by node, the writers of WireGuard devices
 	// embedded in the test (Options.WireGuard).
 	wireguard map[string]map[string]wgkey.Writer
-	// saeLimit is YAML flow-mapping fields added to each node's own SAE
-	// ("keys_per_second: 10, burst: 128").
-	saeLimit string
-	// source, if set, gives the YAML flow mapping of the QKD source of
-	// node me's end of its link to peer (default: a simulator).
-	source func(me, peer string) string
+	// source, if set, gives the QKD source of node me's end of its link
+	// to peer (default: a simulator).
+	source func(me, peer string) lab.Source
 }
 
 func newTestCluster(tb testing.TB, ids []string, edges [][2]string, o clusterOpts) *testCluster {
 	tb.Helper()
 	c := &testCluster{tb: tb, nodes: map[string]*Node{}, cfgs: map[string]*config.Config{}, proxies: map[string]*udpproxy.Proxy{}, dir: tb.TempDir()}
-	ca, err := pki.NewCA("qrelay test CA", time.Hour)
+	l, err := lab.New(c.dir, "qrelay test CA", time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c.ca, c.ids, c.wg = ca, ids, o.wireguard
-	write := func(name string, data []byte) {
-		if err := os.WriteFile(filepath.Join(c.dir, name), data, 0o600); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	write("ca.pem", ca.CertPEM)
-	km := map[string]string{}
+	c.ca, c.ids, c.wg = l.CA, ids, o.wireguard
+	cfgs := map[string]*lab.Config{}
 	for _, id := range ids {
-		crt, err := ca.Issue(pki.Node, id, time.Hour, "127.0.0.1")
+		cfg, err := l.Node(id)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		write("node-"+id+".pem", crt.CertPEM)
-		write("node-"+id+".key", crt.KeyPEM)
-		km[id] = freeport.Loopback(tb, "udp")
+		// keepalive and idle timeout: the defaults.
+		cfg.KM.CompletionTimeout = 3 * time.Second
+		if o.etsi014 || o.refills {
+			// The default completion timeout: background refills under
+			// the race detector are ten times slower than otherwise.
+			cfg.KM.CompletionTimeout = 10 * time.Second
+		}
+		cfg.Pools = lab.Pools{Slots: cmp.Or(o.poolSlots, 262144), SlotSize: 32, TTL: o.poolTTL, OrphanTTL: o.orphanTTL}
+		if o.poolHigh != 0 {
+			cfg.Pools.High, cfg.Pools.Low = o.poolHigh, o.poolHigh/2
+		}
+		cfg.Control = lab.Control{Refresh: 5 * time.Second, MaxAge: 30 * time.Second, SPFDelay: 5 * time.Millisecond}
+		cfgs[id] = cfg
 	}
-	links := map[string][]string{}
 	for i, e := range edges {
 		a, b := min(e[0], e[1]), max(e[0], e[1])
-		addr := km[b]
+		addr := cfgs[b].KM.Listen
 		if !o.direct {
-			px := udpproxy.New(tb, km[b])
+			px := udpproxy.New(tb, addr)
 			c.proxies[a+"-"+b] = px
 			addr = px.Addr()
 		}
-		src := func(me, peer string) string {
+		lab.Connect(cfgs[a], cfgs[b], addr, func(me, peer string) lab.Link {
+			src := lab.Source{Simulator: &lab.Simulator{Seed: lab.Seed(i + 1), Rate: 200e6, BlockSize: 64 * config.KiB}}
 			if o.source != nil {
-				return o.source(me, peer)
+				src = o.source(me, peer)
 			}
-			return fmt.Sprintf(`{simulator: {seed: "%064x", rate: 200Mbit/s, block_size: 64KiB}}`, i+1)
-		}
-		minStock := cmp.Or(o.minStock, "64KiB")
-		links[a] = append(links[a], fmt.Sprintf(testLinkYAML, b, "address: "+addr, minStock, src(a, b)))
-		links[b] = append(links[b], fmt.Sprintf(testLinkYAML, a, "", minStock, src(b, a)))
+			return lab.Link{PadCapacity: 16 * config.MiB, MinStock: cmp.Or(o.minStock, 64*config.KiB), Source: src}
+		})
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("QRELAY_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	for _, id := range ids {
-		y := fmt.Sprintf(testNodeYAML, id, id, id, km[id], strings.Join(links[id], "")) + o.extra
-		if o.nodeExtra != nil {
-			y += o.nodeExtra(id)
-		}
-		if o.etsi014 || o.refills {
-			// The default completion timeout: background refills under
-			// the race detector are ten times slower than otherwise.
-			y = strings.Replace(y, "completion_timeout: 3s", "completion_timeout: 10s", 1)
-		}
+		cfg := cfgs[id]
 		if o.etsi014 {
-			y += "api: {etsi014: {listen: \"127.0.0.1:0\"" + o.etsiExtra + "}}\nsaes:\n"
+			cfg.API.ETSI014.Listen = "127.0.0.1:0"
 			for _, other := range ids {
-				extra := ""
-				if other == id && o.saeLimit != "" {
-					extra = ", " + o.saeLimit
-				}
-				y += fmt.Sprintf("  - {id: sae-%s, node: %s%s}\n", other, other, extra)
+				cfg.SAEs = append(cfg.SAEs, lab.SAE{ID: "sae-" + other, Node: other})
 			}
 		}
-		if o.poolSlots != 0 {
-			y = strings.Replace(y, "slots: 262144", fmt.Sprintf("slots: %d", o.poolSlots), 1)
-		}
-		if o.poolHigh != 0 {
-			y = strings.Replace(y, "slot_size: 32", fmt.Sprintf("slot_size: 32, high: %d, low: %d", o.poolHigh, o.poolHigh/2), 1)
-		}
-		if o.poolTTL != "" {
-			y = strings.Replace(y, "slot_size: 32}", "slot_size: 32, ttl: "+o.poolTTL+"}", 1)
-		}
-		if o.orphanTTL != "" {
-			y = strings.Replace(y, "slot_size: 32", "slot_size: 32, orphan_ttl: "+o.orphanTTL, 1)
-		}
 		if o.durable {
-			y += "storage: {mode: durable, dir: data-" + id + "}\n"
+			cfg.Storage = lab.Storage{Mode: config.Durable, Dir: "data-" + id}
 		}
-		cfg, err := config.ParseOptions{BaseDir: c.dir, Filename: "node-" + id + ".yaml"}.Parse([]byte(y))
+		if o.configure != nil {
+			o.configure(id, cfg)
+		}
+		y, err := cfg.Marshal("")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		parsed, err := config.ParseOptions{BaseDir: c.dir, Filename: lab.ConfigFile(id)}.Parse(y)
 		if err != nil {
 			tb.Fatalf("config of node %s: %v", id, err)
 		}
-		n, err := New(cfg, Options{Logger: log, Version: "test", WireGuard: o.wireguard[id]})
+		n, err := New(parsed, Options{Logger: log, Version: "test", WireGuard: o.wireguard[id]})
 		if err != nil {
 			tb.Fatalf("starting node %s: %v", id, err)
 		}
-		c.nodes[id], c.cfgs[id] = n, cfg
+		c.nodes[id], c.cfgs[id] = n, parsed
 		tb.Cleanup(func() { c.nodes[id].Close() })
 	}
 	return c
@@ -205,22 +183,6 @@ func (c *testCluster) checkPools(a, b string) int {
 	}
 	return da.Keys
 }
-
-const testNodeYAML = `
-node: {id: %s}
-tls: {ca: ca.pem, cert: node-%s.pem, key: node-%s.key}
-km: {listen: "%s", completion_timeout: 3s} # keepalive and idle timeout: the defaults
-pools: {slots: 262144, slot_size: 32}
-control: {refresh: 5s, max_age: 30s, spf_delay: 5ms}
-links:
-%s`
-
-const testLinkYAML = `  - peer: %s
-    %s
-    pad_capacity: 16MiB
-    min_stock: %s
-    source: %s
-`
 
 // path is node from's route to dst, or nil.
 func (c *testCluster) path(from, dst string) []string {
@@ -271,10 +233,11 @@ func (c *testCluster) sae(node, sae, peer string, master bool) *etsi014client.Cl
 	return cl
 }
 
-// kmeSources starts a KME pair and returns it with the YAML of node me's
-// end of its link to peer taking keys from it (ETSI 014, southbound): the
-// clusterOpts.source of tests whose links are fed by QKD devices' KMEs.
-func kmeSources(tb testing.TB) (*fakekme.Pair, func(me, peer string) string) {
+// kmeSources starts a KME pair and returns it with the source of node
+// me's end of its link to peer taking keys from it (ETSI 014,
+// southbound): the clusterOpts.source of tests whose links are fed by QKD
+// devices' KMEs.
+func kmeSources(tb testing.TB) (*fakekme.Pair, func(me, peer string) lab.Source) {
 	tb.Helper()
 	pair := fakekme.NewPair(tb, fakekme.Config{})
 	dir := tb.TempDir()
@@ -293,9 +256,10 @@ func kmeSources(tb testing.TB) (*fakekme.Pair, func(me, peer string) string) {
 	}
 	write("kme-ca.pem", pair.CA.CertPEM)
 	kme := map[string]*fakekme.KME{"a": pair.A, "b": pair.B}
-	return pair, func(me, peer string) string {
+	return pair, func(me, peer string) lab.Source {
 		d := filepath.Join(dir, "sae-")
-		return fmt.Sprintf(`{etsi014: {url: "%s", sae: sae-%s, peer_sae: sae-%s, cert: "%s%s.pem", key: "%s%s.key", ca: "%s", timeout: 2s, key_size: 1024, per_request: 128}}`,
-			kme[me].URL, me, peer, d, me, d, me, filepath.Join(dir, "kme-ca.pem"))
+		return lab.Source{ETSI014: &lab.ETSI014{URL: kme[me].URL, SAE: "sae-" + me, PeerSAE: "sae-" + peer,
+			Cert: d + me + ".pem", Key: d + me + ".key", CA: filepath.Join(dir, "kme-ca.pem"),
+			Timeout: 2 * time.Second, KeySize: 1024, PerRequest: 128}}
 	}
 }

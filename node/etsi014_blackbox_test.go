@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/supply"
 )
@@ -32,17 +33,19 @@ import (
 // bbCluster starts the line a–b–c serving the ETSI 014 API, with SAEs
 // sae-a, sae-b and sae-c (one per node, as clusterOpts.etsi014 lists them)
 // and sae-c2, a second SAE of node c: a local SAE of c that is not the
-// slave keys are handed out for. The API and SAEs are given as extra YAML
+// slave keys are handed out for. The API and SAEs are configured here
 // because clusterOpts.etsi014 lists one SAE per node only.
 func bbCluster(t *testing.T) *testCluster {
 	t.Helper()
 	ids := []string{"a", "b", "c"}
-	extra := "api: {etsi014: {listen: \"127.0.0.1:0\"}}\nsaes:\n"
-	for _, id := range ids {
-		extra += fmt.Sprintf("  - {id: sae-%s, node: %s}\n", id, id)
+	configure := func(_ string, cfg *lab.Config) {
+		cfg.API.ETSI014.Listen = "127.0.0.1:0"
+		for _, id := range ids {
+			cfg.SAEs = append(cfg.SAEs, lab.SAE{ID: "sae-" + id, Node: id})
+		}
+		cfg.SAEs = append(cfg.SAEs, lab.SAE{ID: "sae-c2", Node: "c"})
 	}
-	extra += "  - {id: sae-c2, node: c}\n"
-	c := newTestCluster(t, ids, [][2]string{{"a", "b"}, {"b", "c"}}, clusterOpts{extra: extra, refills: true})
+	c := newTestCluster(t, ids, [][2]string{{"a", "b"}, {"b", "c"}}, clusterOpts{configure: configure, refills: true})
 	c.waitPath("a", "c", "a", "b", "c")
 	c.waitPath("c", "a", "c", "b", "a")
 	return c

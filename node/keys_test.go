@@ -5,13 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/config"
 	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/internal/fakekme"
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/pki"
 	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
@@ -103,7 +104,10 @@ func TestETSI014SlaveRestart(t *testing.T) {
 // TestETSI014RateLimit checks that a local SAE's keys_per_second applies:
 // a request beyond its burst is refused with 503 and takes no key.
 func TestETSI014RateLimit(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, saeLimit: "keys_per_second: 1, burst: 128"})
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, configure: func(id string, cfg *lab.Config) {
+		s := cfg.SAE("sae-" + id)
+		s.KeysPerSecond, s.Burst = 1, 128
+	}})
 	c.waitPath("a", "b", "a", "b")
 	master := c.sae("a", "sae-a", "sae-b", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -154,7 +158,9 @@ func TestSouthAndNorth(t *testing.T) {
 // relay that refills both ends). An assignment timeout of 1 ms makes
 // nearly every assignment, of enc_keys and of reservations, time out.
 func TestAssignTimeoutLeavesNoKeysBehind(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "c"}, [][2]string{{"a", "c"}}, clusterOpts{etsi014: true, etsiExtra: ", assign_timeout: 1ms"})
+	c := newTestCluster(t, []string{"a", "c"}, [][2]string{{"a", "c"}}, clusterOpts{etsi014: true, configure: func(_ string, cfg *lab.Config) {
+		cfg.API.ETSI014.AssignTimeout = time.Millisecond
+	}})
 	c.waitPath("a", "c", "a", "c")
 	out, err := c.nodes["a"].supply.Pool("c", supply.RoleOut)
 	if err != nil {
@@ -241,8 +247,8 @@ func TestPadBoundRefillReachesHighWatermark(t *testing.T) {
 	// again, and must go on to the high watermark rather than stop at the
 	// first pause above the low one (where, with no SAE taking keys, it
 	// would stay for ever).
-	slow := func(me, peer string) string {
-		return fmt.Sprintf(`{simulator: {seed: "%064x", rate: 4Mbit/s, block_size: 4KiB}}`, 7)
+	slow := func(me, peer string) lab.Source {
+		return lab.Source{Simulator: &lab.Simulator{Seed: lab.Seed(7), Rate: 4e6, BlockSize: 4 * config.KiB}}
 	}
 	const high = 8192 // 256 KiB of 32-byte keys: about half a second of pad
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{etsi014: true, poolSlots: 2 * high, poolHigh: high, source: slow})

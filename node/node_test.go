@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/config"
 	"github.com/qrelay/qrelay/controlplane"
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/node/adminapi"
 )
@@ -73,7 +74,9 @@ func mustState(t *testing.T, n *Node, peer, state string) {
 // monitoring parameters operators expect are there with values that
 // follow what happened.
 func TestMetrics(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{extra: "api: {metrics: {listen: \"127.0.0.1:0\", pprof: true}}\n"})
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{configure: func(_ string, cfg *lab.Config) {
+		cfg.API.Metrics = lab.Metrics{Listen: "127.0.0.1:0", PProf: true}
+	}})
 	c.waitPath("a", "b", "a", "b")
 	a := c.nodes["a"]
 	if _, err := a.Relay(context.Background(), "b", 5000, 32); err != nil {
@@ -205,7 +208,7 @@ func TestDurableRestart(t *testing.T) {
 // TestKeyTTL checks that keys left in a pool past pools.ttl are removed at
 // both ends and counted as expired.
 func TestKeyTTL(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{poolTTL: "300ms"})
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{poolTTL: 300 * time.Millisecond})
 	c.waitPath("a", "b", "a", "b")
 	if _, err := c.nodes["a"].Relay(context.Background(), "b", 100, 32); err != nil {
 		t.Fatal(err)
@@ -280,18 +283,18 @@ func TestKMEUnreachableAtStart(t *testing.T) {
 func TestRerouteOnLowStock(t *testing.T) {
 	seed := map[string]int{"a-b": 1, "b-a": 1, "b-c": 2, "c-b": 2, "a-c": 3, "c-a": 3}
 	c := newTestCluster(t, []string{"a", "b", "c"}, [][2]string{{"a", "b"}, {"b", "c"}, {"a", "c"}}, clusterOpts{
-		minStock: "128KiB",
-		source: func(me, peer string) string {
-			rate := "200Mbit/s"
+		minStock: 128 * config.KiB,
+		source: func(me, peer string) lab.Source {
+			rate := config.Rate(200e6)
 			if seed[me+"-"+peer] == 1 {
 				// a–b: 1 MB/s. The route takes it once its cost falls to that of
 				// the two-hop path, at 2 MiB each way: about 4 s. Slow, so
 				// that relays drain it faster than it fills even under -race
 				// on a loaded machine: at 2 MB/s, CI once filled b's pool
 				// (8 MiB) before the stock fell.
-				rate = "8Mbit/s"
+				rate = 8e6
 			}
-			return fmt.Sprintf(`{simulator: {seed: "%064x", rate: %s, block_size: 4KiB}}`, seed[me+"-"+peer], rate)
+			return lab.Source{Simulator: &lab.Simulator{Seed: lab.Seed(seed[me+"-"+peer]), Rate: rate, BlockSize: 4 * config.KiB}}
 		}})
 	t0 := time.Now()
 	c.waitPath("a", "b", "a", "b")

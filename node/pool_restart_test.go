@@ -63,7 +63,7 @@ func TestPoolsAcrossRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const orphanTTL = 5 * time.Second
 			c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}},
-				clusterOpts{etsi014: true, durable: tc.durable, poolSlots: 16384, orphanTTL: orphanTTL.String()})
+				clusterOpts{etsi014: true, durable: tc.durable, poolSlots: 16384, orphanTTL: orphanTTL})
 			c.waitPath("a", "b", "a", "b")
 			c.waitReconciled("a", "b")
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -179,7 +179,7 @@ func TestPoolsAcrossRestart(t *testing.T) {
 func TestKeyStreamAcrossRestart(t *testing.T) {
 	for _, restart := range []string{"a", "b"} { // the owner, the other node
 		t.Run("restart "+restart, func(t *testing.T) {
-			c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, nodeExtra: tunnelYAML("t1", "a", "b", "1h")})
+			c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, configure: tunnel("t1", "a", "b", time.Hour)})
 			c.waitPath("a", "b", "a", "b")
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()

@@ -2,35 +2,36 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/supply"
 )
 
-// tunnelYAML lists tunnel name between a and b at both (peer keys are
+// tunnel lists tunnel name between a and b at both (peer keys are
 // placeholders and the interfaces do not exist: these tests use the
 // stream, and with an interval of an hour the rotators ask it for the
 // current hour's index only, far below the indices the tests use).
-func tunnelYAML(name, a, b string, interval string) func(id string) string {
-	return func(id string) string {
+func tunnel(name, a, b string, interval time.Duration) func(id string, cfg *lab.Config) {
+	return func(id string, cfg *lab.Config) {
 		remote := b
 		if id == b {
 			remote = a
 		}
 		if id != a && id != b {
-			return ""
+			return
 		}
-		return fmt.Sprintf("wireguard:\n  - {name: %s, remote_node: %s, interface: wg-%s, peer_public_key: \"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\", interval: %s}\n", name, remote, id, interval)
+		cfg.WireGuard = append(cfg.WireGuard, lab.WireGuardTunnel{Name: name, RemoteNode: remote, Interface: "wg-" + id,
+			PeerPublicKey: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", Interval: interval})
 	}
 }
 
 // TestKeyStreamSameKeysAtBothEnds asks both ends of a stream for the same
 // indices at once, as two WireGuard peers do at an epoch boundary.
 func TestKeyStreamSameKeysAtBothEnds(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, nodeExtra: tunnelYAML("t1", "a", "b", "1h")})
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, configure: tunnel("t1", "a", "b", time.Hour)})
 	c.waitPath("a", "b", "a", "b")
 	sa, sb := c.nodes["a"].Supply().Stream("t1"), c.nodes["b"].Supply().Stream("t1")
 	if sa == nil || sb == nil || !sa.Owner() || sb.Owner() {
@@ -92,11 +93,10 @@ func TestKeyStreamSameKeysAtBothEnds(t *testing.T) {
 // TestKeyStreamMismatchSpendsNoKeys: a stream only one node lists is
 // refused by the other without the owner spending keys on each retry.
 func TestKeyStreamMismatchSpendsNoKeys(t *testing.T) {
-	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, nodeExtra: func(id string) string {
+	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{refills: true, configure: func(id string, cfg *lab.Config) {
 		if id == "a" {
-			return tunnelYAML("t1", "a", "b", "1h")(id)
+			tunnel("t1", "a", "b", time.Hour)(id, cfg)
 		}
-		return ""
 	}})
 	c.waitPath("a", "b", "a", "b")
 	c.waitReconciled("a", "b") // a stream takes keys once the pools agree

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/wgkey"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -108,16 +109,18 @@ func TestTunnelMetricsAndAPI(t *testing.T) {
 	wa := newMetricsTestWriter(true, peerOfA, lonelyPeer)
 	wb := newMetricsTestWriter(false, peerOfB)
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{
-		extra:     "api: {metrics: {listen: \"127.0.0.1:0\"}}\n",
 		refills:   true,
 		wireguard: map[string]map[string]wgkey.Writer{"a": {"wg-a": wa}, "b": {"wg-b": wb}},
-		nodeExtra: func(id string) string {
+		configure: func(id string, cfg *lab.Config) {
+			cfg.API.Metrics.Listen = "127.0.0.1:0"
 			if id == "a" {
-				return fmt.Sprintf("wireguard:\n"+
-					"  - {name: t1, remote_node: b, interface: wg-a, peer_public_key: %q, interval: 1s}\n"+
-					"  - {name: t-lonely, remote_node: b, interface: wg-a, peer_public_key: %q, interval: 1s}\n", peerOfA, lonelyPeer)
+				cfg.WireGuard = []lab.WireGuardTunnel{
+					{Name: "t1", RemoteNode: "b", Interface: "wg-a", PeerPublicKey: peerOfA.String(), Interval: time.Second},
+					{Name: "t-lonely", RemoteNode: "b", Interface: "wg-a", PeerPublicKey: lonelyPeer.String(), Interval: time.Second},
+				}
+				return
 			}
-			return fmt.Sprintf("wireguard:\n  - {name: t1, remote_node: a, interface: wg-b, peer_public_key: %q, interval: 1s, on_missing_key: keep_current}\n", peerOfB)
+			cfg.WireGuard = []lab.WireGuardTunnel{{Name: "t1", RemoteNode: "a", Interface: "wg-b", PeerPublicKey: peerOfB.String(), Interval: time.Second, OnMissingKey: "keep_current"}}
 		},
 	})
 	c.waitPath("a", "b", "a", "b")

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/lab"
 	"github.com/qrelay/qrelay/internal/waitfor"
 	"github.com/qrelay/qrelay/supply"
 	"github.com/qrelay/qrelay/wgkey"
@@ -17,16 +18,19 @@ import (
 func wgCluster(t *testing.T, interval string, policy string) (*testCluster, *wgtest.Pair) {
 	t.Helper()
 	pair := wgtest.NewPair(t)
-	extra := func(id string) string {
+	every, err := time.ParseDuration(interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configure := func(id string, cfg *lab.Config) {
 		remote, peer := "b", pair.B.Public
 		if id == "b" {
 			remote, peer = "a", pair.A.Public
 		}
-		return fmt.Sprintf("wireguard:\n  - {name: dc, remote_node: %s, interface: wg-%s, peer_public_key: %q, interval: %s, on_missing_key: %s}\n",
-			remote, id, peer.String(), interval, policy)
+		cfg.WireGuard = []lab.WireGuardTunnel{{Name: "dc", RemoteNode: remote, Interface: "wg-" + id, PeerPublicKey: peer.String(), Interval: every, OnMissingKey: policy}}
 	}
 	c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{
-		nodeExtra: extra,
+		configure: configure,
 		refills:   true,
 		wireguard: map[string]map[string]wgkey.Writer{
 			"a": {"wg-a": wgkey.NewDeviceWriter(pair.A.Dev)},
@@ -181,11 +185,11 @@ func TestWireGuardFailsClosedWithoutKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := newTestCluster(t, []string{"a", "b"}, [][2]string{{"a", "b"}}, clusterOpts{
-				nodeExtra: func(id string) string {
+				configure: func(id string, cfg *lab.Config) {
 					if id != "a" {
-						return "" // b does not list the tunnel: no stream keys
+						return // b does not list the tunnel: no stream keys
 					}
-					return fmt.Sprintf("wireguard:\n  - {name: dc, remote_node: b, interface: wg-a, peer_public_key: %q, interval: 1s, on_missing_key: %s}\n", pair.B.Public.String(), policy)
+					cfg.WireGuard = []lab.WireGuardTunnel{{Name: "dc", RemoteNode: "b", Interface: "wg-a", PeerPublicKey: pair.B.Public.String(), Interval: time.Second, OnMissingKey: policy}}
 				},
 				wireguard: map[string]map[string]wgkey.Writer{"a": {"wg-a": wgkey.NewDeviceWriter(pair.A.Dev)}},
 			})
