@@ -31,9 +31,10 @@ var ranks = map[string]int{
 	"wgkey":          50,
 	"ipsec":          50,
 	"perf":           50,
-	// The config is read into parts by node, and built by the lab.
-	"config":       50,
-	"internal/lab": 50,
+	// The config is read into parts by node.
+	"config": 50,
+	// The lab writes configs for the demo and the cluster tests.
+	"internal/lab": 55,
 	"node":         60,
 	// The daemon's body, run by cmd/qrelayd and cmd/qrelayctl.
 	"internal/daemon": 65,
