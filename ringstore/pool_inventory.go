@@ -4,6 +4,7 @@ package ringstore
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -61,4 +62,35 @@ func PoolExists(m *Meta, name string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("pool %q: %w", name, err)
+}
+
+// Digest returns the number of keys in the pool and an order-independent
+// check value over them: the XOR of SHA-256(ID ‖ key) of every key. Two
+// nodes that hold the same keys under the same IDs have equal digests
+// whatever order the keys arrived in, so operators and tests can compare
+// the two ends of a pool pair without moving key bytes. The hash is one
+// way: the digest reveals nothing usable about the keys.
+func (p *Pool) Digest() (int, [sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.usableLocked(); err != nil {
+		return 0, sum, err
+	}
+	h := sha256.New()
+	var one [sha256.Size]byte
+	n := 0
+	for s := p.head; s >= 0; s = p.slots[s].next {
+		e := &p.slots[s]
+		h.Reset()
+		h.Write(e.id[:])
+		h.Write(p.slotBytes(s)[:e.n])
+		h.Sum(one[:0])
+		for i := range sum {
+			sum[i] ^= one[i]
+		}
+		n++
+	}
+	clear(one[:])
+	return n, sum, nil
 }
