@@ -127,6 +127,10 @@ type PadStats struct {
 // <= Capacity. A byte at position p lives at p mod Capacity; the mapping is
 // mirrored, so a range of up to Capacity bytes is one slice.
 //
+// Waiting: WaitStock, WaitRoom and Watch (padring_wait.go) block until the
+// change waited for, instead of polling; while nobody waits they cost the
+// hot path one atomic load.
+//
 // Resync (padring_resync.go) moves the cursors to what the two ends of the
 // link agreed on when it comes up; it may move the head back, dropping pad
 // above it, or skip positions that never hold pad.
@@ -145,6 +149,8 @@ type PadRing struct {
 
 	zeroing  atomic.Bool // held by the goroutine advancing the tail
 	errShort error       // what Reserve returns when there is too little pad
+
+	waiters padWaiters // Watch, WaitStock, WaitRoom (padring_wait.go)
 
 	// Durable mode: markMu serialises persisting; the fields below it are
 	// what the metadata store holds.
@@ -284,6 +290,9 @@ func (r *PadRing) Append(b Block) error {
 	r.dirMu.Unlock()
 	r.head.Store(h + n) // publishes the bytes to consumers
 	r.statAppended.Add(n)
+	if r.waiters.armed.Load() {
+		r.wake()
+	}
 	if r.tailSegmentDone() { // only after a crash: see tailSegmentDone
 		r.advanceTail()
 	}
@@ -310,7 +319,8 @@ func (r *PadRing) Reserve(n int) (Range, error) {
 			return Range{}, fmt.Errorf("pad ring %s: %w", r.cfg.Name, ErrClosed)
 		}
 		end := cur + uint64(n)
-		if end > r.head.Load() {
+		h := r.head.Load()
+		if end > h {
 			// Formatting an error here would cost more than the reservation:
 			// consumers poll for pad. The error is made once, at open.
 			return Range{}, r.errShort
@@ -322,6 +332,7 @@ func (r *PadRing) Reserve(n int) (Range, error) {
 			continue
 		}
 		if r.reserved.CompareAndSwap(cur, end) {
+			r.wakeReserved(h - end)
 			at := cur & r.mask
 			return Range{Pos: cur, Bytes: r.buf[at : at+uint64(n) : at+uint64(n)]}, nil
 		}
@@ -372,6 +383,7 @@ func (r *PadRing) advanceTail() {
 			r.trimBlocks(t + seg)
 		}
 		r.zeroing.Store(false)
+		r.wakeFreed()
 	}
 }
 
@@ -470,6 +482,7 @@ func (r *PadRing) Close() error {
 			break
 		}
 	}
+	r.wake() // waiters see closed; they touch no pad memory
 	var err error
 	if r.cfg.Meta != nil {
 		close(r.flushStop)

@@ -76,6 +76,9 @@ func (r *PadRing) Resync(from, to uint64) (burnt uint64, err error) {
 	}
 	r.zeroing.Store(false)
 	r.advanceTail()
+	if r.waiters.armed.Load() {
+		r.wake() // the cursors moved: every waiter looks again
+	}
 	if err != nil {
 		return 0, err
 	}
