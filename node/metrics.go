@@ -274,7 +274,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{"frames_sent", s.FramesSent.Load()}, {"frames_received", s.FramesReceived.Load()},
 		{"frames_forwarded", s.FramesForwarded.Load()}, {"keys_delivered", s.KeysDelivered.Load()},
 		{"key_bytes_relayed", s.KeyBytesRelayed.Load()}, {"keys_lost", s.KeysLost.Load()},
-		{"bad_tags", s.BadTags.Load()}, {"replays", s.Replays.Load()}, {"malformed", s.Malformed.Load()},
+		{"bad_tags", s.BadTags.Load()}, {"replays", s.Replays.Load()}, {"pad_wait_timeouts", s.PadWaitTimeouts.Load()}, {"malformed", s.Malformed.Load()},
 		{"undeliverable", s.Undeliverable.Load()}, {"pad_burnt_bytes", s.PadBurnt.Load()},
 		{"pad_waits", s.PadWaits.Load()}, {"assigns_sent", s.AssignsSent.Load()}, {"assigns_applied", s.AssignsApplied.Load()},
 	} {

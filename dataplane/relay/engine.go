@@ -207,6 +207,7 @@ type Stats struct {
 	BadTags, Replays, Malformed, Undeliverable  atomic.Uint64
 	PadBurnt                                    atomic.Uint64 // pad burnt without carrying keys (bad tags, lost frames)
 	PadWaits                                    atomic.Uint64 // times a sender waited for pad instead of overdrawing
+	PadWaitTimeouts                             atomic.Uint64 // RELAY frames refused because their announced pad did not arrive within padWait
 	AssignsSent, AssignsApplied                 atomic.Uint64
 	CtlDropped                                  atomic.Uint64 // control frames dropped because the control stream's queue was full
 	Syncs                                       atomic.Uint64 // connections whose pads the two ends agreed on

@@ -133,7 +133,11 @@ func (e *Engine) relayIn(s *session, r *frame.Relay, b []byte) {
 		// No completion: the frame's (flow, seq) may be a legitimate one in
 		// flight, whose completion must not be pre-empted by a copy's. The
 		// source of a frame really lost this way times out and discards.
-		e.stats.Replays.Add(1)
+		if errors.Is(err, context.DeadlineExceeded) {
+			e.stats.PadWaitTimeouts.Add(1) // the pad announced did not arrive within padWait
+		} else {
+			e.stats.Replays.Add(1)
+		}
 		e.log.Warn("RELAY frame refused: its pad position is not available", "peer", l.peer, "src", r.Src, "dst", r.Dst, "flow", r.Flow, "first_seq", r.FirstSeq, "pad_pos", r.PadPos, "err", err)
 		return
 	}
