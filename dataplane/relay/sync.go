@@ -89,7 +89,7 @@ func checkAgreement(stated *frame.Sync, a *frame.SyncAgree) error {
 //
 // It also returns, per direction, the end of the pad assigned: the ring's
 // head or the end of the last unacknowledged ASSIGN, whichever is higher.
-func (l *link) settle(ctx context.Context, unacked []*assignRec, slave *frame.Sync) (settled, dropped int, announced [2]uint64) {
+func (l *link) settle(ctx context.Context, unacked []*feedBatch, slave *frame.Sync) (settled, dropped int, announced [2]uint64) {
 	ring := [2]*ringstore.PadRing{l.tx, l.rx} // by direction, at the master
 	heads := [2]uint64{l.tx.Stats().Head, l.rx.Stats().Head}
 	announced = heads

@@ -1,5 +1,10 @@
 package relay
 
+// This file holds pad feeding: the link master fetches QKD blocks from its
+// source and feeds each batch to one direction of the link with an ASSIGN
+// frame; the slave gets the same blocks from its own source and appends
+// them at the position the master names (docs/kmlink.md section 7).
+
 import (
 	"context"
 	"errors"
@@ -12,17 +17,18 @@ import (
 	"github.com/qrelay/qrelay/ringstore"
 )
 
-// maxUnacked bounds the assignments the master has in flight.
+// maxUnacked bounds the batches the master has in flight (sent in an
+// ASSIGN, not yet acknowledged).
 const maxUnacked = 8
 
 // fetchRetry is how long the master waits to ask a failed QKD source
 // again.
 const fetchRetry = 100 * time.Millisecond
 
-// assignRec is an assignment the master made and the slave has not
-// acknowledged; the master holds its blocks until then. seq and pos are
-// set when it is sent.
-type assignRec struct {
+// feedBatch is a batch of QKD blocks the master fed to one direction and
+// the slave has not acknowledged; the master holds its blocks until then.
+// seq (of its ASSIGN) and pos are set when it is sent.
+type feedBatch struct {
 	seq, pos uint64
 	dir      frame.Dir
 	blocks   []ringstore.Block
@@ -37,8 +43,8 @@ type fetched struct {
 // keepMaster is the master's keeper: it agrees on the pads with the slave
 // on every new connection (docs/kmlink.md section 6) and keeps both
 // directions filled (section 7): it fetches blocks from the QKD source,
-// gives each batch to the direction with less pad, and assigns it to the
-// slave. Pad reaches a ring only once the slave has it too:
+// feeds each batch to the direction with less pad, and sends it to the
+// slave in an ASSIGN. Pad reaches a ring only once the slave has it too:
 // master→slave pad enters the master's tx ring when the slave
 // acknowledges; slave→master pad enters the master's rx ring then as well,
 // and the rx window lets frames wait for pad that is announced but not yet
@@ -56,21 +62,24 @@ func (l *link) keepMaster() {
 	}()
 	var (
 		cur      *session // the newest connection
-		ready    bool     // cur's pads are agreed: assignments flow on it
+		ready    bool     // cur's pads are agreed: ASSIGNs flow on it
 		seq      uint64   // the last ASSIGN sequence sent on cur
-		unacked  []*assignRec
+		unacked  []*feedBatch
 		pending  [2]int     // unacked bytes per direction
-		held     *assignRec // blocks fetched while no connection was ready
+		held     *feedBatch // blocks fetched while no connection was ready
 		want     = make(chan int, 1)
 		got      = make(chan fetched, 1)
 		fetching bool
 		fetchDir frame.Dir
 		downLog  string
-		// quietUntil holds off the next Fetch after a failed one: a
-		// source that is down fails at once, and asking again at once
-		// would spin.
-		quietUntil time.Time
+		// quieting holds off the next Fetch for fetchRetry after a failed
+		// one, until quiet fires: a source that is down fails at once, and
+		// asking again at once would spin.
+		quieting bool
+		quiet    = time.NewTimer(fetchRetry)
 	)
+	quiet.Stop()
+	defer quiet.Stop()
 	fetcherDone := make(chan struct{})
 	// The fetcher must be gone before the engine's Close returns: its
 	// caller closes the source next.
@@ -101,7 +110,7 @@ func (l *link) keepMaster() {
 		}
 		return l.rx
 	}
-	apply := func(r *assignRec, ok bool, reason string) {
+	apply := func(r *feedBatch, ok bool, reason string) {
 		pending[r.dir] -= r.bytes
 		if ok {
 			for _, b := range r.blocks {
@@ -118,9 +127,9 @@ func (l *link) keepMaster() {
 		}
 		zeroBlocks(r.blocks)
 	}
-	// send assigns r's blocks at the end of its direction's pad, after
-	// what is already assigned and unacknowledged.
-	send := func(r *assignRec) {
+	// send feeds r's blocks to the end of its direction's pad, after what
+	// is already fed and unacknowledged.
+	send := func(r *feedBatch) {
 		seq++
 		r.seq, r.pos = seq, ring(r.dir).Stats().Head+uint64(pending[r.dir])
 		a := frame.Assign{Seq: r.seq, PadPos: r.pos, Dir: r.dir}
@@ -148,8 +157,6 @@ func (l *link) keepMaster() {
 			ready = false
 		}
 	}
-	retry := time.NewTicker(20 * time.Millisecond)
-	defer retry.Stop()
 	for {
 		if cur != nil && cur.ctx.Err() != nil {
 			cur, ready = nil, false
@@ -159,18 +166,24 @@ func (l *link) keepMaster() {
 			held = nil
 			send(r)
 		}
-		// Ask for more when there is room and the slave is in step.
-		if l.src != nil && !fetching && held == nil && ready && len(unacked) < maxUnacked && !time.Now().Before(quietUntil) {
-			d := frame.DirMasterToSlave
-			if l.rx.Stats().Stock+uint64(pending[1]) < l.tx.Stats().Stock+uint64(pending[0]) {
-				d = frame.DirSlaveToMaster
-			}
-			st := ring(d).Stats()
-			room := st.Capacity - int(st.Head-st.Tail) - pending[d]
-			if room >= min(l.fetchBytes, st.Capacity/8) {
+		// Ask for more when there is room and the slave is in step;
+		// if there is no room, padMoved says when to look again.
+		var padMoved [2]<-chan struct{}
+		if l.src != nil && !fetching && held == nil && ready && len(unacked) < maxUnacked && !quieting {
+			if d, n, moved := l.nextFetch(pending); n > 0 {
 				fetching, fetchDir = true, d
-				want <- min(room, l.fetchBytes)
+				want <- n
+			} else {
+				padMoved = moved
 			}
+		}
+		var curDone <-chan struct{}
+		if cur != nil {
+			curDone = cur.ctx.Done() // the loop's top forgets it
+		}
+		var quietDone <-chan time.Time
+		if quieting {
+			quietDone = quiet.C
 		}
 		select {
 		case <-ctx.Done():
@@ -181,14 +194,19 @@ func (l *link) keepMaster() {
 				zeroBlocks(held.blocks)
 			}
 			return
-		case <-retry.C:
+		case <-curDone:
+		case <-quietDone:
+			quieting = false
+		case <-padMoved[0]:
+		case <-padMoved[1]:
 		case f := <-got:
 			fetching = false
 			if f.err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				quietUntil = time.Now().Add(fetchRetry)
+				quieting = true
+				quiet.Reset(fetchRetry)
 				if msg := f.err.Error(); msg != downLog {
 					downLog = msg
 					e.log.Warn("QKD source delivers no key", "peer", l.peer, "err", f.err, "down", errors.Is(f.err, qkd.ErrDown))
@@ -199,7 +217,7 @@ func (l *link) keepMaster() {
 			if len(f.blocks) == 0 {
 				continue
 			}
-			r := &assignRec{dir: fetchDir, blocks: f.blocks} // the direction whose room was measured
+			r := &feedBatch{dir: fetchDir, blocks: f.blocks} // the direction whose room was measured
 			for _, b := range f.blocks {
 				r.bytes += len(b.Data)
 			}
@@ -249,9 +267,9 @@ func (l *link) keepMaster() {
 
 // keepSlave is the slave's keeper: it states its pads on every new
 // connection and moves them to the master's agreement (docs/kmlink.md
-// section 6), then applies the master's assignments in order: it gets the
-// named blocks from its own QKD source and appends them to the assigned
-// ring at the position the master names (section 7).
+// section 6), then applies the master's ASSIGNs in order: it gets the
+// named blocks from its own QKD source and appends them to the ring of the
+// direction the ASSIGN names, at the position it names (section 7).
 func (l *link) keepSlave() {
 	e := l.e
 	ctx, cancel := context.WithCancel(e.ctx)
@@ -313,7 +331,7 @@ func (l *link) keepSlave() {
 			// let the next agreement settle what was appended.
 			actx, cancel := context.WithCancel(cur.ctx)
 			stop := context.AfterFunc(ctx, cancel)
-			err := l.applyAssign(actx, a)
+			err := l.applyFeed(actx, a)
 			stop()
 			cancel()
 			if ctx.Err() != nil {
@@ -353,10 +371,10 @@ func truncReason(s string) string {
 	return s
 }
 
-// applyAssign appends the blocks of a, fetched from the QKD source, at the
-// position a names, which must be the end of this end's pad of that
-// direction.
-func (l *link) applyAssign(ctx context.Context, a *frame.Assign) error {
+// applyFeed appends the blocks ASSIGN a feeds, fetched from the QKD
+// source, at the position a names, which must be the end of this end's pad
+// of that direction.
+func (l *link) applyFeed(ctx context.Context, a *frame.Assign) error {
 	r := l.rx
 	if a.Dir == frame.DirSlaveToMaster {
 		r = l.tx
@@ -395,25 +413,62 @@ func (l *link) applyAssign(ctx context.Context, a *frame.Assign) error {
 }
 
 // appendWait appends b, waiting while the ring is full: consumers free
-// space as they release pad.
+// space as they release pad. A ring closed meanwhile fails the append.
 func (l *link) appendWait(ctx context.Context, r *ringstore.PadRing, b ringstore.Block) error {
-	var t *time.Ticker
 	for {
 		err := l.appendBlock(r, b)
 		if !errors.Is(err, ringstore.ErrRingFull) {
-			if t != nil {
-				t.Stop()
-			}
 			return err
 		}
-		if t == nil {
-			t = time.NewTicker(2 * time.Millisecond)
-			defer t.Stop()
+		if err := r.WaitRoom(ctx, uint64(len(b.Data))); err != nil && !errors.Is(err, ringstore.ErrClosed) {
+			return err
 		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
+	}
+}
+
+// nextFetch is the master's choice of what to fetch next: for the
+// direction with less pad (stock plus what is fed and not yet
+// acknowledged), as much as fits, if at least min(fetchBytes, Capacity/8)
+// fits. With nothing to fetch (n 0) it returns, per direction, a channel
+// its ring closes when the choice may change: the direction chosen frees
+// enough room; the other one, if it has room, is reserved down to less pad
+// than the chosen one, or, if not, frees enough room. An append or a
+// resync of either ring closes both.
+func (l *link) nextFetch(pending [2]int) (d frame.Dir, n int, moved [2]<-chan struct{}) {
+	rings := [2]*ringstore.PadRing{l.tx, l.rx} // by direction, at the master
+	for {
+		st := [2]ringstore.PadStats{l.tx.Stats(), l.rx.Stats()}
+		pad := [2]uint64{st[0].Stock + uint64(pending[0]), st[1].Stock + uint64(pending[1])}
+		d = frame.DirMasterToSlave
+		if pad[1] < pad[0] {
+			d = frame.DirSlaveToMaster
+		}
+		room := func(x frame.Dir) int { return st[x].Capacity - int(st[x].Head-st[x].Tail) - pending[x] }
+		need := func(x frame.Dir) int { return min(l.fetchBytes, st[x].Capacity/8) }
+		if r := room(d); r >= need(d) {
+			return d, min(r, l.fetchBytes), moved
+		}
+		moved[d] = rings[d].Watch(ringstore.PadWatch{RoomAtLeast: uint64(need(d) + pending[d])})
+		o := 1 - d
+		var w ringstore.PadWatch
+		if room(o) >= need(o) {
+			// The choice turns to o when o's pad falls below d's (o is
+			// the slave's direction), or to d's (o is the master's: ties
+			// go to it).
+			below := pad[d]
+			if o == frame.DirMasterToSlave {
+				below++
+			}
+			if below > uint64(pending[o]) {
+				w.StockBelow = below - uint64(pending[o])
+			}
+		} else {
+			w.RoomAtLeast = uint64(need(o) + pending[o])
+		}
+		moved[o] = rings[o].Watch(w)
+		// Both watch from here; an append before would go unseen.
+		if l.tx.Stats().Head == st[0].Head && l.rx.Stats().Head == st[1].Head {
+			return d, 0, moved
 		}
 	}
 }
