@@ -30,7 +30,7 @@ func (c *testCluster) poolIDs(node, remote, role string) map[ringstore.KeyID]boo
 		c.tb.Fatal(err)
 	}
 	for _, k := range ks {
-		out[k.ID] = k.Assigned
+		out[k.ID] = k.Owned
 	}
 	return out
 }

@@ -12,7 +12,7 @@
 //     out twice, even after a crash.
 //   - Pool: the end-to-end keys shared with one remote node, with derived
 //     name-based key IDs, FIFO take for the encrypting side, take by ID
-//     for the decrypting side, assignments, TTL, watermarks; in durable
+//     for the decrypting side, opaque owner tags, TTL, watermarks; in durable
 //     mode undelivered keys survive a restart.
 //
 // Key memory is mapped by internal/keymem (locked with mlock where

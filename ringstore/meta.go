@@ -3,7 +3,7 @@ package ringstore
 import "github.com/qrelay/qrelay/ringstore/internal/meta"
 
 // Meta is the metadata store of durable rings and pools (badger): cursors,
-// reservation marks, block directories, key-ID indexes and assignments.
+// reservation marks, block directories, key-ID indexes and owner tags.
 // It never holds key bytes (DESIGN.md, invariant 2). One node opens one
 // and shares it between all its stores.
 type Meta = meta.DB

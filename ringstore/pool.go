@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/ids"
 	"github.com/qrelay/qrelay/ringstore/internal/keymem"
 	"github.com/qrelay/qrelay/ringstore/internal/meta"
 )
@@ -23,18 +24,18 @@ const (
 	DefaultSlotSize = 64
 	// MaxSlotSize is the largest slot, in bytes.
 	MaxSlotSize = 1 << 16
-	// MaxBatch is the most keys one Put, TakeNext, TakeByIDs or Assign
+	// MaxBatch is the most keys one Put, TakeNext, TakeByIDs or SetOwner
 	// moves. It keeps a durable batch within one metadata transaction
 	// (badger refuses a transaction larger than 15% of a memtable: about
 	// 3,000 entries with meta's options) and covers a relay frame of 2,048
 	// keys. Callers with more keys make several calls.
 	MaxBatch = 2048
 	// MaxPoolNameLen is the longest PoolConfig.Name.
-	MaxPoolNameLen = 64
-	// MaxSAEIDLen is the longest SAE ID in an Assignment.
-	MaxSAEIDLen = 256
-	// MaxSlaves is the most slave SAEs in an Assignment.
-	MaxSlaves = 64
+	MaxPoolNameLen = ids.MaxLen
+	// MaxOwnerLen is the longest Owner tag: room for a master SAE and 64
+	// slave SAEs of 256 bytes each, with 2-byte lengths and count (16,772
+	// bytes).
+	MaxOwnerLen = 17 << 10
 )
 
 // Errors of a pool, wrapped with the pool's name and the numbers involved;
@@ -44,7 +45,7 @@ var (
 	ErrPoolEmpty    = errors.New("not enough keys in pool")
 	ErrUnknownKey   = errors.New("unknown key ID")
 	ErrDuplicateKey = errors.New("duplicate key ID")
-	ErrAssigned     = errors.New("key already assigned otherwise")
+	ErrOwned        = errors.New("key has another owner")
 	ErrPoolClosed   = errors.New("pool closed")
 	// ErrPoolFailed means a metadata write failed in a way that leaves the
 	// durable state unknown (it may or may not have been committed). The
@@ -95,12 +96,11 @@ type NewKey struct {
 
 // Key is a key leaving the pool. Bytes is the caller's, to zeroise when it
 // is done with it; the Bytes of the keys of one call are sub-slices of one
-// allocation (each capped at its own length). Assignment.Slaves may be
-// shared between the keys of one call: treat it as read-only.
+// allocation (each capped at its own length).
 type Key struct {
-	ID         KeyID
-	Bytes      []byte
-	Assignment Assignment
+	ID    KeyID
+	Bytes []byte
+	Owner Owner
 }
 
 // PoolStats are a pool's gauges and counters, for metrics.
@@ -121,7 +121,7 @@ type PoolStats struct {
 // The bytes of a slot past its key's length, and all bytes of a free slot,
 // are zero. Key bytes are never written anywhere else: the metadata store
 // holds, per key, only the index entry "pool/<Name>/k/<16-byte ID>" → slot,
-// length, sequence number (the FIFO order), expiry and assignment, and a
+// length, sequence number (the FIFO order), expiry and owner tag, and a
 // header "pool/<Name>/hdr" with the slot geometry.
 //
 // # Crash ordering (durable mode)
@@ -141,7 +141,7 @@ type PoolStats struct {
 //
 // A Pool is safe for concurrent use. One mutex guards its state and is held
 // for the whole of each operation, I/O included: in durable mode every
-// mutating call (Put, TakeNext, TakeByIDs, Assign, Expire) costs one msync
+// mutating call (Put, TakeNext, TakeByIDs, SetOwner, Expire) costs one msync
 // and one fsync'd metadata transaction, which is why every call moves a
 // batch (DESIGN.md, invariant 5); in memory mode calls do no I/O. Watermark
 // callbacks run after the mutex is released, one at a time, in order.
@@ -183,9 +183,9 @@ type slot struct {
 	id         KeyID
 	n          uint32 // key length; 0 = free
 	seq        uint64
-	expiry     int64       // Unix ns; 0 = never
-	asg        *Assignment // nil = not assigned
-	prev, next int32       // FIFO neighbours, -1 at the ends
+	expiry     int64 // Unix ns; 0 = never
+	owner      Owner // "" = none
+	prev, next int32 // FIFO neighbours, -1 at the ends
 }
 
 // OpenPool opens a pool, creating it if it does not exist. In durable mode
@@ -288,6 +288,8 @@ func checkPoolConfig(cfg PoolConfig) (PoolConfig, error) {
 	return cfg, nil
 }
 
+// checkPoolName: a pool's name is in file names, so it follows the one ID
+// rule (internal/ids) and is not "." or "..".
 func checkPoolName(name string) error {
 	if name == "" || len(name) > MaxPoolNameLen {
 		return fmt.Errorf("must be 1 to %d characters, got %d", MaxPoolNameLen, len(name))
@@ -295,11 +297,8 @@ func checkPoolName(name string) error {
 	if name == "." || name == ".." {
 		return fmt.Errorf("must not be %q", name)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("may hold only A-Z a-z 0-9 . _ -, got %q at index %d", name[i:i+1], i)
-		}
+	if i := ids.BadByte(name); i >= 0 {
+		return fmt.Errorf("may hold only A-Z a-z 0-9 . _ -, got %q at index %d", name[i:i+1], i)
 	}
 	return nil
 }

@@ -29,9 +29,9 @@ func poolCrashConfig(dir string, db *meta.DB) PoolConfig {
 	return PoolConfig{Name: "nodeB", Dir: filepath.Join(dir, "pools"), Meta: db, Slots: poolCrashSlots}
 }
 
-// poolCrashAssignment is what the child assigns to the batch starting at seq.
-func poolCrashAssignment(seq uint64) Assignment {
-	return Assignment{Master: fmt.Sprintf("m%d", seq), Slaves: []string{fmt.Sprintf("s%d", seq)}}
+// poolCrashOwner is the owner the child gives the batch starting at seq.
+func poolCrashOwner(seq uint64) Owner {
+	return Owner(fmt.Sprintf("m%d>s%d", seq, seq))
 }
 
 // TestPoolCrash runs a durable pool in a child process that puts, assigns
@@ -93,7 +93,7 @@ func TestPoolCrash(t *testing.T) {
 	st := p.Stats()
 	var got []Key
 	for n := st.Stock; n > 0; {
-		keys, err := p.TakeNext(min(n, MaxBatch), Assignment{Master: "parent"})
+		keys, err := p.TakeNext(min(n, MaxBatch), Owner("parent"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +138,7 @@ type poolCrashLog struct {
 	nextSeq   uint64
 	batch     map[uint64]uint64 // seq → first seq of its Put batch
 	confirmed map[uint64]bool   // seq → its Put returned
-	assigned  map[uint64]bool   // first seq of a batch → its Assign returned
+	assigned  map[uint64]bool   // first seq of a batch → its SetOwner returned
 	intents   []poolCrashIntent
 	puts      int
 }
@@ -314,22 +314,22 @@ func (lg *poolCrashLog) check(present map[uint64]bool) string {
 	return ""
 }
 
-// checkAssignment: a key of a batch whose Assign returned carries the
-// batch's assignment; any other key carries it or none.
-func (lg *poolCrashLog) checkAssignment(seq uint64, a Assignment) string {
+// checkOwner: a key of a batch whose SetOwner returned carries the
+// batch's owner; any other key carries it or none.
+func (lg *poolCrashLog) checkOwner(seq uint64, o Owner) string {
 	first := lg.batch[seq]
-	want := poolCrashAssignment(first)
-	if a.Master == "" && !lg.assigned[first] {
+	want := poolCrashOwner(first)
+	if o == "" && !lg.assigned[first] {
 		return ""
 	}
-	if a.Master != want.Master || !slices.Equal(a.Slaves, want.Slaves) {
-		return fmt.Sprintf("key seq %d has assignment %+v, want %+v (assigned: %v)", seq, a, want, lg.assigned[first])
+	if o != want {
+		return fmt.Sprintf("key seq %d has owner %q, want %q (owner set: %v)", seq, o, want, lg.assigned[first])
 	}
 	return ""
 }
 
 // checkIndex walks the pool's FIFO (white box: TakeNext would replace the
-// assignments) and checks every key's assignment.
+// owners) and checks every key's owner.
 func (lg *poolCrashLog) checkIndex(p *Pool) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -339,11 +339,7 @@ func (lg *poolCrashLog) checkIndex(p *Pool) string {
 		if !ok {
 			return fmt.Sprintf("key %s in the pool was never put", e.id)
 		}
-		var a Assignment
-		if e.asg != nil {
-			a = *e.asg
-		}
-		if msg := lg.checkAssignment(seq, a); msg != "" {
+		if msg := lg.checkOwner(seq, e.owner); msg != "" {
 			return msg
 		}
 	}
@@ -468,8 +464,8 @@ func poolCrashChild(dir string) {
 			}
 			next = z + 1
 			if rnd.IntN(2) == 0 {
-				if err := p.Assign(ids(present[len(present)-n:]), poolCrashAssignment(a)); err != nil {
-					die("Assign: %v", err)
+				if err := p.SetOwner(ids(present[len(present)-n:]), poolCrashOwner(a)); err != nil {
+					die("SetOwner: %v", err)
 				}
 				logLine("assigned %d %d", a, z)
 				lg.assigned[a] = true
@@ -478,7 +474,7 @@ func poolCrashChild(dir string) {
 			n := 1 + rnd.IntN(min(len(present), 64))
 			want := present[:n]
 			logLine("took %s", seqList(want))
-			got, err := p.TakeNext(n, Assignment{Master: "child"})
+			got, err := p.TakeNext(n, Owner("child"))
 			if err != nil {
 				die("TakeNext: %v", err)
 			}
@@ -505,7 +501,7 @@ func poolCrashChild(dir string) {
 			}
 			checkKeys("TakeByIDs", got, want)
 			for i, k := range got {
-				if msg := lg.checkAssignment(want[i], k.Assignment); msg != "" {
+				if msg := lg.checkOwner(want[i], k.Owner); msg != "" {
 					die("TakeByIDs: %s", msg)
 				}
 			}

@@ -36,7 +36,7 @@ func TestPoolDigest(t *testing.T) {
 	if np != 10 || nq != 10 || dp != dq {
 		t.Fatalf("same keys in another order: %d %x vs %d %x", np, dp, nq, dq)
 	}
-	if _, err := q.TakeNext(1, Assignment{Master: "sae-1", Slaves: []string{"sae-2"}}); err != nil {
+	if _, err := q.TakeNext(1, Owner("sae-1>sae-2")); err != nil {
 		t.Fatal(err)
 	}
 	if n, d, _ := q.Digest(); n != 9 || d == dp {

@@ -56,19 +56,22 @@ func (p *Pool) syncSlots(picked []int32) error {
 //
 // Entry "pool/<Name>/k/" + the 16 bytes of the key ID:
 //
-//	[0]     format version (1)
+//	[0]     format version (2)
 //	[1:5]   slot (uint32)
 //	[5:9]   key length (uint32)
 //	[9:17]  sequence number (uint64): FIFO order
 //	[17:25] expiry (int64, Unix ns; 0 = never)
-//	[25:]   assignment: uint16 length + master SAE ID (length 0 = not
-//	        assigned), uint16 slave count, then uint16 length + ID each
+//	[25:]   owner tag, to the end of the value (none: empty)
 //
-// Integers are big-endian; no key bytes.
+// Format 1 entries (written before owners were opaque) are read too: their
+// tail is four zero bytes for no owner, and otherwise the tag the supply
+// service now writes, byte for byte. Integers are big-endian; no key bytes.
 const (
-	poolFormat     = 1
-	poolHeaderLen  = 9
-	poolEntryFixed = 25
+	poolHeaderFormat = 1
+	poolFormat       = 2 // of an entry
+	poolFormatV1     = 1
+	poolHeaderLen    = 9
+	poolEntryFixed   = 25
 )
 
 func (p *Pool) entryKey(id KeyID) string { return p.prefix + "k/" + string(id[:]) }
@@ -79,28 +82,15 @@ func appendEntry(b []byte, s int32, e *slot) []byte {
 	b = binary.BigEndian.AppendUint32(b, e.n)
 	b = binary.BigEndian.AppendUint64(b, e.seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.expiry))
-	if e.asg == nil {
-		return append(b, 0, 0, 0, 0)
-	}
-	b = appendString16(b, e.asg.Master)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(e.asg.Slaves)))
-	for _, s := range e.asg.Slaves {
-		b = appendString16(b, s)
-	}
-	return b
-}
-
-func appendString16(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
+	return append(b, e.owner...)
 }
 
 func decodeEntry(v []byte) (s int32, e slot, err error) {
-	if len(v) < poolEntryFixed+4 {
-		return 0, e, fmt.Errorf("entry is %d bytes, want at least %d", len(v), poolEntryFixed+4)
+	if len(v) < poolEntryFixed {
+		return 0, e, fmt.Errorf("entry is %d bytes, want at least %d", len(v), poolEntryFixed)
 	}
-	if v[0] != poolFormat {
-		return 0, e, fmt.Errorf("entry format %d, want %d", v[0], poolFormat)
+	if v[0] != poolFormat && v[0] != poolFormatV1 {
+		return 0, e, fmt.Errorf("entry format %d, want %d or %d", v[0], poolFormatV1, poolFormat)
 	}
 	slotNo := binary.BigEndian.Uint32(v[1:])
 	if slotNo > 1<<31-1 {
@@ -109,40 +99,19 @@ func decodeEntry(v []byte) (s int32, e slot, err error) {
 	e.n = binary.BigEndian.Uint32(v[5:])
 	e.seq = binary.BigEndian.Uint64(v[9:])
 	e.expiry = int64(binary.BigEndian.Uint64(v[17:]))
-	rest := v[poolEntryFixed:]
-	str := func() (string, bool) {
-		if len(rest) < 2 {
-			return "", false
+	owner := v[poolEntryFixed:]
+	if v[0] == poolFormatV1 {
+		if len(owner) < 4 {
+			return 0, e, fmt.Errorf("format 1 entry is %d bytes, want at least %d", len(v), poolEntryFixed+4)
 		}
-		n := int(binary.BigEndian.Uint16(rest))
-		if len(rest) < 2+n {
-			return "", false
+		if bytes.Equal(owner, []byte{0, 0, 0, 0}) {
+			owner = nil
 		}
-		s := string(rest[2 : 2+n])
-		rest = rest[2+n:]
-		return s, true
 	}
-	master, ok := str()
-	if !ok || len(rest) < 2 {
-		return 0, e, errors.New("assignment truncated")
+	if len(owner) > MaxOwnerLen {
+		return 0, e, fmt.Errorf("owner tag is %d bytes, at most %d allowed", len(owner), MaxOwnerLen)
 	}
-	nSlaves := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if master != "" {
-		e.asg = &Assignment{Master: master, Slaves: make([]string, 0, min(nSlaves, MaxSlaves))}
-	} else if nSlaves != 0 {
-		return 0, e, errors.New("slave SAEs without a master")
-	}
-	for range nSlaves {
-		s, ok := str()
-		if !ok {
-			return 0, e, errors.New("assignment truncated")
-		}
-		e.asg.Slaves = append(e.asg.Slaves, s)
-	}
-	if len(rest) != 0 {
-		return 0, e, fmt.Errorf("%d bytes after the assignment", len(rest))
-	}
+	e.owner = Owner(owner)
 	return int32(slotNo), e, nil
 }
 
@@ -241,7 +210,7 @@ func (p *Pool) create(size int, newPath, hdrKey string) error {
 	if err := r.Close(); err != nil {
 		return fmt.Errorf("pool %q: %w", p.cfg.Name, err)
 	}
-	hdr := []byte{poolFormat}
+	hdr := []byte{poolHeaderFormat}
 	hdr = binary.BigEndian.AppendUint32(hdr, uint32(p.cfg.Slots))
 	hdr = binary.BigEndian.AppendUint32(hdr, uint32(p.cfg.SlotSize))
 	if err := p.cfg.Meta.Update(func(tx *meta.Tx) error { return tx.Set(hdrKey, hdr) }); err != nil {
@@ -273,7 +242,7 @@ func (p *Pool) checkHeader(hdrKey string) error {
 	if err != nil {
 		return fmt.Errorf("pool %q: %w", p.cfg.Name, err)
 	}
-	if len(hdr) != poolHeaderLen || hdr[0] != poolFormat {
+	if len(hdr) != poolHeaderLen || hdr[0] != poolHeaderFormat {
 		return fmt.Errorf("pool %q: header %q in metadata store %s is damaged or from another version (% x); restore the metadata store from a backup", p.cfg.Name, hdrKey, p.cfg.Meta.Dir(), hdr)
 	}
 	slots, slotSize := binary.BigEndian.Uint32(hdr[1:]), binary.BigEndian.Uint32(hdr[5:])

@@ -12,12 +12,11 @@ import (
 	"github.com/qrelay/qrelay/ringstore/internal/meta"
 )
 
-// KeyState is one key of a pool's inventory: its ID, and whether it is
-// assigned (Assign on the decrypting side, ReserveNext on the encrypting
-// side) or free.
+// KeyState is one key of a pool's inventory: its ID, and whether it has an
+// owner (SetOwner, ReserveNext) or is free.
 type KeyState struct {
-	ID       KeyID
-	Assigned bool
+	ID    KeyID
+	Owned bool
 }
 
 // CompareKeyIDs orders key IDs as Inventory sorts them: bytewise.
@@ -25,8 +24,8 @@ func CompareKeyIDs(a, b KeyID) int { return bytes.Compare(a[:], b[:]) }
 
 // Inventory appends the state of every key in the pool to dst, sorted by
 // ID, and returns it. It is what two nodes compare to reconcile the two
-// ends of a pool pair after a restart (node/pool_sync.go): IDs and
-// assignment flags, no key bytes and no function of them. It holds the
+// ends of a pool pair after a restart (supply/pool_sync.go): IDs and
+// owner flags, no key bytes and no function of them. It holds the
 // pool's lock for one pass over the keys (17 bytes copied per key, no
 // I/O) and sorts after releasing it.
 func (p *Pool) Inventory(dst []KeyState) ([]KeyState, error) {
@@ -39,7 +38,7 @@ func (p *Pool) Inventory(dst []KeyState) ([]KeyState, error) {
 	dst = slices.Grow(dst, p.stock)
 	for s := p.head; s >= 0; s = p.slots[s].next {
 		e := &p.slots[s]
-		dst = append(dst, KeyState{ID: e.id, Assigned: e.asg != nil})
+		dst = append(dst, KeyState{ID: e.id, Owned: e.owner != ""})
 	}
 	p.mu.Unlock()
 	slices.SortFunc(dst[start:], func(a, b KeyState) int { return CompareKeyIDs(a.ID, b.ID) })

@@ -23,11 +23,11 @@ func TestPoolInventory(t *testing.T) {
 			if err := p.Put(keys); err != nil {
 				t.Fatal(err)
 			}
-			reserved, err := p.ReserveNext(3, Assignment{Master: "sae-a", Slaves: []string{"sae-b"}})
+			reserved, err := p.ReserveNext(3, Owner("sae-a>sae-b"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := p.Assign(poolIDs(keys[10:12]), Assignment{Master: "sae-a", Slaves: []string{"sae-b"}}); err != nil {
+			if err := p.SetOwner(poolIDs(keys[10:12]), Owner("sae-a>sae-b")); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := p.TakeByIDs(poolIDs(keys[15:17])); err != nil {
@@ -57,8 +57,8 @@ func TestPoolInventory(t *testing.T) {
 					if i > 0 && CompareKeyIDs(inv[i-1].ID, ks.ID) >= 0 {
 						t.Fatalf("inventory not sorted at %d", i)
 					}
-					if a, ok := want[ks.ID]; !ok || a != ks.Assigned {
-						t.Fatalf("key %s: in pool %v assigned %v, inventory says assigned %v", ks.ID, ok, a, ks.Assigned)
+					if a, ok := want[ks.ID]; !ok || a != ks.Owned {
+						t.Fatalf("key %s: in pool %v owned %v, inventory says owned %v", ks.ID, ok, a, ks.Owned)
 					}
 				}
 			}

@@ -9,7 +9,6 @@ package ringstore
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 
 	"github.com/qrelay/qrelay/ringstore/internal/meta"
 )
@@ -106,22 +105,20 @@ func (p *Pool) Put(keys []NewKey) error {
 	return nil
 }
 
-// TakeNext hands out the n oldest keys (first in, first out) to the
-// encrypting side's master SAE, recorded as assigned to a, and removes them
-// from the pool. If the pool has fewer than n keys it takes none and fails
+// TakeNext hands out the n oldest keys (first in, first out) to owner o,
+// returned with each key, and removes them from the pool. If the pool has fewer than n keys it takes none and fails
 // with ErrPoolEmpty.
-func (p *Pool) TakeNext(n int, a Assignment) ([]Key, error) {
-	return p.takeNext(n, a, false)
+func (p *Pool) TakeNext(n int, o Owner) ([]Key, error) {
+	return p.takeNext(n, o, false)
 }
 
-// TakeNextFree is TakeNext that passes by the keys ReserveNext reserved:
-// the master's node hands those out by ID to the pair they are reserved
-// for, and the others to anyone with TakeNextFree.
-func (p *Pool) TakeNextFree(n int, a Assignment) ([]Key, error) {
-	return p.takeNext(n, a, true)
+// TakeNextFree is TakeNext that passes by the keys with an owner (those
+// ReserveNext reserved): their owner takes them by ID.
+func (p *Pool) TakeNextFree(n int, o Owner) ([]Key, error) {
+	return p.takeNext(n, o, true)
 }
 
-func (p *Pool) takeNext(n int, a Assignment, skipAssigned bool) ([]Key, error) {
+func (p *Pool) takeNext(n int, o Owner, skipOwned bool) ([]Key, error) {
 	if n == 0 {
 		return nil, nil
 	}
@@ -133,7 +130,7 @@ func (p *Pool) takeNext(n int, a Assignment, skipAssigned bool) ([]Key, error) {
 	if n < 0 || n > MaxBatch {
 		return nil, fmt.Errorf("pool %q: TakeNext of %d keys: want 1 to %d per call", p.cfg.Name, n, MaxBatch)
 	}
-	if err := checkAssignment(a); err != nil {
+	if err := checkOwner(o); err != nil {
 		return nil, fmt.Errorf("pool %q: TakeNext: %w", p.cfg.Name, err)
 	}
 	if p.stock < n {
@@ -141,7 +138,7 @@ func (p *Pool) takeNext(n int, a Assignment, skipAssigned bool) ([]Key, error) {
 	}
 	picked := p.picked[:0]
 	for s := p.head; s >= 0 && len(picked) < n; s = p.slots[s].next {
-		if skipAssigned && p.slots[s].asg != nil {
+		if skipOwned && p.slots[s].owner != "" {
 			continue // reserved (ReserveNext): handed out by ID only
 		}
 		picked = append(picked, s)
@@ -150,20 +147,19 @@ func (p *Pool) takeNext(n int, a Assignment, skipAssigned bool) ([]Key, error) {
 	if len(picked) < n {
 		return nil, fmt.Errorf("pool %q has %d keys not reserved, %d requested: %w", p.cfg.Name, len(picked), n, ErrPoolEmpty)
 	}
-	a.Slaves = slices.Clone(a.Slaves)
-	keys, err := p.removeLocked(picked, &a, "TakeNext")
+	keys, err := p.removeLocked(picked, o, "TakeNext")
 	if err == nil {
 		p.stats.Taken += uint64(len(keys))
 	}
 	return keys, err
 }
 
-// TakeByIDs hands out, on the decrypting side, the keys ids with their
-// assignments and removes them from the pool: all of them, or, if any ID is
+// TakeByIDs hands out the keys ids with their owners and removes them from
+// the pool: all of them, or, if any ID is
 // not in the pool (ErrUnknownKey) or appears twice (ErrDuplicateKey), none.
 //
-// The caller authorises with the returned assignments after the keys have
-// left the pool; TakeByIDsIf authorises first, so that a refused request
+// The caller authorises with the returned owners after the keys have left
+// the pool; TakeByIDsIf authorises first, so that a refused request
 // costs no keys.
 func (p *Pool) TakeByIDs(ids []KeyID) ([]Key, error) {
 	return p.TakeByIDsIf(ids, nil)
@@ -173,7 +169,7 @@ func (p *Pool) TakeByIDs(ids []KeyID) ([]Key, error) {
 // not nil) and takes nothing if any call returns an error, which it returns
 // naming the key. allow runs under the pool's lock: it must not call the
 // pool.
-func (p *Pool) TakeByIDsIf(ids []KeyID, allow func(id KeyID, a Assignment) error) ([]Key, error) {
+func (p *Pool) TakeByIDsIf(ids []KeyID, allow func(id KeyID, o Owner) error) ([]Key, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -197,18 +193,14 @@ func (p *Pool) TakeByIDsIf(ids []KeyID, allow func(id KeyID, a Assignment) error
 		}
 		p.mark[s] = epoch
 		if allow != nil {
-			var a Assignment
-			if asg := p.slots[s].asg; asg != nil {
-				a = *asg
-			}
-			if err := allow(id, a); err != nil {
+			if err := allow(id, p.slots[s].owner); err != nil {
 				return nil, fmt.Errorf("pool %q: key %s: %w", p.cfg.Name, id, err)
 			}
 		}
 		picked = append(picked, s)
 	}
 	p.picked = picked
-	keys, err := p.removeLocked(picked, nil, "TakeByIDs")
+	keys, err := p.removeLocked(picked, "", "TakeByIDs")
 	if err == nil {
 		p.stats.Taken += uint64(len(keys))
 	}
@@ -220,7 +212,7 @@ func (p *Pool) TakeByIDsIf(ids []KeyID, allow func(id KeyID, a Assignment) error
 // metadata transaction, and returns how many it removed. It is for keys
 // the other end gave up on (a cancelled assignment), where some may be
 // gone already; nobody gets their bytes.
-func (p *Pool) Discard(ids []KeyID, allow func(id KeyID, a Assignment) error) (int, error) {
+func (p *Pool) Discard(ids []KeyID, allow func(id KeyID, o Owner) error) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
@@ -241,11 +233,7 @@ func (p *Pool) Discard(ids []KeyID, allow func(id KeyID, a Assignment) error) (i
 		}
 		p.mark[s] = epoch
 		if allow != nil {
-			var a Assignment
-			if asg := p.slots[s].asg; asg != nil {
-				a = *asg
-			}
-			if allow(id, a) != nil {
+			if allow(id, p.slots[s].owner) != nil {
 				continue
 			}
 		}
@@ -255,7 +243,7 @@ func (p *Pool) Discard(ids []KeyID, allow func(id KeyID, a Assignment) error) (i
 	if len(picked) == 0 {
 		return 0, nil
 	}
-	keys, err := p.removeLocked(picked, nil, "Discard")
+	keys, err := p.removeLocked(picked, "", "Discard")
 	for _, k := range keys {
 		clear(k.Bytes)
 	}
@@ -290,7 +278,7 @@ func (p *Pool) Expire() int {
 		if len(picked) == 0 {
 			return expired
 		}
-		if _, err := p.removeLocked(picked, nil, "Expire"); err != nil {
+		if _, err := p.removeLocked(picked, "", "Expire"); err != nil {
 			slog.Error("key pool: expiring keys failed", "pool", p.cfg.Name, "keys", len(picked), "err", err)
 			return expired
 		}
@@ -301,8 +289,8 @@ func (p *Pool) Expire() int {
 
 // removeLocked hands out the keys in picked, in that order, and removes
 // them: copy out, delete the index entries (one transaction), zeroise, msync.
-// asg, if not nil, replaces their assignments.
-func (p *Pool) removeLocked(picked []int32, asg *Assignment, op string) ([]Key, error) {
+// owner, if not empty, replaces their owners.
+func (p *Pool) removeLocked(picked []int32, owner Owner, op string) ([]Key, error) {
 	total := 0
 	for _, s := range picked {
 		total += int(p.slots[s].n)
@@ -314,11 +302,9 @@ func (p *Pool) removeLocked(picked []int32, asg *Assignment, op string) ([]Key, 
 		e := &p.slots[s]
 		b := buf[off : off+int(e.n) : off+int(e.n)]
 		off += copy(b, p.slotBytes(s)[:e.n])
-		keys[i] = Key{ID: e.id, Bytes: b}
-		if asg != nil {
-			keys[i].Assignment = *asg
-		} else if e.asg != nil {
-			keys[i].Assignment = *e.asg
+		keys[i] = Key{ID: e.id, Bytes: b, Owner: e.owner}
+		if owner != "" {
+			keys[i].Owner = owner
 		}
 	}
 	if p.durable {

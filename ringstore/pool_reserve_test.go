@@ -22,7 +22,7 @@ func TestPoolReserveNext(t *testing.T) {
 			if err := p.Put(keys); err != nil {
 				t.Fatal(err)
 			}
-			pair := Assignment{Master: "sae-a", Slaves: []string{"sae-c"}}
+			pair := Owner("sae-a>sae-c")
 			ids, err := p.ReserveNext(4, pair)
 			if err != nil || len(ids) != 4 || ids[0] != keys[0].ID || ids[3] != keys[3].ID {
 				t.Fatalf("ReserveNext(4) = %v, %v; want the 4 oldest", ids, err)
@@ -31,11 +31,11 @@ func TestPoolReserveNext(t *testing.T) {
 			if err != nil || more[0] != keys[4].ID {
 				t.Fatalf("second ReserveNext = %v, %v; want keys 4 and 5", more, err)
 			}
-			got, err := p.TakeNextFree(3, Assignment{Master: "sae-x", Slaves: []string{"sae-y"}})
+			got, err := p.TakeNextFree(3, Owner("sae-x>sae-y"))
 			if err != nil || got[0].ID != keys[6].ID {
 				t.Fatalf("TakeNextFree after reservations: %v, %v; want keys 6.. (reserved ones skipped)", got, err)
 			}
-			if _, err := p.TakeNextFree(2, Assignment{Master: "sae-x"}); !errors.Is(err, ErrPoolEmpty) {
+			if _, err := p.TakeNextFree(2, Owner("sae-x")); !errors.Is(err, ErrPoolEmpty) {
 				t.Fatalf("TakeNextFree of 2 with 1 unreserved key: %v, want ErrPoolEmpty", err)
 			}
 			if _, err := p.ReserveNext(2, pair); !errors.Is(err, ErrPoolEmpty) {
@@ -48,7 +48,7 @@ func TestPoolReserveNext(t *testing.T) {
 				p = env.open(t, cfg)
 			}
 			out, err := p.TakeByIDs(ids[:2])
-			if err != nil || len(out) != 2 || out[0].Assignment.Master != "sae-a" || out[1].Bytes[0] != 1 {
+			if err != nil || len(out) != 2 || out[0].Owner != pair || out[1].Bytes[0] != 1 {
 				t.Fatalf("TakeByIDs of reserved keys: %+v, %v", out, err)
 			}
 		})

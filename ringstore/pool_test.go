@@ -237,7 +237,7 @@ func TestPoolErrors(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			env := newPoolEnv(t, mode)
 			p := env.open(t, env.config("nodeB", 5))
-			a := Assignment{Master: "saeA", Slaves: []string{"saeB"}}
+			a := Owner("saeA>saeB")
 			keys := poolNewKeys(1, 0, 3, DefaultSlotSize)
 			if err := p.Put(keys); err != nil {
 				t.Fatal(err)
@@ -260,36 +260,36 @@ func TestPoolErrors(t *testing.T) {
 			wantErr(t, err, nil, "at most 2048 per call")
 
 			unknown := poolID(9, 9)
-			err = p.Assign([]KeyID{keys[0].ID, unknown}, a)
+			err = p.SetOwner([]KeyID{keys[0].ID, unknown}, a)
 			wantErr(t, err, ErrUnknownKey, unknown.String())
-			err = p.Assign([]KeyID{keys[0].ID}, Assignment{})
-			wantErr(t, err, nil, "no master SAE")
-			_, err = p.TakeNext(1, Assignment{Slaves: []string{"x"}})
-			wantErr(t, err, nil, "no master SAE")
-			err = p.Assign([]KeyID{keys[0].ID}, Assignment{Master: strings.Repeat("m", MaxSAEIDLen+1)})
-			wantErr(t, err, nil, "master SAE ID", "is 257 bytes, at most 256 allowed")
-			err = p.Assign([]KeyID{keys[0].ID}, Assignment{Master: "m", Slaves: []string{"s", ""}})
-			wantErr(t, err, nil, "slave SAE ID 1", "is 0 bytes, want 1 to 256")
-			err = p.Assign([]KeyID{keys[0].ID}, Assignment{Master: "m", Slaves: make([]string, MaxSlaves+1)})
-			wantErr(t, err, nil, "65 slave SAEs, at most 64 allowed")
+			err = p.SetOwner([]KeyID{keys[0].ID}, Owner(""))
+			wantErr(t, err, nil, "owner tag is empty")
+			_, err = p.TakeNext(1, Owner(""))
+			wantErr(t, err, nil, "owner tag is empty")
+			err = p.SetOwner([]KeyID{keys[0].ID}, Owner(strings.Repeat("m", MaxOwnerLen+1)))
+			wantErr(t, err, nil, "owner tag is 17409 bytes, at most 17408 allowed")
 			_, err = p.TakeNext(-1, a)
 			wantErr(t, err, nil, "TakeNext of -1 keys")
-			if err := p.Assign([]KeyID{keys[0].ID}, a); err != nil {
+			if err := p.SetOwner([]KeyID{keys[0].ID}, a); err != nil {
 				t.Fatal(err)
 			}
-			if err := p.Assign([]KeyID{keys[0].ID, keys[0].ID}, a); err != nil {
+			if err := p.SetOwner([]KeyID{keys[0].ID, keys[0].ID}, a); err != nil {
 				t.Fatalf("assigning again as before: %v", err)
 			}
-			err = p.Assign([]KeyID{keys[1].ID, keys[0].ID}, Assignment{Master: "saeX"})
-			wantErr(t, err, ErrAssigned, keys[0].ID.String(), `master SAE "saeA"`)
+			err = p.SetOwner([]KeyID{keys[1].ID, keys[0].ID}, Owner("saeX"))
+			wantErr(t, err, ErrOwned, keys[0].ID.String(), "has another owner")
+			var conflict *OwnerConflict
+			if !errors.As(err, &conflict) || conflict.ID != keys[0].ID || conflict.Owner != a {
+				t.Fatalf("SetOwner of a key with another owner: %#v, want an *OwnerConflict naming %s and its owner %q", err, keys[0].ID, a)
+			}
 
 			_, err = p.TakeByIDs([]KeyID{keys[0].ID, unknown})
 			wantErr(t, err, ErrUnknownKey, unknown.String())
 			_, err = p.TakeByIDs([]KeyID{keys[2].ID, keys[2].ID})
 			wantErr(t, err, ErrDuplicateKey, keys[2].ID.String())
 			refuse := errors.New("SAE saeC may not have this key")
-			_, err = p.TakeByIDsIf([]KeyID{keys[2].ID, keys[0].ID}, func(id KeyID, got Assignment) error {
-				if got.Master != "saeA" {
+			_, err = p.TakeByIDsIf([]KeyID{keys[2].ID, keys[0].ID}, func(id KeyID, got Owner) error {
+				if got != a {
 					return refuse
 				}
 				return nil
@@ -306,8 +306,7 @@ func TestPoolErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got[0].ID != keys[2].ID || got[1].ID != keys[0].ID ||
-				got[0].Assignment.Master != "" || got[1].Assignment.Master != "saeA" ||
-				!slices.Equal(got[1].Assignment.Slaves, []string{"saeB"}) {
+				got[0].Owner != "" || got[1].Owner != a {
 				t.Fatalf("TakeByIDs returned %+v", got)
 			}
 
@@ -322,7 +321,7 @@ func TestPoolErrors(t *testing.T) {
 			wantErr(t, err, ErrPoolClosed)
 			_, err = p.TakeByIDs([]KeyID{keys[1].ID})
 			wantErr(t, err, ErrPoolClosed)
-			wantErr(t, p.Assign([]KeyID{keys[1].ID}, a), ErrPoolClosed)
+			wantErr(t, p.SetOwner([]KeyID{keys[1].ID}, a), ErrPoolClosed)
 			if n := p.Expire(); n != 0 {
 				t.Fatalf("Expire on a closed pool = %d", n)
 			}
@@ -339,7 +338,7 @@ type poolModel struct {
 type poolModelKey struct {
 	id     KeyID
 	b      []byte
-	asg    Assignment
+	owner  Owner
 	expiry time.Time
 }
 
@@ -354,8 +353,8 @@ func checkTaken(t *testing.T, got []Key, want []poolModelKey) {
 	}
 	for i := range got {
 		if got[i].ID != want[i].id || !bytes.Equal(got[i].Bytes, want[i].b) ||
-			got[i].Assignment.Master != want[i].asg.Master || !slices.Equal(got[i].Assignment.Slaves, want[i].asg.Slaves) {
-			t.Fatalf("key %d: got %s %x %+v, want %s %x %+v", i, got[i].ID, got[i].Bytes, got[i].Assignment, want[i].id, want[i].b, want[i].asg)
+			got[i].Owner != want[i].owner {
+			t.Fatalf("key %d: got %s %x %q, want %s %x %q", i, got[i].ID, got[i].Bytes, got[i].Owner, want[i].id, want[i].b, want[i].owner)
 		}
 	}
 }
@@ -383,7 +382,7 @@ func TestPoolModel(t *testing.T) {
 			m := &poolModel{slots: cfg.Slots}
 			rnd := rand.New(rand.NewPCG(1, 2))
 			var next uint64
-			masters := []Assignment{{Master: "saeA", Slaves: []string{"saeB"}}, {Master: "saeC", Slaves: []string{"saeD", "saeE"}}, {Master: "saeF"}}
+			masters := []Owner{"saeA>saeB", "saeC>saeD>saeE", "saeF"}
 			pick := func() []KeyID { // a random subset of the pool, sometimes with an unknown or repeated ID
 				var ids []KeyID
 				for _, k := range m.keys {
@@ -442,7 +441,7 @@ func TestPoolModel(t *testing.T) {
 					}
 					want := slices.Clone(m.keys[:n])
 					for i := range want {
-						want[i].asg = a
+						want[i].owner = a
 					}
 					checkTaken(t, got, want)
 					m.keys = m.keys[n:]
@@ -456,18 +455,18 @@ func TestPoolModel(t *testing.T) {
 							want = ErrUnknownKey
 							break
 						}
-						if old := m.keys[i].asg; old.Master != "" && !sameAssignment(&old, &a) {
-							want = ErrAssigned
+						if old := m.keys[i].owner; old != "" && old != a {
+							want = ErrOwned
 							break
 						}
 					}
-					err := p.Assign(ids, a)
+					err := p.SetOwner(ids, a)
 					if !errors.Is(err, want) || (want == nil) != (err == nil) {
 						t.Fatalf("op %d: Assign: %v, want %v", op, err, want)
 					}
 					if err == nil {
 						for _, id := range ids {
-							m.keys[m.find(id)].asg = a
+							m.keys[m.find(id)].owner = a
 						}
 					}
 				case r < 88: // TakeByIDs
@@ -529,7 +528,7 @@ func TestPoolModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := range m.keys {
-				m.keys[i].asg = masters[0]
+				m.keys[i].owner = masters[0]
 			}
 			checkTaken(t, got, m.keys)
 		})
@@ -595,7 +594,7 @@ func TestPoolOneAllocationPerCall(t *testing.T) {
 					}
 				}
 			}
-			got, err := p.TakeNext(8, Assignment{Master: "saeA"})
+			got, err := p.TakeNext(8, Owner("saeA"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -630,7 +629,7 @@ func TestPoolWatermarks(t *testing.T) {
 				}
 			}
 			take := func(n int) func() error {
-				return func() error { _, err := p.TakeNext(n, Assignment{Master: "saeA"}); return err }
+				return func() error { _, err := p.TakeNext(n, Owner("saeA")); return err }
 			}
 			takeIDs := func(from, n int) func() error {
 				return func() error {
@@ -661,7 +660,7 @@ func TestPoolWatermarks(t *testing.T) {
 				{put(1), nil},                            // 4 → 5
 				{expire, []string{"low 0"}},              // 5 → 0 by TTL
 				{func() error { return put(50)() }, nil}, // does not fit: no change, no event
-				{func() error { _, err := p.TakeNext(3, Assignment{Master: "m"}); return err }, nil},
+				{func() error { _, err := p.TakeNext(3, Owner("m")); return err }, nil},
 			} {
 				events = nil
 				if i == 0 {
@@ -702,7 +701,7 @@ func TestPoolWatermarks(t *testing.T) {
 	if err := p.Put(poolNewKeys(1, 0, 2, DefaultSlotSize)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.TakeNext(1, Assignment{Master: "m"}); err != nil {
+	if _, err := p.TakeNext(1, Owner("m")); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"low 0", "low 1", "high 6 6"}; !slices.Equal(events, want) {
@@ -725,7 +724,7 @@ func TestPoolWatermarksDefaults(t *testing.T) {
 	if err := p.Put(poolNewKeys(1, 0, 4, DefaultSlotSize)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.TakeNext(4, Assignment{Master: "m"}); err != nil {
+	if _, err := p.TakeNext(4, Owner("m")); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"high 4"}; !slices.Equal(events, want) {
@@ -813,11 +812,11 @@ func TestPoolRestartKeepsKeys(t *testing.T) {
 		}
 		keys = append(keys, batch...)
 	}
-	asg := Assignment{Master: "saeA", Slaves: []string{"saeB", "saeC"}}
-	if err := p.Assign(poolIDs(keys[12:18]), asg); err != nil {
+	owner := Owner("saeA>saeB>saeC")
+	if err := p.SetOwner(poolIDs(keys[12:18]), owner); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.TakeNext(5, Assignment{Master: "saeA"}); err != nil {
+	if _, err := p.TakeNext(5, Owner("saeA")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.TakeByIDs(poolIDs(keys[30:35])); err != nil {
@@ -839,21 +838,21 @@ func TestPoolRestartKeepsKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, more...)
-	// Assignments survived: TakeByIDs returns them.
+	// Owners survived: TakeByIDs returns them.
 	got, err := p.TakeByIDs(poolIDs(keys[16:18]))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, k := range got {
-		if k.Assignment.Master != asg.Master || !slices.Equal(k.Assignment.Slaves, asg.Slaves) || !bytes.Equal(k.Bytes, keys[16+i].Key) {
-			t.Fatalf("key %s after restart: %x %+v", k.ID, k.Bytes, k.Assignment)
+		if k.Owner != owner || !bytes.Equal(k.Bytes, keys[16+i].Key) {
+			t.Fatalf("key %s after restart: %x %q", k.ID, k.Bytes, k.Owner)
 		}
 	}
 	want = slices.DeleteFunc(want, func(k NewKey) bool { return k.ID == keys[16].ID || k.ID == keys[17].ID })
 	// And everything else, in FIFO order, with the same bytes.
 	p.Close()
 	p = env.open(t, cfg)
-	got, err = p.TakeNext(len(want), Assignment{Master: "saeZ"})
+	got, err = p.TakeNext(len(want), Owner("saeZ"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -915,7 +914,7 @@ func TestPoolZeroises(t *testing.T) {
 			for _, k := range keys[30:35] {
 				taken[slotOf(k.ID)] = true
 			}
-			if _, err := p.TakeNext(20, Assignment{Master: "saeA"}); err != nil {
+			if _, err := p.TakeNext(20, Owner("saeA")); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := p.TakeByIDs(poolIDs(keys[30:35])); err != nil {
@@ -1023,7 +1022,7 @@ func TestPoolZeroisesOrphans(t *testing.T) {
 	if _, err := p.TakeByIDs([]KeyID{gone.ID}); !errors.Is(err, ErrUnknownKey) {
 		t.Fatalf("key whose index entry was deleted came back: %v", err)
 	}
-	got, err := p.TakeNext(9, Assignment{Master: "saeA"})
+	got, err := p.TakeNext(9, Owner("saeA"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1118,7 +1117,7 @@ func TestPoolRefusesDamage(t *testing.T) {
 		}, want: []string{"index entry for key $id", "says the key is 33 bytes, but slots in $path hold 1 to 32"}},
 		{name: "garbage entry", damage: func(t *testing.T, f *fixture) {
 			setEntry(t, f, f.keys[3].ID, []byte{1, 2, 3})
-		}, want: []string{"index entry", "entry is 3 bytes, want at least 29", "restore the metadata store"}},
+		}, want: []string{"index entry", "entry is 3 bytes, want at least 25", "restore the metadata store"}},
 		{name: "bad key in index", damage: func(t *testing.T, f *fixture) {
 			if err := f.env.db.Update(func(tx *meta.Tx) error { return tx.Set("pool/nodeB/k/short", entry(9, 9, 9)) }); err != nil {
 				t.Fatal(err)
@@ -1221,7 +1220,7 @@ func TestPoolFailedMetadataWrite(t *testing.T) {
 	env.db.Close()
 	err = p.Put(poolNewKeys(1, 10, 5, DefaultSlotSize))
 	wantErr(t, err, ErrPoolFailed, `pool "nodeB": Put`)
-	_, err = p.TakeNext(1, Assignment{Master: "m"})
+	_, err = p.TakeNext(1, Owner("m"))
 	wantErr(t, err, ErrPoolFailed, "first failure")
 	p.Close()
 
@@ -1233,7 +1232,7 @@ func TestPoolFailedMetadataWrite(t *testing.T) {
 	cfg.Meta = env.db
 	p = env.open(t, cfg)
 	checkPoolInvariants(t, p)
-	got, err := p.TakeNext(10, Assignment{Master: "m"})
+	got, err := p.TakeNext(10, Owner("m"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1248,7 +1247,7 @@ func TestPoolFailedMetadataWrite(t *testing.T) {
 }
 
 // TestPoolFullBatches: the largest batch fits in one metadata transaction
-// with the longest pool name, and a large assignment is split as needed.
+// with the longest pool name, and the longest owner tags are split as needed.
 func TestPoolFullBatches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes several MaxBatch transactions")
@@ -1260,11 +1259,12 @@ func TestPoolFullBatches(t *testing.T) {
 	if err := p.Put(keys); err != nil {
 		t.Fatal(err)
 	}
-	big := Assignment{Master: strings.Repeat("m", MaxSAEIDLen)}
-	for i := range MaxSlaves {
-		big.Slaves = append(big.Slaves, fmt.Sprintf("%0*d", MaxSAEIDLen, i))
+	tag := make([]byte, MaxOwnerLen)
+	for i := range tag {
+		tag[i] = byte(i * 7)
 	}
-	if err := p.Assign(poolIDs(keys), big); err != nil {
+	big := Owner(tag)
+	if err := p.SetOwner(poolIDs(keys), big); err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
@@ -1274,8 +1274,8 @@ func TestPoolFullBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, k := range got {
-		if !bytes.Equal(k.Bytes, keys[i].Key) || k.Assignment.Master != big.Master || !slices.Equal(k.Assignment.Slaves, big.Slaves) {
-			t.Fatalf("key %d after restart: %+v", i, k.Assignment.Master)
+		if !bytes.Equal(k.Bytes, keys[i].Key) || k.Owner != big {
+			t.Fatalf("key %d after restart: owner of %d bytes, want the %d set", i, len(k.Owner), len(big))
 		}
 	}
 }
@@ -1362,7 +1362,7 @@ func TestPoolConcurrent(t *testing.T) {
 				takeWG.Go(func() {
 					rnd := rand.New(rand.NewPCG(uint64(g), 2))
 					for range rounds {
-						got, err := p.TakeNext(1+rnd.IntN(12), Assignment{Master: "saeA"})
+						got, err := p.TakeNext(1+rnd.IntN(12), Owner("saeA"))
 						if errors.Is(err, ErrPoolEmpty) {
 							continue
 						}
@@ -1379,7 +1379,7 @@ func TestPoolConcurrent(t *testing.T) {
 					for batch := range ids {
 						if g == 0 {
 							// One of them assigns first: races with the takers.
-							if err := p.Assign(batch, Assignment{Master: "saeA", Slaves: []string{"saeB"}}); err != nil && !errors.Is(err, ErrUnknownKey) {
+							if err := p.SetOwner(batch, Owner("saeA>saeB")); err != nil && !errors.Is(err, ErrUnknownKey) {
 								t.Error(err)
 							}
 						}
@@ -1402,7 +1402,7 @@ func TestPoolConcurrent(t *testing.T) {
 
 			st := p.Stats()
 			lastBeforeDrain := last
-			rest, err := p.TakeNext(st.Stock, Assignment{Master: "saeA"})
+			rest, err := p.TakeNext(st.Stock, Owner("saeA"))
 			if err != nil && st.Stock > 0 {
 				t.Fatal(err)
 			}
@@ -1447,7 +1447,7 @@ func BenchmarkPool(b *testing.B) {
 				}
 				b.ReportAllocs()
 				b.SetBytes(int64(batch * 32))
-				a := Assignment{Master: "saeA"}
+				a := Owner("saeA")
 				for b.Loop() {
 					if err := p.Put(keys); err != nil {
 						b.Fatal(err)
@@ -1475,12 +1475,12 @@ func TestPoolDiscard(t *testing.T) {
 			if err := p.Put(keys); err != nil {
 				t.Fatal(err)
 			}
-			a := Assignment{Master: "saeA", Slaves: []string{"saeB"}}
-			if err := p.Assign([]KeyID{keys[1].ID, keys[2].ID}, a); err != nil {
+			a := Owner("saeA>saeB")
+			if err := p.SetOwner([]KeyID{keys[1].ID, keys[2].ID}, a); err != nil {
 				t.Fatal(err)
 			}
 			refused := errors.New("not yours")
-			n, err := p.Discard([]KeyID{keys[0].ID, keys[0].ID, poolID(9, 9), keys[1].ID, keys[3].ID, keys[2].ID}, func(id KeyID, got Assignment) error {
+			n, err := p.Discard([]KeyID{keys[0].ID, keys[0].ID, poolID(9, 9), keys[1].ID, keys[3].ID, keys[2].ID}, func(id KeyID, got Owner) error {
 				if id == keys[2].ID {
 					return refused
 				}

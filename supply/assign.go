@@ -146,7 +146,7 @@ func (as *assigner) apply(src string, payload []byte) {
 		if err == nil {
 			var p *ringstore.Pool
 			if p, err = svc.sink.pool(src, RoleIn); err == nil {
-				err = p.Assign(a.Keys, ringstore.Assignment{Master: a.Master, Slaves: a.Slaves})
+				err = setOwner(p, a.Keys, Assignment{Master: a.Master, Slaves: a.Slaves})
 			}
 		}
 		ack := frame.SAEAssignResult{RequestID: a.RequestID, OK: err == nil}
@@ -199,7 +199,12 @@ func (as *assigner) applyCancel(src string, payload []byte) {
 	// One removal (one metadata transaction in durable mode) for the
 	// whole message: this worker also applies ASSIGNs, which must not
 	// wait behind a sync per key.
-	dropped, err := p.Discard(ids, func(id ringstore.KeyID, a ringstore.Assignment) error {
+	var owners assignments
+	dropped, err := p.Discard(ids, func(id ringstore.KeyID, o ringstore.Owner) error {
+		a, err := owners.of(o)
+		if err != nil {
+			return fmt.Errorf("key %s: %w", id, err)
+		}
 		if node, ok := svc.saeNode(a.Master); a.Master != "" && (!ok || node != src) {
 			return fmt.Errorf("key %s is assigned to master SAE %q, not one of node %s", id, a.Master, src)
 		}
@@ -210,6 +215,23 @@ func (as *assigner) applyCancel(src string, payload []byte) {
 		return
 	}
 	svc.log.Info("keys of a cancelled assignment discarded", "src", src, "keys", dropped, "cancelled", len(ids))
+}
+
+// setOwner records on in pool p that the SAEs of a may fetch keys ids. A
+// key assigned otherwise already is refused naming its master SAE.
+func setOwner(p *ringstore.Pool, ids []ringstore.KeyID, a Assignment) error {
+	owner, err := ownerOf(a)
+	if err != nil {
+		return err
+	}
+	err = p.SetOwner(ids, owner)
+	var conflict *ringstore.OwnerConflict
+	if errors.As(err, &conflict) {
+		if old, aerr := assignmentOf(conflict.Owner); aerr == nil {
+			return fmt.Errorf("pool %q: key %s is already assigned to master SAE %q: %w", conflict.Pool, conflict.ID, old.Master, err)
+		}
+	}
+	return err
 }
 
 // check refuses an assignment that node src may not make: its master SAE

@@ -114,7 +114,11 @@ func (svc *Service) EncKeys(ctx context.Context, req EncRequest) ([]Key, error) 
 // assignNow takes keys not reserved and waits for the slave's node to
 // record who may fetch them.
 func (svc *Service) assignNow(ctx context.Context, p *ringstore.Pool, remote string, req EncRequest) ([]ringstore.Key, error) {
-	keys, err := p.TakeNextFree(req.Number, ringstore.Assignment{Master: req.Master, Slaves: []string{req.Slave}})
+	owner, err := ownerOf(Assignment{Master: req.Master, Slaves: []string{req.Slave}})
+	if err != nil {
+		return nil, BadRequest(err.Error())
+	}
+	keys, err := p.TakeNextFree(req.Number, owner)
 	if errors.Is(err, ringstore.ErrPoolEmpty) {
 		svc.wakeFiller(remote)
 		return nil, Unavailable(fmt.Sprintf("the key pool for SAEs of node %s holds %d keys, %d asked: it is being refilled by relay; retry shortly",
@@ -164,8 +168,12 @@ func (svc *Service) DecKeys(ctx context.Context, req DecRequest) ([]Key, error) 
 	if err != nil {
 		return nil, err
 	}
-	keys, err := p.TakeByIDsIf(ids, func(id ringstore.KeyID, a ringstore.Assignment) error {
+	var owners assignments
+	keys, err := p.TakeByIDsIf(ids, func(id ringstore.KeyID, o ringstore.Owner) error {
+		a, err := owners.of(o)
 		switch {
+		case err != nil:
+			return fmt.Errorf("%w: %v", errNotYours, err)
 		case a.Master == "":
 			return errNotAssigned
 		case a.Master != req.Master || !slices.Contains(a.Slaves, req.Slave):

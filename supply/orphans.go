@@ -183,8 +183,8 @@ func (o *orphanTracker) expire(now time.Time) {
 		p, err := svc.sink.existing(b.remote, RoleIn, svc.meta)
 		k := 0
 		if err == nil && p != nil {
-			k, err = p.Discard(b.ids, func(_ ringstore.KeyID, a ringstore.Assignment) error {
-				if a.Master == "" {
+			k, err = p.Discard(b.ids, func(_ ringstore.KeyID, o ringstore.Owner) error {
+				if o == "" {
 					return errNotAssigned // not ours: a key is never unassigned
 				}
 				return nil

@@ -346,8 +346,8 @@ func (ps *poolSyncer) apply(remote string, drops []frame.PoolDropKey) (dropped, 
 		for i, d := range ds {
 			state[d.ID], ids[i] = d.Assigned, d.ID
 		}
-		k, derr := p.Discard(ids, func(id ringstore.KeyID, a ringstore.Assignment) error {
-			if (a.Master != "") != state[id] {
+		k, derr := p.Discard(ids, func(id ringstore.KeyID, o ringstore.Owner) error {
+			if (o != "") != state[id] {
 				return errStateChanged
 			}
 			return nil

@@ -80,10 +80,10 @@ func reconcilePools(x, y poolInventory, xRestarted, yRestarted bool) (atX, atY [
 // out node drops to atO and what the in node drops to atI.
 func reconcilePair(o, i []ringstore.KeyState, oRestarted bool, atO, atI []frame.PoolDropKey) ([]frame.PoolDropKey, []frame.PoolDropKey) {
 	dropO := func(k ringstore.KeyState, r frame.PoolDropReason) {
-		atO = append(atO, frame.PoolDropKey{ID: k.ID, Assigned: k.Assigned, Reason: r})
+		atO = append(atO, frame.PoolDropKey{ID: k.ID, Assigned: k.Owned, Reason: r})
 	}
 	dropI := func(k ringstore.KeyState, r frame.PoolDropReason) {
-		atI = append(atI, frame.PoolDropKey{ID: k.ID, In: true, Assigned: k.Assigned, Reason: r})
+		atI = append(atI, frame.PoolDropKey{ID: k.ID, In: true, Assigned: k.Owned, Reason: r})
 	}
 	for len(o) > 0 || len(i) > 0 {
 		c := 0
@@ -101,7 +101,7 @@ func reconcilePair(o, i []ringstore.KeyState, oRestarted bool, atO, atI []frame.
 			o = o[1:]
 		case c > 0: // in I only
 			switch {
-			case !i[0].Assigned:
+			case !i[0].Owned:
 				dropI(i[0], frame.PoolDropUnconfirmed)
 			case oRestarted:
 				dropI(i[0], frame.PoolDropOrphan)
@@ -109,10 +109,10 @@ func reconcilePair(o, i []ringstore.KeyState, oRestarted bool, atO, atI []frame.
 			i = i[1:]
 		default: // in both
 			switch ko, ki := o[0], i[0]; {
-			case !ko.Assigned && ki.Assigned:
+			case !ko.Owned && ki.Owned:
 				dropO(ko, frame.PoolDropStale)
 				dropI(ki, frame.PoolDropStale)
-			case ko.Assigned && oRestarted:
+			case ko.Owned && oRestarted:
 				dropO(ko, frame.PoolDropReserved)
 				dropI(ki, frame.PoolDropReserved)
 			}

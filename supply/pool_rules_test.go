@@ -66,7 +66,7 @@ func TestPoolRulesTable(t *testing.T) {
 		if k == absent {
 			return nil
 		}
-		return []ringstore.KeyState{{ID: id, Assigned: k == assigned}}
+		return []ringstore.KeyState{{ID: id, Owned: k == assigned}}
 	}
 	for _, o := range []keyAt{absent, free, assigned} {
 		for _, i := range []keyAt{absent, free, assigned} {
@@ -160,7 +160,7 @@ func TestPoolRulesExhaustive(t *testing.T) {
 					st = p.o
 				}
 				if st != absent {
-					s = append(s, ringstore.KeyState{ID: ids[k], Assigned: st == assigned})
+					s = append(s, ringstore.KeyState{ID: ids[k], Owned: st == assigned})
 				}
 			}
 			return s

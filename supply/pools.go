@@ -119,7 +119,7 @@ func (s *poolSet) all() []PoolEntry {
 // would exceed the 64 characters a pool name may have.
 func poolName(remote, role string) string {
 	name := role[:1] + "-" + remote
-	if len(name) > 64 {
+	if len(name) > ringstore.MaxPoolNameLen {
 		sum := sha256.Sum256([]byte(remote))
 		name = role[:1] + "-h" + hex.EncodeToString(sum[:20])
 	}

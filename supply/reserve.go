@@ -95,7 +95,11 @@ func (svc *Service) keepReserved(r *reservation) {
 		svc.log.Error("key reservation stopped: pool cannot open", "remote", r.remote, "err", err)
 		return
 	}
-	asg := ringstore.Assignment{Master: r.master, Slaves: []string{r.slave}}
+	asg, err := ownerOf(Assignment{Master: r.master, Slaves: []string{r.slave}})
+	if err != nil {
+		svc.log.Error("key reservation stopped", "remote", r.remote, "master", r.master, "slave", r.slave, "err", err)
+		return
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -123,7 +127,7 @@ func (svc *Service) keepReserved(r *reservation) {
 // reserveBatch reserves up to short keys for r and has them assigned at
 // the slave's node, and says whether it did. It does nothing while the
 // pools shared with r's node are being reconciled.
-func (svc *Service) reserveBatch(p *ringstore.Pool, r *reservation, asg ringstore.Assignment, short int) bool {
+func (svc *Service) reserveBatch(p *ringstore.Pool, r *reservation, asg ringstore.Owner, short int) bool {
 	if _, ok := svc.cfg.Routes.NextHop(r.remote); !ok || svc.gate.paused(r.remote) {
 		// No route: the assignment could not be sent, and the keys
 		// reserved for it would be discarded.

@@ -204,7 +204,7 @@ func (s *KeyStream) announceLocked(index uint64, full bool) ([]byte, error) {
 			var keys []ringstore.Key
 			// The master names the stream in the pool's records; the
 			// other node's copies stay unassigned until STREAM takes them.
-			keys, err = p.TakeNextFree(len(missing), ringstore.Assignment{Master: "stream:" + s.name})
+			keys, err = p.TakeNextFree(len(missing), Assignment{Master: "stream:" + s.name}.Owner())
 			if err == nil {
 				if len(keys[0].Bytes) < StreamKeySize {
 					err = fmt.Errorf("pool keys of %d bytes: a stream key needs %d (pools.slot_size)", len(keys[0].Bytes), StreamKeySize)
@@ -273,11 +273,14 @@ func (s *KeyStream) apply(es []frame.KeyStreamEntry) []frame.KeyStreamAckEntry {
 		default:
 			// Only keys nobody was assigned: a stream message cannot
 			// take an SAE's keys.
-			keys, err := p.TakeByIDsIf([]ringstore.KeyID{e.Key}, func(_ ringstore.KeyID, a ringstore.Assignment) error {
-				if a.Master != "" {
+			keys, err := p.TakeByIDsIf([]ringstore.KeyID{e.Key}, func(_ ringstore.KeyID, o ringstore.Owner) error {
+				if o == "" {
+					return nil
+				}
+				if a, err := assignmentOf(o); err == nil {
 					return fmt.Errorf("key %s is assigned to SAE %s", e.Key, a.Master)
 				}
-				return nil
+				return fmt.Errorf("key %s has an owner", e.Key)
 			})
 			if err == nil && len(keys[0].Bytes) < StreamKeySize {
 				err = fmt.Errorf("key %s has %d bytes: a stream key needs %d", e.Key, len(keys[0].Bytes), StreamKeySize)

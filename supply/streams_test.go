@@ -26,7 +26,7 @@ func TestStreamApplyRefusesAssignedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := []ringstore.KeyID{keys[0].ID, keys[1].ID}
-	if err := in.Assign(ids[:1], ringstore.Assignment{Master: "sae-a", Slaves: []string{"sae-b"}}); err != nil {
+	if err := setOwner(in, ids[:1], Assignment{Master: "sae-a", Slaves: []string{"sae-b"}}); err != nil {
 		t.Fatal(err)
 	}
 	sb := svc.Stream("t1")

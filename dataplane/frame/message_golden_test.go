@@ -103,7 +103,7 @@ var goldenMessages = []struct {
 01                                 # pool 1 (IN)
 00000003                           # chunk 3: keys from 6,144 on
 `},
-	{"POOL_INV", PoolInv{Round: 0x21, Pool: PoolOut, Chunk: 3, Keys: []ringstore.KeyState{{ID: poolKeyID, Assigned: true}}}, `
+	{"POOL_INV", PoolInv{Round: 0x21, Pool: PoolOut, Chunk: 3, Keys: []ringstore.KeyState{{ID: poolKeyID, Owned: true}}}, `
 01                                 # version 1
 0000000000000021                   # round ID
 00                                 # pool 0 (OUT)

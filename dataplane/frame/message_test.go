@@ -28,7 +28,7 @@ func sampleMessages() []namedMsg {
 		ids[i] = ringstore.DeriveKeyID("a", "b", 7, uint64(i))
 	}
 	slices.SortFunc(ids, ringstore.CompareKeyIDs)
-	inv := []ringstore.KeyState{{ID: ids[0]}, {ID: ids[1], Assigned: true}, {ID: ids[2]}}
+	inv := []ringstore.KeyState{{ID: ids[0]}, {ID: ids[1], Owned: true}, {ID: ids[2]}}
 	drops := []PoolDropKey{
 		{ID: ids[0], Reason: PoolDropMissing},
 		{ID: ids[1], In: true, Reason: PoolDropUnconfirmed},

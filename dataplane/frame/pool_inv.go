@@ -100,7 +100,7 @@ func AppendPoolInv(dst []byte, m *PoolInv) ([]byte, error) {
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(m.Keys)))
 	for _, ks := range m.Keys {
 		dst = append(dst, ks.ID[:]...)
-		dst = append(dst, b2u8(ks.Assigned))
+		dst = append(dst, b2u8(ks.Owned))
 	}
 	return dst, nil
 }
@@ -122,7 +122,7 @@ func ParsePoolInv(b []byte) (PoolInv, error) {
 			off := r.off
 			ks := &m.Keys[i]
 			ks.ID = r.keyID("ID")
-			ks.Assigned = r.bool8("state")
+			ks.Owned = r.bool8("state")
 			if i > 0 && r.ok() && ringstore.CompareKeyIDs(m.Keys[i-1].ID, ks.ID) >= 0 {
 				r.failAt("ID", off, "%s does not follow key %d (%s) in ascending order", ks.ID, i-1, m.Keys[i-1].ID)
 			}

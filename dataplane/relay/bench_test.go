@@ -429,7 +429,7 @@ func BenchmarkRelayKeys(b *testing.B) {
 			defer t.Stop()
 			for ctx.Err() == nil {
 				for pool.Stats().Stock >= benchKeys {
-					ks, err := pool.TakeNext(benchKeys, ringstore.Assignment{Master: "bench"})
+					ks, err := pool.TakeNext(benchKeys, ringstore.Owner("bench"))
 					if err != nil {
 						break
 					}

@@ -340,7 +340,7 @@ func (n *testNet) checkPools(t *testing.T) (pairs, keys int) {
 			}
 			var ka []ringstore.Key
 			for len(ka) < sa {
-				k, err := pa.TakeNext(min(sa-len(ka), ringstore.MaxBatch), ringstore.Assignment{Master: "test"})
+				k, err := pa.TakeNext(min(sa-len(ka), ringstore.MaxBatch), ringstore.Owner("test"))
 				if err != nil {
 					t.Fatal(err)
 				}
