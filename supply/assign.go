@@ -27,11 +27,22 @@ import (
 // acknowledgement in time) and discarded its keys; the slave's node
 // discards its copies too, assigned or not, so that they do not fill its
 // pool until their TTL. Nobody can have fetched them: the master's node
-// never handed their IDs to an SAE. Best effort (a lost cancel leaves the
-// keys to the TTL); unknown IDs are skipped.
+// never handed their IDs to an SAE. Unknown IDs are skipped. A cancel that
+// cannot be sent (no route to the slave's node for now, as while a node
+// on the path restarts) is sent again every cancelRetry until it goes out;
+// one lost on the way, or forgotten by a restart of this node, leaves the
+// keys to the pool reconciliation after a restart, or to their TTL.
 
 // maxAssignMsg bounds one SAE_ASSIGN message; more waits for the next.
 const maxAssignMsg = 48 << 10
+
+const (
+	// cancelRetry is how often unsent cancels are tried again.
+	cancelRetry = 500 * time.Millisecond
+	// maxUnsentCancel bounds the key IDs of unsent cancels kept per node
+	// (16 bytes each); beyond it keys are left to their TTL.
+	maxUnsentCancel = 1 << 17
+)
 
 // assigner sends this node's assignments and applies those sent to it.
 type assigner struct {
@@ -40,7 +51,8 @@ type assigner struct {
 	mu      sync.Mutex
 	nextID  uint64
 	waiting map[uint64]chan error
-	queues  map[string]*assignQueue // by destination node
+	queues  map[string]*assignQueue      // by destination node
+	unsent  map[string][]ringstore.KeyID // cancels not sent yet, by destination node
 
 	inbox chan routedMsg
 }
@@ -62,13 +74,15 @@ type routedMsg struct {
 }
 
 func newAssigner(svc *Service) *assigner {
-	return &assigner{svc: svc, waiting: map[uint64]chan error{}, queues: map[string]*assignQueue{}, inbox: make(chan routedMsg, 256)}
+	return &assigner{svc: svc, waiting: map[uint64]chan error{}, queues: map[string]*assignQueue{},
+		unsent: map[string][]ringstore.KeyID{}, inbox: make(chan routedMsg, 256)}
 }
 
-// start runs the worker that applies incoming assignments: off the KM
-// link's reader, since a durable pool syncs each one to disk.
+// start runs the worker that applies incoming assignments (off the KM
+// link's reader, since a durable pool syncs each one to disk) and the one
+// that sends cancels again.
 func (as *assigner) start() {
-	as.svc.wg.Add(1)
+	as.svc.wg.Add(2)
 	go func() {
 		defer as.svc.wg.Done()
 		for {
@@ -77,6 +91,19 @@ func (as *assigner) start() {
 				return
 			case m := <-as.inbox:
 				as.handle(m)
+			}
+		}
+	}()
+	go func() {
+		defer as.svc.wg.Done()
+		tick := time.NewTicker(cancelRetry)
+		defer tick.Stop()
+		for {
+			select {
+			case <-as.svc.ctx.Done():
+				return
+			case <-tick.C:
+				as.resendCancels()
 			}
 		}
 	}()
@@ -166,19 +193,77 @@ func (as *assigner) apply(src string, payload []byte) {
 }
 
 // cancel tells node dst that the keys ids, assigned to it or on their
-// way, were discarded here (see ASSIGN_CANCEL).
+// way, were discarded here (see SAE_ASSIGN_CANCEL). What cannot be sent
+// now is kept and sent again.
 func (as *assigner) cancel(dst string, ids []ringstore.KeyID) {
+	unsent, err := as.sendCancel(dst, ids)
+	if len(unsent) == 0 {
+		return
+	}
+	as.mu.Lock()
+	kept := as.unsent[dst]
+	room := maxUnsentCancel - len(kept)
+	as.unsent[dst] = append(kept, unsent[:min(len(unsent), max(room, 0))]...)
+	as.mu.Unlock()
+	if room < len(unsent) {
+		as.svc.log.Warn("assignment cancel not sent, and too many kept to send again; node dst keeps those keys until their TTL",
+			"dst", dst, "keys", len(unsent)-max(room, 0), "err", err)
+	}
+	as.svc.log.Warn("assignment cancel not sent; sending it again when node dst can be reached", "dst", dst, "keys", min(len(unsent), max(room, 0)), "retry", cancelRetry, "err", err)
+}
+
+// sendCancel sends SAE_ASSIGN_CANCEL messages for ids to node dst and
+// returns the IDs it could not send, with the error.
+func (as *assigner) sendCancel(dst string, ids []ringstore.KeyID) ([]ringstore.KeyID, error) {
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), frame.MaxSAEAssignCancelKeys)]
-		ids = ids[len(chunk):]
 		b, err := frame.AppendSAEAssignCancel(nil, &frame.SAEAssignCancel{Keys: chunk})
 		if err == nil {
 			err = as.svc.cfg.SendRouted(dst, uint16(frame.KindSAEAssignCancel), b)
 		}
 		if err != nil {
-			as.svc.log.Warn("assignment cancel not sent; node dst keeps the keys until their TTL", "dst", dst, "keys", len(chunk), "err", err)
+			return ids, err
+		}
+		ids = ids[len(chunk):]
+	}
+	return nil, nil
+}
+
+// resendCancels sends the cancels kept unsent again. It alone removes
+// IDs from unsent, and cancel only appends, so the IDs it tried are the
+// first ones still listed when it has tried them.
+func (as *assigner) resendCancels() {
+	as.mu.Lock()
+	tries := make(map[string][]ringstore.KeyID, len(as.unsent))
+	for dst, ids := range as.unsent {
+		tries[dst] = ids[:len(ids):len(ids)]
+	}
+	as.mu.Unlock()
+	for dst, ids := range tries {
+		unsent, _ := as.sendCancel(dst, ids)
+		sent := len(ids) - len(unsent)
+		as.mu.Lock()
+		if rest := as.unsent[dst][sent:]; len(rest) > 0 {
+			as.unsent[dst] = rest
+		} else {
+			delete(as.unsent, dst)
+		}
+		as.mu.Unlock()
+		if len(unsent) == 0 {
+			as.svc.log.Info("assignment cancel sent after retrying", "dst", dst, "keys", len(ids))
 		}
 	}
+}
+
+// unsentCancels is how many key IDs wait for their cancel to be sent.
+func (as *assigner) unsentCancels() int {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	n := 0
+	for _, ids := range as.unsent {
+		n += len(ids)
+	}
+	return n
 }
 
 // applyCancel discards the keys node src cancelled from src's in pool:

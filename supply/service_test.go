@@ -16,6 +16,7 @@ import (
 type testNet struct {
 	mu   sync.Mutex
 	sent []sentMsg
+	down bool // SendRouted fails, as with no route to the destination
 }
 
 type sentMsg struct {
@@ -52,6 +53,9 @@ func newTestService(t *testing.T, id string, streams ...StreamConfig) (*Service,
 		SendRouted: func(dst string, kind uint16, payload []byte) error {
 			tn.mu.Lock()
 			defer tn.mu.Unlock()
+			if tn.down {
+				return errors.New("relay: routed message for " + dst + ": KM link to b is down")
+			}
 			tn.sent = append(tn.sent, sentMsg{dst, kind, append([]byte(nil), payload...)})
 			return nil
 		},
