@@ -128,7 +128,7 @@ func (n *Node) addLink(lc config.Link) (err error) {
 		if !master {
 			masterSAE, slaveSAE = e.PeerSAE, e.SAE
 		}
-		l.src = newKMESource(etsi014client.Config{
+		l.src = etsi014client.NewBackground(etsi014client.Config{
 			BaseURL:     e.URL,
 			MasterSAE:   masterSAE,
 			SlaveSAE:    slaveSAE,
@@ -141,7 +141,7 @@ func (n *Node) addLink(lc config.Link) (err error) {
 			Meta:        n.meta, // nil in memory mode
 			Name:        linkName(n.cfg.Node.ID, lc.Peer),
 			Logger:      n.log.With("peer", lc.Peer),
-		}, n.log.With("peer", lc.Peer))
+		})
 	}
 	if l.src != nil {
 		l.qkd = l.src.Status()

@@ -1,4 +1,4 @@
-package node
+package etsi014client
 
 import (
 	"context"
@@ -8,19 +8,18 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qrelay/qrelay/dataplane/etsi014client"
 	"github.com/qrelay/qrelay/dataplane/qkd"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
-// kmeSource is the ETSI 014 source of a link that connects to its KME in
-// the background: a node whose QKD device is unreachable at start still
-// starts, with that link's QKD down (and so out of routing), and the link
-// comes into use once the KME answers. A KME that refuses our settings
-// (key size, request size) keeps the link down with that reason in its
-// status, for the operator to see in `qrelayctl links`.
-type kmeSource struct {
-	cfg etsi014client.Config
+// Background is a qkd.Source that connects to its KME in the background,
+// for a key manager whose QKD device may be unreachable when it starts:
+// the link's QKD is down (and so out of routing) until the KME answers,
+// then the Client serves. A KME that refuses the settings (key size,
+// request size) keeps it down with that reason in its status, for the
+// operator to see.
+type Background struct {
+	cfg Config
 	log *slog.Logger
 
 	ctx    context.Context
@@ -29,31 +28,40 @@ type kmeSource struct {
 	ready  chan struct{} // closed once c is set
 
 	mu      sync.Mutex
-	c       *etsi014client.Client
+	c       *Client
 	lastErr error
 }
 
-// kmeRetryMin and kmeRetryMax bound the backoff between connection
-// attempts.
+// connectRetryMin and connectRetryMax bound the backoff between
+// connection attempts.
 const (
-	kmeRetryMin = 500 * time.Millisecond
-	kmeRetryMax = 30 * time.Second
+	connectRetryMin = 500 * time.Millisecond
+	connectRetryMax = 30 * time.Second
 )
 
-func newKMESource(cfg etsi014client.Config, log *slog.Logger) *kmeSource {
-	s := &kmeSource{cfg: cfg, log: log, done: make(chan struct{}), ready: make(chan struct{}),
+// NewBackground starts connecting to the KME cfg names, as New does, until
+// it answers or Close.
+func NewBackground(cfg Config) *Background {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Background{cfg: cfg, log: log, done: make(chan struct{}), ready: make(chan struct{}),
 		lastErr: fmt.Errorf("connecting to the KME at %s: %w", cfg.BaseURL, qkd.ErrDown)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.connect()
 	return s
 }
 
-func (s *kmeSource) connect() {
+func (s *Background) connect() {
 	defer close(s.done)
-	wait := kmeRetryMin
+	wait := connectRetryMin
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
-		c, err := etsi014client.New(ctx, s.cfg)
+		c, err := New(ctx, s.cfg)
 		cancel()
 		if err == nil {
 			s.mu.Lock()
@@ -65,7 +73,7 @@ func (s *kmeSource) connect() {
 		if s.ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, etsi014client.ErrRecord) {
+		if errors.Is(err, ErrRecord) {
 			// The link's record of delivered key IDs is unreadable:
 			// trying again cannot help, and the link must not take keys
 			// without it.
@@ -84,18 +92,18 @@ func (s *kmeSource) connect() {
 			return
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, kmeRetryMax)
+		wait = min(2*wait, connectRetryMax)
 	}
 }
 
-func (s *kmeSource) client() (*etsi014client.Client, error) {
+func (s *Background) client() (*Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.c, s.lastErr
 }
 
 // Fetch fails at once, with qkd.ErrDown, until the KME has answered.
-func (s *kmeSource) Fetch(ctx context.Context, max int) ([]ringstore.Block, error) {
+func (s *Background) Fetch(ctx context.Context, max int) ([]ringstore.Block, error) {
 	c, err := s.client()
 	if c == nil {
 		return nil, err
@@ -104,7 +112,7 @@ func (s *kmeSource) Fetch(ctx context.Context, max int) ([]ringstore.Block, erro
 }
 
 // Get waits for the KME to answer, then asks it.
-func (s *kmeSource) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) {
+func (s *Background) Get(ctx context.Context, ids []string) ([]ringstore.Block, error) {
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
@@ -115,7 +123,8 @@ func (s *kmeSource) Get(ctx context.Context, ids []string) ([]ringstore.Block, e
 	return c.Get(ctx, ids)
 }
 
-func (s *kmeSource) Status() qkd.Status {
+// Status is the Client's, or down with the last connection error.
+func (s *Background) Status() qkd.Status {
 	c, err := s.client()
 	if c != nil {
 		return c.Status()
@@ -123,7 +132,8 @@ func (s *kmeSource) Status() qkd.Status {
 	return qkd.Status{Kind: "etsi014", Up: false, Reason: err.Error()}
 }
 
-func (s *kmeSource) Close() error {
+// Close stops connecting and closes the Client, if any.
+func (s *Background) Close() error {
 	s.cancel()
 	<-s.done
 	if c, _ := s.client(); c != nil {
