@@ -93,14 +93,10 @@ import (
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"math/bits"
-	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -542,64 +538,6 @@ func (s *Sim) Fetch(ctx context.Context, max int) ([]ringstore.Block, error) {
 	}
 }
 
-// blocks makes n consecutive blocks from index first in one allocation.
-func (s *Sim) blocks(blk cipher.Block, first uint64, n int, at func(j int) time.Time) []ringstore.Block {
-	size := s.cfg.BlockSize
-	buf := make([]byte, n*size)
-	out := make([]ringstore.Block, n)
-	s.generate(blk, first, buf)
-	// The IDs share one string: one allocation instead of n.
-	idBuf := make([]byte, 0, n*(len(s.prefix)+20))
-	ends := make([]int, n)
-	for j := range out {
-		idBuf = append(idBuf, s.prefix...)
-		idBuf = strconv.AppendUint(idBuf, first+uint64(j), 10)
-		ends[j] = len(idBuf)
-	}
-	all := string(idBuf)
-	for j := range out {
-		lo := 0
-		if j > 0 {
-			lo = ends[j-1]
-		}
-		out[j] = ringstore.Block{ID: all[lo:ends[j]], Source: s.source, Time: at(j), Data: buf[j*size : (j+1)*size : (j+1)*size]}
-	}
-	return out
-}
-
-// generate fills dst (zeroed, a whole number of blocks) with the blocks
-// from index first on: one CTR keystream, whose counter block for block i
-// starts at i × BlockSize/16, so consecutive blocks are one stream and
-// cost one call. Large batches are split across the CPUs. blk is s.aes,
-// read under s.mu by the caller: Close may drop s.aes meanwhile.
-func (s *Sim) generate(blk cipher.Block, first uint64, dst []byte) {
-	size := s.cfg.BlockSize
-	n := len(dst) / size
-	parts := min(runtime.GOMAXPROCS(0), len(dst)/parallelMin)
-	if parts <= 1 {
-		ctr(blk, s.cfg.BlockSize, first, dst)
-		return
-	}
-	per := (n + parts - 1) / parts
-	var wg sync.WaitGroup
-	for k := 0; k < n; k += per {
-		end := min(k+per, n)
-		wg.Go(func() { ctr(blk, size, first+uint64(k), dst[k*size:end*size]) })
-	}
-	wg.Wait()
-}
-
-// parallelMin is the least work worth a goroutine of generate.
-const parallelMin = 256 << 10
-
-func ctr(blk cipher.Block, blockSize int, first uint64, dst []byte) {
-	var iv [aes.BlockSize]byte
-	hi, lo := bits.Mul64(first, uint64(blockSize/aes.BlockSize))
-	binary.BigEndian.PutUint64(iv[:8], hi)
-	binary.BigEndian.PutUint64(iv[8:], lo)
-	cipher.NewCTR(blk, iv[:]).XORKeyStream(dst, dst)
-}
-
 func (s *Sim) id(i uint64) string { return s.prefix + strconv.FormatUint(i, 10) }
 
 // parseID returns the index named by id, or an error naming id.
@@ -779,46 +717,4 @@ func (s *Sim) Close() error {
 	s.aes = nil
 	s.changeLocked()
 	return nil
-}
-
-// runs is a set of indices kept as sorted, disjoint, non-adjacent runs of
-// consecutive indices.
-type runs []run
-
-type run struct{ lo, hi uint64 } // inclusive
-
-func (r runs) search(i uint64) int { // first run with hi >= i
-	return sort.Search(len(r), func(k int) bool { return r[k].hi >= i })
-}
-
-func (r runs) contains(i uint64) bool {
-	k := r.search(i)
-	return k < len(r) && r[k].lo <= i
-}
-
-// add inserts i (not yet in the set), merging neighbouring runs, and keeps
-// at most maxRuns runs by merging the oldest two.
-func (r *runs) add(i uint64) {
-	s := *r
-	k := s.search(i)
-	joinLeft := k > 0 && s[k-1].hi+1 == i
-	joinRight := k < len(s) && i+1 == s[k].lo
-	switch {
-	case joinLeft && joinRight:
-		s[k-1].hi = s[k].hi
-		s = append(s[:k], s[k+1:]...)
-	case joinLeft:
-		s[k-1].hi = i
-	case joinRight:
-		s[k].lo = i
-	default:
-		s = append(s, run{})
-		copy(s[k+1:], s[k:])
-		s[k] = run{i, i}
-	}
-	if len(s) > maxRuns {
-		s[1].lo = s[0].lo
-		s = append(s[:0], s[1:]...)
-	}
-	*r = s
 }
