@@ -190,7 +190,7 @@ type Pools struct {
 	TTL      time.Duration `yaml:"ttl"`
 	// OrphanTTL is how long an in pool keeps, after a restart of the
 	// node that sourced them, the keys that node assigned but that this
-	// node's slave SAEs have not fetched (node/pool_sync.go): they may
+	// node's slave SAEs have not fetched (supply/pool_sync.go): they may
 	// have gone to a master SAE, or be reservations the restart lost, and
 	// nothing tells the two apart. 0 keeps them until pools.ttl.
 	OrphanTTL time.Duration `yaml:"orphan_ttl"`

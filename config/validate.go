@@ -202,7 +202,7 @@ func (c *Config) validateLinks(ck *checker, files *fileChecker, self string, sel
 			ck.add(p+".pad_capacity", "%s is not a power of two and a multiple of 1MiB; use 1MiB, 2MiB, 4MiB, ..., like \"64MiB\"", quote(l.PadCapacity.String()))
 		}
 		// Routing admits a link again at 1.125 × min_stock, and background
-		// pool refills leave 1.25 × min_stock on it (node/filler.go): a
+		// pool refills leave 1.25 × min_stock on it (supply/filler.go): a
 		// ring that cannot hold more than that would never fill a pool.
 		if capOK && l.MinStock+l.MinStock/4 >= l.PadCapacity {
 			ck.add(p+".min_stock", "%s must be less than 80%% of pad_capacity (%s): routing avoids the link below it, and background key-pool refills leave 1.25 times it on the link", quote(l.MinStock.String()), l.PadCapacity)
