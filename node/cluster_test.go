@@ -158,30 +158,45 @@ func (c *testCluster) restart(id string) {
 }
 
 // checkPools compares the pools the two nodes share: the same keys under
-// the same IDs at both ends, after nothing is pending.
+// the same IDs at both ends, at a moment nothing is in flight.
 func (c *testCluster) checkPools(a, b string) int {
 	c.tb.Helper()
-	waitfor.Bool(c.tb, "no relay pending", 20*time.Second, func() bool {
+	// Refills go on meanwhile: the receiving end stores a relay's keys
+	// before the sending end has its completion. The digests count when
+	// neither end has a relay or a discard in flight before and after
+	// taking them; a difference that lasts is a failure.
+	quiet := func() bool {
 		for _, id := range []string{a, b} {
 			if e := c.nodes[id].eng; e.Pending() > 0 || e.PendingDiscards() > 0 {
 				return false
 			}
 		}
 		return true
-	})
+	}
 	ctx := context.Background()
-	da, err := backend{c.nodes[a]}.PoolDigest(ctx, b)
-	if err != nil {
-		c.tb.Fatal(err)
-	}
-	db, err := backend{c.nodes[b]}.PoolDigest(ctx, a)
-	if err != nil {
-		c.tb.Fatal(err)
-	}
-	if da.Keys != db.Keys || da.Digest != db.Digest {
-		c.tb.Fatalf("pools differ: %s has %d keys for %s (%s), %s has %d for %s (%s)", a, da.Keys, b, da.Digest, b, db.Keys, a, db.Digest)
-	}
-	return da.Keys
+	keys := 0
+	waitfor.Cond(c.tb, "pools of "+a+" and "+b+" identical with no relay in flight", 20*time.Second, func() (bool, string) {
+		if !quiet() {
+			return false, "a relay or discard in flight"
+		}
+		da, err := backend{c.nodes[a]}.PoolDigest(ctx, b)
+		if err != nil {
+			c.tb.Fatal(err)
+		}
+		db, err := backend{c.nodes[b]}.PoolDigest(ctx, a)
+		if err != nil {
+			c.tb.Fatal(err)
+		}
+		if !quiet() {
+			return false, "a relay or discard in flight"
+		}
+		keys = da.Keys
+		if da.Keys != db.Keys || da.Digest != db.Digest {
+			return false, fmt.Sprintf("pools differ: %s has %d keys for %s (%s), %s has %d for %s (%s)", a, da.Keys, b, da.Digest, b, db.Keys, a, db.Digest)
+		}
+		return true, ""
+	})
+	return keys
 }
 
 // path is node from's route to dst, or nil.
