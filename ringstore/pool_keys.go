@@ -136,14 +136,7 @@ func (p *Pool) takeNext(n int, o Owner, skipOwned bool) ([]Key, error) {
 	if p.stock < n {
 		return nil, fmt.Errorf("pool %q has %d keys, %d requested: %w", p.cfg.Name, p.stock, n, ErrPoolEmpty)
 	}
-	picked := p.picked[:0]
-	for s := p.head; s >= 0 && len(picked) < n; s = p.slots[s].next {
-		if skipOwned && p.slots[s].owner != "" {
-			continue // reserved (ReserveNext): handed out by ID only
-		}
-		picked = append(picked, s)
-	}
-	p.picked = picked
+	picked := p.oldestLocked(n, skipOwned) // reserved keys are handed out by ID only
 	if len(picked) < n {
 		return nil, fmt.Errorf("pool %q has %d keys not reserved, %d requested: %w", p.cfg.Name, len(picked), n, ErrPoolEmpty)
 	}
@@ -152,6 +145,19 @@ func (p *Pool) takeNext(n int, o Owner, skipOwned bool) ([]Key, error) {
 		p.stats.Taken += uint64(len(keys))
 	}
 	return keys, err
+}
+
+// oldestLocked picks up to n slots in FIFO order, only those without an
+// owner if freeOnly, into p.picked.
+func (p *Pool) oldestLocked(n int, freeOnly bool) []int32 {
+	picked := p.picked[:0]
+	for s := p.head; s >= 0 && len(picked) < n; s = p.slots[s].next {
+		if !freeOnly || p.slots[s].owner == "" {
+			picked = append(picked, s)
+		}
+	}
+	p.picked = picked
+	return picked
 }
 
 // TakeByIDs hands out the keys ids with their owners and removes them from

@@ -67,13 +67,7 @@ func (p *Pool) ReserveNext(n int, o Owner) ([]KeyID, error) {
 	if err := checkOwner(o); err != nil {
 		return nil, fmt.Errorf("pool %q: ReserveNext: %w", p.cfg.Name, err)
 	}
-	picked := p.picked[:0]
-	for s := p.head; s >= 0 && len(picked) < n; s = p.slots[s].next {
-		if p.slots[s].owner == "" {
-			picked = append(picked, s)
-		}
-	}
-	p.picked = picked
+	picked := p.oldestLocked(n, true)
 	if len(picked) < n {
 		return nil, fmt.Errorf("pool %q has %d keys not reserved, %d to reserve: %w", p.cfg.Name, len(picked), n, ErrPoolEmpty)
 	}

@@ -83,7 +83,7 @@ func assignmentOf(o ringstore.Owner) (Assignment, error) {
 		if len(rest) < 2 {
 			return "", false
 		}
-		n := int(binary.BigEndian.Uint16([]byte(rest[:2])))
+		n := int(rest[0])<<8 | int(rest[1])
 		if len(rest) < 2+n {
 			return "", false
 		}
@@ -96,7 +96,7 @@ func assignmentOf(o ringstore.Owner) (Assignment, error) {
 	if !ok || len(rest) < 2 {
 		return Assignment{}, fmt.Errorf("owner tag of %d bytes is not an assignment: truncated", len(o))
 	}
-	n := int(binary.BigEndian.Uint16([]byte(rest[:2])))
+	n := int(rest[0])<<8 | int(rest[1])
 	rest = rest[2:]
 	a.Master = master
 	if n > 0 {
