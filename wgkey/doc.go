@@ -37,7 +37,9 @@
 //     side drives again, the same way, a few times, and else counts the
 //     epoch as unconfirmed (TunnelStatus.Unconfirmed). With an embedded
 //     device the current session carries traffic all the while, until
-//     WireGuard's own limits end it (REJECT_AFTER_TIME, 180 s).
+//     WireGuard's own limits end it (REJECT_AFTER_TIME, 180 s). A rotator
+//     started too late in an epoch to give a handshake that time installs
+//     the epoch's key and leaves the drive to the next boundary.
 //
 // Without step 3 each side would pick up the new PSK only at WireGuard's own
 // rekey (REKEY_AFTER_TIME, 120 s), so an epoch could pass with its PSK never

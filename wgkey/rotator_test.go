@@ -300,3 +300,64 @@ func TestStatusFailedClosedInOneStep(t *testing.T) {
 		t.Error("Status said failed closed before the session was closed")
 	}
 }
+
+// keyedDriveWriter is a fakeWriter that records, for each drive, the PSK
+// its first peer held then.
+type keyedDriveWriter struct {
+	fakeWriter
+	drivenWith []Key
+}
+
+func (w *keyedDriveWriter) Handshake(peers []wgtypes.Key) error {
+	w.mu.Lock()
+	var psk Key
+	for _, s := range w.sets {
+		for _, u := range s {
+			if u.Peer == peers[0] {
+				psk = u.PSK
+			}
+		}
+	}
+	w.drivenWith = append(w.drivenWith, psk)
+	w.mu.Unlock()
+	return w.fakeWriter.Handshake(peers)
+}
+
+// TestLateStartLeavesDriveToBoundary: a rotator started 150 ms before a
+// boundary installs the epoch's key but does not drive it, as a handshake
+// would have less than Retry before confirm gives up and would be
+// reported as a peer without the PSK; the first drive is the next
+// epoch's.
+func TestLateStartLeavesDriveToBoundary(t *testing.T) {
+	now := time.Now()
+	b := EpochStart(EpochAt(now, time.Second)+1, time.Second)
+	offset := b.Add(-150 * time.Millisecond).Sub(now)
+	clock := func() time.Time { return time.Now().Add(offset) }
+	n0 := EpochAt(clock(), time.Second)
+
+	w := &keyedDriveWriter{}
+	r, err := NewRotator(w, []Tunnel{{Name: "a", Peer: peerKey(t), Interval: time.Second, Drive: true, Source: newSource("a")}},
+		Options{Now: clock, Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, r)
+	if ok, why := waitfor.Until(time.Now().Add(3*time.Second), pollEvery, func() (bool, string) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.drivenWith) > 0, fmt.Sprintf("%d installs, no drive", len(w.sets))
+	}); !ok {
+		t.Fatalf("no drive: %s", why)
+	}
+	stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.drivenWith[0] == streamKey("a", n0) {
+		t.Errorf("drove epoch %d's key, installed 150 ms before its end; want the first drive at the next boundary", n0)
+	} else if w.drivenWith[0] != streamKey("a", n0+1) {
+		t.Errorf("the first drive was with neither epoch %d's key nor %d's", n0, n0+1)
+	}
+	if st := r.Status()[0]; st.Unconfirmed != 0 {
+		t.Errorf("unconfirmed %d: %s", st.Unconfirmed, st.LastError)
+	}
+}

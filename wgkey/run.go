@@ -163,12 +163,18 @@ func (r *Rotator) installAndDrive(ctx context.Context, g *group, n uint64, keys 
 
 	// Drive once the other side has installed too: Margin after the
 	// boundary (or after our install, at start). Started too close to the
-	// next boundary, leave it to that one.
+	// next boundary, leave it to that one: at start, that is when the
+	// handshake would have less than Retry before confirm gives up (Retry
+	// before the boundary), so that a drive is judged only when it had
+	// the time of a first wait, and a late start is not reported as a
+	// peer without the PSK.
 	driveAt := EpochStart(n, g.interval).Add(g.margin)
+	latest := EpochStart(n+1, g.interval)
 	if first {
 		driveAt = stamp.Add(g.margin)
+		latest = latest.Add(-2 * g.retry)
 	}
-	if !driveAt.Before(EpochStart(n+1, g.interval)) || !sleepUntil(ctx, r.now, driveAt) {
+	if !driveAt.Before(latest) || !sleepUntil(ctx, r.now, driveAt) {
 		return
 	}
 	drivenAt := time.Now()
