@@ -49,8 +49,8 @@ const (
 	// KindKeyStreamAck is KEY_STREAM_ACK (key_stream.go): the outcome of
 	// each index of a KEY_STREAM.
 	KindKeyStreamAck Kind = 35
-	// KindSAEAssignCancel is SAE_ASSIGN_CANCEL (sae_assign.go): the keys
-	// of an assignment that timed out were discarded; discard them too.
+	// KindSAEAssignCancel is SAE_ASSIGN_CANCEL (sae_assign_cancel.go): the
+	// keys of an assignment that timed out were discarded; discard them too.
 	KindSAEAssignCancel Kind = 36
 	// KindPoolHello is POOL_HELLO (pool_hello.go): a node's boot ID, so
 	// that the nodes it shares pools with notice that it restarted.
@@ -72,25 +72,29 @@ const (
 	// KindPoolDropAck is POOL_DROP_ACK (pool_drop.go): one POOL_DROP
 	// chunk is applied, or why not.
 	KindPoolDropAck Kind = 43
+	// KindSAEAssignCancelAck is SAE_ASSIGN_CANCEL_ACK
+	// (sae_assign_cancel.go): an SAE_ASSIGN_CANCEL is applied, or why not.
+	KindSAEAssignCancelAck Kind = 44
 )
 
 // kindNames are the names of the kinds as in docs/kmlink.md.
 var kindNames = map[Kind]string{
-	KindHello:           "HELLO",
-	KindRouted:          "ROUTED",
-	KindControlPlane:    "CONTROL_PLANE",
-	KindSAEAssign:       "SAE_ASSIGN",
-	KindSAEAssignAck:    "SAE_ASSIGN_ACK",
-	KindKeyStream:       "KEY_STREAM",
-	KindKeyStreamAck:    "KEY_STREAM_ACK",
-	KindSAEAssignCancel: "SAE_ASSIGN_CANCEL",
-	KindPoolHello:       "POOL_HELLO",
-	KindPoolSyncReq:     "POOL_SYNC_REQ",
-	KindPoolSyncReady:   "POOL_SYNC_READY",
-	KindPoolInvReq:      "POOL_INV_REQ",
-	KindPoolInv:         "POOL_INV",
-	KindPoolDrop:        "POOL_DROP",
-	KindPoolDropAck:     "POOL_DROP_ACK",
+	KindHello:              "HELLO",
+	KindRouted:             "ROUTED",
+	KindControlPlane:       "CONTROL_PLANE",
+	KindSAEAssign:          "SAE_ASSIGN",
+	KindSAEAssignAck:       "SAE_ASSIGN_ACK",
+	KindKeyStream:          "KEY_STREAM",
+	KindKeyStreamAck:       "KEY_STREAM_ACK",
+	KindSAEAssignCancel:    "SAE_ASSIGN_CANCEL",
+	KindPoolHello:          "POOL_HELLO",
+	KindPoolSyncReq:        "POOL_SYNC_REQ",
+	KindPoolSyncReady:      "POOL_SYNC_READY",
+	KindPoolInvReq:         "POOL_INV_REQ",
+	KindPoolInv:            "POOL_INV",
+	KindPoolDrop:           "POOL_DROP",
+	KindPoolDropAck:        "POOL_DROP_ACK",
+	KindSAEAssignCancelAck: "SAE_ASSIGN_CANCEL_ACK",
 }
 
 // String returns the kind's name as in docs/kmlink.md, such as "SAE_ASSIGN".
@@ -103,4 +107,4 @@ func (k Kind) String() string {
 
 // Routed reports whether k is the kind of a message nodes route to one
 // another (the payload of a ROUTED message) that this package encodes.
-func (k Kind) Routed() bool { return k >= KindSAEAssign && k <= KindPoolDropAck }
+func (k Kind) Routed() bool { return k >= KindSAEAssign && k <= KindSAEAssignCancelAck }

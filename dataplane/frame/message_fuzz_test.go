@@ -12,7 +12,7 @@ import (
 // the list as its first argument.
 var msgTargets = map[string][]Kind{
 	"FuzzParseRouted":    {KindRouted},
-	"FuzzParseSAEAssign": {KindSAEAssign, KindSAEAssignAck, KindSAEAssignCancel},
+	"FuzzParseSAEAssign": {KindSAEAssign, KindSAEAssignAck, KindSAEAssignCancel, KindSAEAssignCancelAck},
 	"FuzzParseKeyStream": {KindKeyStream, KindKeyStreamAck},
 	"FuzzParsePoolSync":  {KindPoolHello, KindPoolSyncReq, KindPoolSyncReady, KindPoolInvReq, KindPoolInv, KindPoolDrop, KindPoolDropAck},
 }

@@ -60,6 +60,14 @@ var goldenMessages = []struct {
 0001                               # count 1
 00112233445566778899aabbccddeeff   # key 0 ID
 `},
+	{"SAE_ASSIGN_CANCEL_ACK", SAEAssignCancelAck{First: goldenKeyID, Count: 3, Discarded: 2}, `
+01                                 # version 1
+00112233445566778899aabbccddeeff   # first key ID
+0003                               # count 3
+00                                 # status 0 (APPLIED)
+0002                               # keys discarded 2
+0000                               # message length 0
+`},
 	{"KEY_STREAM", KeyStream{Name: "wg0", Entries: []KeyStreamEntry{{Index: 5, Key: goldenKeyID}}}, `
 01                                 # version 1
 03 776730                          # stream name length 3, "wg0"
@@ -143,6 +151,8 @@ func parseMsg(k Kind, b []byte) (any, error) {
 		return ParseSAEAssignAck(b)
 	case KindSAEAssignCancel:
 		return ParseSAEAssignCancel(b)
+	case KindSAEAssignCancelAck:
+		return ParseSAEAssignCancelAck(b)
 	case KindKeyStream:
 		return ParseKeyStream(b)
 	case KindKeyStreamAck:
@@ -181,6 +191,9 @@ func appendMsg(dst []byte, m any) ([]byte, int, error) {
 	case SAEAssignCancel:
 		b, err := AppendSAEAssignCancel(dst, &m)
 		return b, m.Len(), err
+	case SAEAssignCancelAck:
+		b, err := AppendSAEAssignCancelAck(dst, &m)
+		return b, m.Len(), err
 	case KeyStream:
 		b, err := AppendKeyStream(dst, &m)
 		return b, m.Len(), err
@@ -215,19 +228,20 @@ func appendMsg(dst []byte, m any) ([]byte, int, error) {
 // kindOfMsg returns the kind of a message struct.
 func kindOfMsg(m any) Kind {
 	return map[reflect.Type]Kind{
-		reflect.TypeFor[Routed]():          KindRouted,
-		reflect.TypeFor[SAEAssign]():       KindSAEAssign,
-		reflect.TypeFor[SAEAssignAck]():    KindSAEAssignAck,
-		reflect.TypeFor[SAEAssignCancel](): KindSAEAssignCancel,
-		reflect.TypeFor[KeyStream]():       KindKeyStream,
-		reflect.TypeFor[KeyStreamAck]():    KindKeyStreamAck,
-		reflect.TypeFor[PoolHello]():       KindPoolHello,
-		reflect.TypeFor[PoolSyncReq]():     KindPoolSyncReq,
-		reflect.TypeFor[PoolSyncReady]():   KindPoolSyncReady,
-		reflect.TypeFor[PoolInvReq]():      KindPoolInvReq,
-		reflect.TypeFor[PoolInv]():         KindPoolInv,
-		reflect.TypeFor[PoolDrop]():        KindPoolDrop,
-		reflect.TypeFor[PoolDropAck]():     KindPoolDropAck,
+		reflect.TypeFor[Routed]():             KindRouted,
+		reflect.TypeFor[SAEAssign]():          KindSAEAssign,
+		reflect.TypeFor[SAEAssignAck]():       KindSAEAssignAck,
+		reflect.TypeFor[SAEAssignCancel]():    KindSAEAssignCancel,
+		reflect.TypeFor[SAEAssignCancelAck](): KindSAEAssignCancelAck,
+		reflect.TypeFor[KeyStream]():          KindKeyStream,
+		reflect.TypeFor[KeyStreamAck]():       KindKeyStreamAck,
+		reflect.TypeFor[PoolHello]():          KindPoolHello,
+		reflect.TypeFor[PoolSyncReq]():        KindPoolSyncReq,
+		reflect.TypeFor[PoolSyncReady]():      KindPoolSyncReady,
+		reflect.TypeFor[PoolInvReq]():         KindPoolInvReq,
+		reflect.TypeFor[PoolInv]():            KindPoolInv,
+		reflect.TypeFor[PoolDrop]():           KindPoolDrop,
+		reflect.TypeFor[PoolDropAck]():        KindPoolDropAck,
 	}[reflect.TypeOf(m)]
 }
 
@@ -320,6 +334,8 @@ func TestDocMessageTables(t *testing.T) {
 		{KindSAEAssign, 0, header, variable},
 		{KindSAEAssignAck, 0, header, variable},
 		{KindSAEAssignCancel, 0, header, variable},
+		{KindSAEAssignCancelAck, 0, map[int]string{0: "version", 1: "first key ID", saeCancelAckOffCount: "count", saeCancelAckOffStatus: "status",
+			20: "keys discarded", saeCancelAckOffMsg: "message length", saeCancelAckFixed: "message"}, variable},
 		{KindKeyStream, 0, streamHeader, variable},
 		{KindKeyStreamAck, 0, streamHeader, variable},
 		{KindPoolHello, 0, map[int]string{0: "version", 1: "boot ID", 9: "flags", 10: "boot ID seen"}, poolHelloLen},
@@ -342,6 +358,7 @@ func TestDocMessageTables(t *testing.T) {
 		}
 	}
 	rows := map[string]int{
+		"APPLIED": SAECancelApplied, "REFUSED": SAECancelRefused,
 		"HELD": KeyStreamHeld, "KEY_REFUSED": KeyStreamKeyRefused, "UNKNOWN_STREAM": KeyStreamUnknown, "SERVED": KeyStreamServed,
 	}
 	for r := PoolDropMissing; r <= PoolDropOrphan; r++ {

@@ -48,6 +48,8 @@ func sampleMessages() []namedMsg {
 		{"sae ack max message", SAEAssignAck{Results: []SAEAssignResult{{RequestID: 3, Msg: strings.Repeat("x", MaxSAEAssignAckMsg)}}}},
 		{"sae ack ok with message", SAEAssignAck{Results: []SAEAssignResult{{RequestID: 3, OK: true, Msg: "fine"}}}},
 		{"sae cancel three", SAEAssignCancel{Keys: ids}},
+		{"sae cancel ack max", SAEAssignCancelAck{First: ids[2], Count: MaxSAEAssignCancelKeys, Discarded: MaxSAEAssignCancelKeys}},
+		{"sae cancel ack refused max message", SAEAssignCancelAck{First: ids[0], Count: 1, Status: SAECancelRefused, Msg: strings.Repeat("x", MaxSAEAssignAckMsg)}},
 		{"key stream three", KeyStream{Name: maxName, Entries: []KeyStreamEntry{{0, ids[0]}, {math.MaxUint64, ids[1]}, {7, ids[2]}}}},
 		{"key stream ack all statuses", KeyStreamAck{Name: "t1", Acks: []KeyStreamAckEntry{
 			{Index: 1, Status: KeyStreamHeld}, {Index: 2, Status: KeyStreamKeyRefused, Msg: "key k is assigned to SAE x"},
@@ -161,6 +163,7 @@ func TestMessageRefuses(t *testing.T) {
 	assign := enc(SAEAssign{Assignments: []SAEAssignment{{RequestID: 1, Master: "m", Slaves: []string{"s"}, Keys: []ringstore.KeyID{id(1)}}}})
 	ack := enc(SAEAssignAck{Results: []SAEAssignResult{{RequestID: 1, OK: true}}})
 	cancel := enc(SAEAssignCancel{Keys: []ringstore.KeyID{id(1)}})
+	cancelAck := enc(SAEAssignCancelAck{First: id(1), Count: 3, Discarded: 2})
 	stream := enc(KeyStream{Name: "s", Entries: []KeyStreamEntry{{1, id(1)}}})
 	streamAck := enc(KeyStreamAck{Name: "s", Acks: []KeyStreamAckEntry{{Index: 1}}})
 	routed := enc(Routed{HopLimit: 3, Kind: 20, Src: "a", Dst: "bb", Payload: []byte("xyz")})
@@ -204,6 +207,10 @@ func TestMessageRefuses(t *testing.T) {
 		{"cancel count 0", KindSAEAssignCancel, set(cancel, 1, 0, 0), "count", 1, "0, want 1..2048"},
 		{"cancel count 2049", KindSAEAssignCancel, set(cancel, 1, 0x08, 0x01), "count", 1, "2049, want 1..2048"},
 		{"cancel count 2", KindSAEAssignCancel, set(cancel, 1, 0, 2), "count", 1, "2, but 16 bytes follow it, want 32"},
+		{"cancel ack count 0", KindSAEAssignCancelAck, set(cancelAck, 17, 0, 0), "count", 17, "0, want 1..2048"},
+		{"cancel ack status 2", KindSAEAssignCancelAck, set(cancelAck, 19, 2), "status", 19, "2, want 0..1"},
+		{"cancel ack discarded 4 of 3", KindSAEAssignCancelAck, set(cancelAck, 20, 0, 4), "keys discarded", 20, "4, want 0..3 (the count)"},
+		{"cancel ack long message", KindSAEAssignCancelAck, append(set(cancelAck, 22, 0x04, 0x01), make([]byte, 1025)...), "message length", 22, "1025, want 0..1024"},
 		// KEY_STREAM, KEY_STREAM_ACK
 		{"stream name empty", KindKeyStream, set(stream, 1, 0), "stream name length", 1, "0, want 1..255"},
 		{"stream count 0", KindKeyStream, set(stream, 3, 0, 0), "count", 3, "0, want 1..1024"},
@@ -257,6 +264,7 @@ func TestMessageCuts(t *testing.T) {
 		{KeyStreamAck{Name: "s", Acks: []KeyStreamAckEntry{{Index: 1, Status: KeyStreamKeyRefused, Msg: long}}}, MaxKeyStreamAckMsg},
 		{PoolSyncReady{Round: 1, Status: PoolReadyFailed, Msg: long}, MaxPoolSyncMsg},
 		{PoolDropAck{Round: 1, Status: PoolDropFailed, Msg: long}, MaxPoolSyncMsg},
+		{SAEAssignCancelAck{Count: 1, Status: SAECancelRefused, Msg: long}, MaxSAEAssignAckMsg},
 	} {
 		b := encodeMsg(t, c.m)
 		if !bytes.HasSuffix(b, []byte{byte(c.keep >> 8), byte(c.keep), 'z'}) && !bytes.HasSuffix(b, []byte(long[:c.keep])) {
@@ -292,6 +300,9 @@ func TestMessageAppendRejects(t *testing.T) {
 		{"ack none", SAEAssignAck{}, "count"},
 		{"cancel none", SAEAssignCancel{}, "count"},
 		{"cancel 2049", SAEAssignCancel{Keys: make([]ringstore.KeyID, 2049)}, "count"},
+		{"cancel ack count 0", SAEAssignCancelAck{}, "count"},
+		{"cancel ack status 2", SAEAssignCancelAck{Count: 1, Status: 2}, "status"},
+		{"cancel ack discarded above count", SAEAssignCancelAck{Count: 1, Discarded: 2}, "keys discarded"},
 		{"stream no name", KeyStream{Entries: make([]KeyStreamEntry, 1)}, "stream name length"},
 		{"stream long name", KeyStream{Name: long, Entries: make([]KeyStreamEntry, 1)}, "stream name length"},
 		{"stream none", KeyStream{Name: "s"}, "count"},
@@ -365,7 +376,7 @@ func TestKinds(t *testing.T) {
 	if s := Kind(99).String(); s != "Kind(99)" {
 		t.Errorf("Kind(99).String() = %q", s)
 	}
-	for k := KindSAEAssign; k <= KindPoolDropAck; k++ {
+	for k := KindSAEAssign; k <= KindSAEAssignCancelAck; k++ {
 		if _, ok := kindNames[k]; !ok {
 			t.Errorf("routed kind %d has no name", uint16(k))
 		}
