@@ -257,7 +257,7 @@ func TestWireGuardRotationAcrossRestart(t *testing.T) {
 			ta2, tb2 := c.tunnel("a"), c.tunnel("b")
 			same := ta.Epoch == tb.Epoch && ta == ta2 && tb == tb2 && !ta.FailedClosed && !tb.FailedClosed && ta.Rotations > 0 && tb.Rotations > 0
 			if same && errA == nil && errB == nil && ia.PSK != ib.PSK {
-				t.Fatalf("restart of %s, epoch %d: both ends installed their stream key, and the two PSKs differ", id, ta.Epoch)
+				t.Fatalf("restart of %s, epoch %d: both ends installed their stream key, and the two PSKs differ (a %+v, b %+v)", id, ta.Epoch, ta, tb)
 			}
 			time.Sleep(25 * time.Millisecond) // each look reads both devices and both nodes
 		}

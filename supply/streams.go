@@ -30,7 +30,9 @@ import (
 // dozen bytes per epoch, not a tunnel. The other node applies an
 // announcement idempotently; a different key for an index it holds
 // replaces it (the owner restarted and chose again), unless that index
-// was served already.
+// was served already. An announcement of an index the other node has
+// released is answered from the key IDs it used last: held if it is the
+// key used, status 3 if not.
 //
 // Across restarts the two ends agree on each index's key or fail that
 // index closed, never two different keys silently: neither end ever
@@ -55,6 +57,9 @@ const (
 	StreamKeySize = 32
 	// streamResend is how often a waiting owner announces again.
 	streamResend = 250 * time.Millisecond
+	// usedKept is how many released indices the other node remembers
+	// the key IDs of (16 bytes each).
+	usedKept = 64
 )
 
 // streamAhead is how many indices the owner of a stream keeps assigned
@@ -80,12 +85,16 @@ type KeyStream struct {
 	owner  bool
 	ahead  int // indices the owner keeps assigned from the one asked for
 
-	mu      sync.Mutex
-	keys    map[uint64]*streamKey
-	failed  map[uint64]string // owner: indices failed closed, and why
-	floor   uint64            // indices below are released
-	asked   uint64            // highest index asked for + 1 (owner: announced from)
-	changed chan struct{}     // closed and replaced when keys change
+	mu     sync.Mutex
+	keys   map[uint64]*streamKey
+	failed map[uint64]string // owner: indices failed closed, and why
+	floor  uint64            // indices below are released
+	// used (other node) holds the key IDs of the indices released last,
+	// usedKept of them, so that an announcement of one (the owner is
+	// late, or restarted and chose again) is answered by what was used.
+	used    map[uint64]ringstore.KeyID
+	asked   uint64        // highest index asked for + 1 (owner: announced from)
+	changed chan struct{} // closed and replaced when keys change
 	stats   StreamStats
 
 	warnedUnknown bool
@@ -101,7 +110,7 @@ type StreamStats struct {
 func newKeyStream(svc *Service, name, remote string, ahead int) *KeyStream {
 	return &KeyStream{
 		svc: svc, name: name, remote: remote, owner: svc.cfg.NodeID < remote, ahead: ahead,
-		keys: map[uint64]*streamKey{}, failed: map[uint64]string{}, changed: make(chan struct{}),
+		keys: map[uint64]*streamKey{}, failed: map[uint64]string{}, used: map[uint64]ringstore.KeyID{}, changed: make(chan struct{}),
 	}
 }
 
@@ -260,7 +269,16 @@ func (s *KeyStream) apply(es []frame.KeyStreamEntry) []frame.KeyStreamAckEntry {
 		ack := frame.KeyStreamAckEntry{Index: e.Index}
 		switch k := s.keys[e.Index]; {
 		case e.Index < s.floor:
-			// Already used and released: nothing to do.
+			// Released here: held if it is the key used, else the
+			// owner chose again after a restart, and fails the index
+			// closed.
+			switch id, ok := s.used[e.Index]; {
+			case ok && id == e.Key:
+			case ok:
+				ack = frame.KeyStreamAckEntry{Index: e.Index, Status: frame.KeyStreamServed, Msg: fmt.Sprintf("index %d was used with key %s and released", e.Index, id)}
+			default:
+				ack = frame.KeyStreamAckEntry{Index: e.Index, Status: frame.KeyStreamServed, Msg: fmt.Sprintf("index %d was released (the stream is at %d)", e.Index, s.floor)}
+			}
 		case k != nil && k.id == e.Key:
 			// Held already (a repeated announcement).
 		case k != nil && k.served:
@@ -366,9 +384,17 @@ func (s *KeyStream) Release(below uint64) {
 	}
 	for i, k := range s.keys {
 		if i < below {
+			if !s.owner {
+				s.used[i] = k.id
+			}
 			clear(k.key[:])
 			delete(s.keys, i)
 			s.stats.Released++
+		}
+	}
+	for i := range s.used {
+		if i+usedKept < below {
+			delete(s.used, i)
 		}
 	}
 }

@@ -60,3 +60,41 @@ func TestStreamReleaseWhileAsked(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStreamApplyReleasedIndex: an announcement of an index the other
+// node has used and released (the owner restarted mid-epoch and chose
+// again, or is late) is answered by the key used: held if the same key,
+// status 3 (served) if another, so that the owner never uses a key for an
+// index the other end used another key for.
+func TestStreamApplyReleasedIndex(t *testing.T) {
+	svc, _ := newTestService(t, "b", StreamConfig{Name: "t1", Remote: "a", Interval: time.Hour})
+	in, err := svc.Pool("a", RoleIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []ringstore.NewKey{{ID: ringstore.KeyID{0xb1}, Key: bytes.Repeat([]byte{1}, 32)}, {ID: ringstore.KeyID{0xb2}, Key: bytes.Repeat([]byte{2}, 32)}}
+	if err := in.Put(keys); err != nil {
+		t.Fatal(err)
+	}
+	sb := svc.Stream("t1")
+	if acks := sb.apply([]frame.KeyStreamEntry{{Index: 1005, Key: keys[0].ID}}); acks[0].Status != frame.KeyStreamHeld {
+		t.Fatalf("ack %+v: want held", acks[0])
+	}
+	if _, err := sb.Key(context.Background(), 1005); err != nil {
+		t.Fatal(err)
+	}
+	sb.Release(1006) // epoch 1005 installed
+	acks := sb.apply([]frame.KeyStreamEntry{{Index: 1005, Key: keys[0].ID}, {Index: 1005, Key: keys[1].ID}, {Index: 1006 - usedKept - 2, Key: keys[1].ID}})
+	if acks[0].Status != frame.KeyStreamHeld {
+		t.Errorf("the key used for released index 1005, announced again: %+v, want held", acks[0])
+	}
+	if acks[1].Status != frame.KeyStreamServed || !strings.Contains(acks[1].Msg, "index 1005 was used with key b1000000-") {
+		t.Errorf("another key for released index 1005: %+v, want served, naming the key used", acks[1])
+	}
+	if acks[2].Status != frame.KeyStreamServed || !strings.Contains(acks[2].Msg, "was released (the stream is at 1006)") {
+		t.Errorf("an index released and forgotten: %+v, want served", acks[2])
+	}
+	if st := in.Stats(); st.Stock != 1 {
+		t.Errorf("in pool holds %d keys, want 1: an announcement of a released index takes no key", st.Stock)
+	}
+}
