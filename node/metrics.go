@@ -13,21 +13,18 @@ import (
 // metrics is the node's Prometheus registry. Gauges and counters that the
 // stores, the engine and the router keep anyway are read at scrape time
 // (a Collector), so the data path pays nothing for them; only events the
-// node sees itself (relay calls, link flaps) are counted here.
+// node sees itself (relay calls, link flaps) are counted here. The key
+// supply registers its own (supply.Service.Collector).
 type metrics struct {
 	n   *Node
 	reg *prometheus.Registry
 
-	relayDuration  *prometheus.HistogramVec
-	relayKeys      *prometheus.CounterVec
-	relayFailures  *prometheus.CounterVec
-	linkFlaps      *prometheus.CounterVec
-	routeChanges   prometheus.Counter
-	apiDuration    *prometheus.HistogramVec
-	assignFailures *prometheus.CounterVec
-	poolRounds     *prometheus.CounterVec
-	poolDrops      *prometheus.CounterVec
-	orphanExpiries *prometheus.CounterVec
+	relayDuration *prometheus.HistogramVec
+	relayKeys     *prometheus.CounterVec
+	relayFailures *prometheus.CounterVec
+	linkFlaps     *prometheus.CounterVec
+	routeChanges  prometheus.Counter
+	apiDuration   *prometheus.HistogramVec
 }
 
 func newMetrics(n *Node) *metrics {
@@ -58,24 +55,7 @@ func newMetrics(n *Node) *metrics {
 		Help:    "API requests: count and latency, by API, method and status code.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 	}, []string{"api", "method", "code"})
-	m.assignFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qrelay_etsi014_assignment_failures_total",
-		Help: "enc_keys requests answered 503 because the slave's node did not confirm the assignment (the keys were discarded), by node.",
-	}, []string{"node"})
-	m.poolRounds = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qrelay_pool_reconciliations_total",
-		Help: "Rounds of end-to-end pool reconciliation after a restart, by the other node and result (ok, failed).",
-	}, []string{"peer", "result"})
-	m.poolDrops = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qrelay_pool_reconciliation_drops_total",
-		Help: "Keys a pool reconciliation told this node to drop, by the other node and reason (missing_at_other_end, unconfirmed, reservation_lost, stale_assignment).",
-	}, []string{"peer", "reason"})
-	m.orphanExpiries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qrelay_pool_orphans_expired_total",
-		Help: "Keys assigned by a node that then restarted, discarded unfetched after pools.orphan_ttl, by that node.",
-	}, []string{"peer"})
-	m.reg.MustRegister(m.poolRounds, m.poolDrops, m.orphanExpiries)
-	m.reg.MustRegister(m.assignFailures, m.apiDuration, m.relayDuration, m.relayKeys, m.relayFailures, m.linkFlaps, m.routeChanges, (*collector)(m),
+	m.reg.MustRegister(m.apiDuration, m.relayDuration, m.relayKeys, m.relayFailures, m.linkFlaps, m.routeChanges, (*collector)(m), n.supply.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -118,30 +98,6 @@ func (m *metrics) linkFlap(peer string, up bool) {
 	m.linkFlaps.WithLabelValues(peer, to).Inc()
 }
 
-func (m *metrics) assignFailed(remote string) {
-	if m != nil {
-		m.assignFailures.WithLabelValues(remote).Inc()
-	}
-}
-
-func (m *metrics) poolSyncRound(peer string, ok bool) {
-	if m != nil {
-		m.poolRounds.WithLabelValues(peer, map[bool]string{true: "ok", false: "failed"}[ok]).Inc()
-	}
-}
-
-func (m *metrics) poolSyncDropped(peer, reason string, keys int) {
-	if m != nil {
-		m.poolDrops.WithLabelValues(peer, reason).Add(float64(keys))
-	}
-}
-
-func (m *metrics) orphansExpired(peer string, keys int) {
-	if m != nil {
-		m.orphanExpiries.WithLabelValues(peer).Add(float64(keys))
-	}
-}
-
 func (m *metrics) routesChanged() {
 	if m != nil {
 		m.routeChanges.Inc()
@@ -171,11 +127,6 @@ var (
 	dQKDUp         = desc("qrelay_qkd_up", "1 if the QKD link delivers key.", "peer", "kind", "simulated")
 	dQBER          = desc("qrelay_qkd_qber", "Quantum bit error rate of the QKD link, 0..1.", "peer")
 	dSKR           = desc("qrelay_qkd_secret_key_rate_bits_per_second", "Secret key rate of the QKD link.", "peer")
-	dPoolKeys      = desc("qrelay_pool_keys", "End-to-end keys in the pool shared with a remote node.", "remote", "role")
-	dPoolCap       = desc("qrelay_pool_capacity_keys", "Capacity of the pool, in keys.", "remote", "role")
-	dPoolAdded     = desc("qrelay_pool_keys_added_total", "Keys put into the pool since start.", "remote", "role")
-	dPoolTaken     = desc("qrelay_pool_keys_taken_total", "Keys handed out of the pool since start.", "remote", "role")
-	dPoolExpired   = desc("qrelay_pool_keys_expired_total", "Keys removed from the pool by their TTL since start.", "remote", "role")
 	dRelayCounters = desc("qrelay_relay_events_total", "Relay engine counters since start, by event.", "event")
 	dPadMAC        = desc("qrelay_pad_mac_bytes_total", "Pad spent on one-time MAC keys (authentication) since start.")
 	dRelayPending  = desc("qrelay_relay_pending_frames", "Frames sent and awaiting the destination's completion.")
@@ -191,15 +142,13 @@ var (
 	dAuditCounters   = desc("qrelay_audit_records_total", "Audit records since start, by what became of them: written (to the metadata store or the memory window), coalesced (pad ranges merged into the record before), dropped (pushed out of the memory window), lost (never kept: the buffer was full or the store failing), pruned (deleted after audit.retention).", "event")
 	dAuditErrors     = desc("qrelay_audit_errors_total", "Failed writes and deletions of audit records since start.")
 	dAuditPending    = desc("qrelay_audit_pending_records", "Audit records waiting to be flushed.")
-	dPoolOrphans     = desc("qrelay_pool_orphan_keys", "Keys assigned by a node that then restarted, kept in this node's in pool for their slave SAE until pools.orphan_ttl, by that node.", "remote")
-	dStreamHeld      = desc("qrelay_stream_keys_held", "Keys a key stream holds for indices not yet released, by stream and the node it is shared with.", "stream", "remote")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dLinkUp, dLinkUsable, dLinkCost, dLinkState, dPadStock, dPadCapacity, dPadLow, dPadFill, dPadConsume,
-		dPadAppended, dPadReserved, dPadZeroised, dQKDUp, dQBER, dSKR, dPoolKeys, dPoolCap, dPoolAdded, dPoolTaken, dPoolExpired,
+		dPadAppended, dPadReserved, dPadZeroised, dQKDUp, dQBER, dSKR,
 		dRelayCounters, dPadMAC, dRelayPending, dCtlCounters, dRoutes,
-		dWGRotations, dWGFailures, dWGEpoch, dWGLastRotation, dWGLastHandshake, dWGFailedClosed, dStreamHeld, dPoolOrphans,
+		dWGRotations, dWGFailures, dWGEpoch, dWGLastRotation, dWGLastHandshake, dWGFailedClosed,
 		dAuditCounters, dAuditErrors, dAuditPending} {
 		ch <- d
 	}
@@ -255,17 +204,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dSKR, q.SecretRate, p)
 		}
 	}
-	for remote, k := range n.supply.OrphansPending() {
-		gauge(dPoolOrphans, float64(k), remote)
-	}
-	for _, pe := range n.supply.Pools() {
-		s := pe.Pool.Stats()
-		gauge(dPoolKeys, float64(s.Stock), pe.Remote, pe.Role)
-		gauge(dPoolCap, float64(s.Capacity), pe.Remote, pe.Role)
-		counter(dPoolAdded, float64(s.Added), pe.Remote, pe.Role)
-		counter(dPoolTaken, float64(s.Taken), pe.Remote, pe.Role)
-		counter(dPoolExpired, float64(s.Expired), pe.Remote, pe.Role)
-	}
 	s := n.eng.Stats()
 	for _, e := range []struct {
 		name string
@@ -305,9 +243,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dWGLastHandshake, unixSeconds(t.LastHandshake), t.Interface, t.Name)
 		}
 		gauge(dWGFailedClosed, b2f(t.FailedClosed), t.Interface, t.Name)
-	}
-	for _, s := range n.supply.Streams() {
-		gauge(dStreamHeld, float64(s.Stats().Held), s.Name(), s.Remote())
 	}
 	as := n.audit.Stats()
 	for _, e := range []struct {

@@ -29,7 +29,6 @@ func (n *Node) openSupply() error {
 		SendRouted: n.sendRouted,
 		Routes:     routerRoutes{n},
 		SpareKeys:  n.spareKeys,
-		Metrics:    supplyMetrics{n},
 		Logger:     n.log,
 	}
 	if n.meta != nil {
@@ -113,18 +112,6 @@ func (n *Node) spareKeys(remote string, size int) (spare int, ok bool) {
 		return 0, true
 	}
 	return int(min((stock-reserve)/uint64(size), math.MaxInt32)), true
-}
-
-// supplyMetrics counts the supply's events in the node's metrics.
-type supplyMetrics struct{ n *Node }
-
-func (m supplyMetrics) AssignFailed(remote string)            { m.n.metrics.assignFailed(remote) }
-func (m supplyMetrics) ReconcileRound(remote string, ok bool) { m.n.metrics.poolSyncRound(remote, ok) }
-func (m supplyMetrics) ReconcileDropped(remote, reason string, keys int) {
-	m.n.metrics.poolSyncDropped(remote, reason, keys)
-}
-func (m supplyMetrics) OrphansExpired(remote string, keys int) {
-	m.n.metrics.orphansExpired(remote, keys)
 }
 
 // Supply is the node's key supply: pools, streams, reservations.

@@ -23,26 +23,11 @@ import (
 // being written the next requests queue, and go out together, so a busy
 // API costs one message per batch, not per request.
 //
-// SAE_ASSIGN_CANCEL: the master's node gave up on an assignment (no
-// acknowledgement in time) and discarded its keys; the slave's node
-// discards its copies too, assigned or not, so that they do not fill its
-// pool until their TTL. Nobody can have fetched them: the master's node
-// never handed their IDs to an SAE. Unknown IDs are skipped. A cancel that
-// cannot be sent (no route to the slave's node for now, as while a node
-// on the path restarts) is sent again every cancelRetry until it goes out;
-// one lost on the way, or forgotten by a restart of this node, leaves the
-// keys to the pool reconciliation after a restart, or to their TTL.
+// SAE_ASSIGN_CANCEL, for assignments given up on, and its answer are in
+// cancel.go.
 
 // maxAssignMsg bounds one SAE_ASSIGN message; more waits for the next.
 const maxAssignMsg = 48 << 10
-
-const (
-	// cancelRetry is how often unsent cancels are tried again.
-	cancelRetry = 500 * time.Millisecond
-	// maxUnsentCancel bounds the key IDs of unsent cancels kept per node
-	// (16 bytes each); beyond it keys are left to their TTL.
-	maxUnsentCancel = 1 << 17
-)
 
 // assigner sends this node's assignments and applies those sent to it.
 type assigner struct {
@@ -51,8 +36,8 @@ type assigner struct {
 	mu      sync.Mutex
 	nextID  uint64
 	waiting map[uint64]chan error
-	queues  map[string]*assignQueue      // by destination node
-	unsent  map[string][]ringstore.KeyID // cancels not sent yet, by destination node
+	queues  map[string]*assignQueue     // by destination node
+	cancels map[string][]*pendingCancel // cancels not answered yet, by destination node
 
 	inbox chan routedMsg
 }
@@ -75,12 +60,12 @@ type routedMsg struct {
 
 func newAssigner(svc *Service) *assigner {
 	return &assigner{svc: svc, waiting: map[uint64]chan error{}, queues: map[string]*assignQueue{},
-		unsent: map[string][]ringstore.KeyID{}, inbox: make(chan routedMsg, 256)}
+		cancels: map[string][]*pendingCancel{}, inbox: make(chan routedMsg, 256)}
 }
 
 // start runs the worker that applies incoming assignments (off the KM
 // link's reader, since a durable pool syncs each one to disk) and the one
-// that sends cancels again.
+// that sends unanswered cancels again.
 func (as *assigner) start() {
 	as.svc.wg.Add(2)
 	go func() {
@@ -103,7 +88,7 @@ func (as *assigner) start() {
 			case <-as.svc.ctx.Done():
 				return
 			case <-tick.C:
-				as.resendCancels()
+				as.resendCancels(time.Now())
 			}
 		}
 	}()
@@ -147,6 +132,8 @@ func (as *assigner) handle(m routedMsg) {
 		as.mu.Unlock()
 	case frame.KindSAEAssignCancel:
 		as.applyCancel(m.src, m.payload)
+	case frame.KindSAEAssignCancelAck:
+		as.cancelAnswered(m.src, m.payload)
 	case frame.KindKeyStream, frame.KindKeyStreamAck:
 		as.svc.handleStream(m.src, m.kind, m.payload)
 	case frame.KindPoolHello, frame.KindPoolSyncReq, frame.KindPoolSyncReady, frame.KindPoolInvReq, frame.KindPoolInv, frame.KindPoolDrop, frame.KindPoolDropAck:
@@ -190,116 +177,6 @@ func (as *assigner) apply(src string, payload []byte) {
 	if err != nil {
 		svc.log.Warn("assignment acknowledgement not sent; the master's node will time out and discard the keys", "dst", src, "err", err)
 	}
-}
-
-// cancel tells node dst that the keys ids, assigned to it or on their
-// way, were discarded here (see SAE_ASSIGN_CANCEL). What cannot be sent
-// now is kept and sent again.
-func (as *assigner) cancel(dst string, ids []ringstore.KeyID) {
-	unsent, err := as.sendCancel(dst, ids)
-	if len(unsent) == 0 {
-		return
-	}
-	as.mu.Lock()
-	kept := as.unsent[dst]
-	room := maxUnsentCancel - len(kept)
-	as.unsent[dst] = append(kept, unsent[:min(len(unsent), max(room, 0))]...)
-	as.mu.Unlock()
-	if room < len(unsent) {
-		as.svc.log.Warn("assignment cancel not sent, and too many kept to send again; node dst keeps those keys until their TTL",
-			"dst", dst, "keys", len(unsent)-max(room, 0), "err", err)
-	}
-	as.svc.log.Warn("assignment cancel not sent; sending it again when node dst can be reached", "dst", dst, "keys", min(len(unsent), max(room, 0)), "retry", cancelRetry, "err", err)
-}
-
-// sendCancel sends SAE_ASSIGN_CANCEL messages for ids to node dst and
-// returns the IDs it could not send, with the error.
-func (as *assigner) sendCancel(dst string, ids []ringstore.KeyID) ([]ringstore.KeyID, error) {
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), frame.MaxSAEAssignCancelKeys)]
-		b, err := frame.AppendSAEAssignCancel(nil, &frame.SAEAssignCancel{Keys: chunk})
-		if err == nil {
-			err = as.svc.cfg.SendRouted(dst, uint16(frame.KindSAEAssignCancel), b)
-		}
-		if err != nil {
-			return ids, err
-		}
-		ids = ids[len(chunk):]
-	}
-	return nil, nil
-}
-
-// resendCancels sends the cancels kept unsent again. It alone removes
-// IDs from unsent, and cancel only appends, so the IDs it tried are the
-// first ones still listed when it has tried them.
-func (as *assigner) resendCancels() {
-	as.mu.Lock()
-	tries := make(map[string][]ringstore.KeyID, len(as.unsent))
-	for dst, ids := range as.unsent {
-		tries[dst] = ids[:len(ids):len(ids)]
-	}
-	as.mu.Unlock()
-	for dst, ids := range tries {
-		unsent, _ := as.sendCancel(dst, ids)
-		sent := len(ids) - len(unsent)
-		as.mu.Lock()
-		if rest := as.unsent[dst][sent:]; len(rest) > 0 {
-			as.unsent[dst] = rest
-		} else {
-			delete(as.unsent, dst)
-		}
-		as.mu.Unlock()
-		if len(unsent) == 0 {
-			as.svc.log.Info("assignment cancel sent after retrying", "dst", dst, "keys", len(ids))
-		}
-	}
-}
-
-// unsentCancels is how many key IDs wait for their cancel to be sent.
-func (as *assigner) unsentCancels() int {
-	as.mu.Lock()
-	defer as.mu.Unlock()
-	n := 0
-	for _, ids := range as.unsent {
-		n += len(ids)
-	}
-	return n
-}
-
-// applyCancel discards the keys node src cancelled from src's in pool:
-// those still unfetched, unassigned or assigned to a master src serves.
-func (as *assigner) applyCancel(src string, payload []byte) {
-	svc := as.svc
-	cancel, err := frame.ParseSAEAssignCancel(payload)
-	ids := cancel.Keys
-	if err != nil {
-		svc.log.Warn("malformed assignment cancel dropped", "src", src, "err", err)
-		return
-	}
-	p, err := svc.sink.pool(src, RoleIn)
-	if err != nil {
-		svc.log.Warn("assignment cancel not applied", "src", src, "err", err)
-		return
-	}
-	// One removal (one metadata transaction in durable mode) for the
-	// whole message: this worker also applies ASSIGNs, which must not
-	// wait behind a sync per key.
-	var owners assignments
-	dropped, err := p.Discard(ids, func(id ringstore.KeyID, o ringstore.Owner) error {
-		a, err := owners.of(o)
-		if err != nil {
-			return fmt.Errorf("key %s: %w", id, err)
-		}
-		if node, ok := svc.saeNode(a.Master); a.Master != "" && (!ok || node != src) {
-			return fmt.Errorf("key %s is assigned to master SAE %q, not one of node %s", id, a.Master, src)
-		}
-		return nil
-	})
-	if err != nil {
-		svc.log.Warn("assignment cancel not applied", "src", src, "err", err)
-		return
-	}
-	svc.log.Info("keys of a cancelled assignment discarded", "src", src, "keys", dropped, "cancelled", len(ids))
 }
 
 // setOwner records on in pool p that the SAEs of a may fetch keys ids. A

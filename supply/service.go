@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/qrelay/qrelay/dataplane/relay"
 	"github.com/qrelay/qrelay/internal/audit"
 	"github.com/qrelay/qrelay/ringstore"
@@ -56,8 +57,7 @@ type Config struct {
 	// is false when there is no local link to judge.
 	SpareKeys func(remote string, size int) (spare int, ok bool)
 
-	Metrics Metrics // nil: not counted
-	Logger  *slog.Logger
+	Logger *slog.Logger
 }
 
 // PoolConfig sizes the end-to-end key pools (the config's pools:).
@@ -83,25 +83,6 @@ type Routes interface {
 	Reachable() []string
 }
 
-// Metrics counts what supply does; the node exports it.
-type Metrics interface {
-	// AssignFailed counts an assignment to remote that was not confirmed.
-	AssignFailed(remote string)
-	// ReconcileRound counts a round of pool reconciliation with remote.
-	ReconcileRound(remote string, ok bool)
-	// ReconcileDropped counts keys a round dropped, by reason.
-	ReconcileDropped(remote, reason string, keys int)
-	// OrphansExpired counts orphans discarded unfetched.
-	OrphansExpired(remote string, keys int)
-}
-
-type noMetrics struct{}
-
-func (noMetrics) AssignFailed(string)                  {}
-func (noMetrics) ReconcileRound(string, bool)          {}
-func (noMetrics) ReconcileDropped(string, string, int) {}
-func (noMetrics) OrphansExpired(string, int)           {}
-
 // Service is the node's key supply. It implements KeyService for the
 // front ends.
 type Service struct {
@@ -109,7 +90,7 @@ type Service struct {
 	log     *slog.Logger
 	meta    *ringstore.Meta
 	audit   *audit.Log
-	metrics Metrics
+	metrics *metrics
 
 	sink     *poolSet
 	assigner *assigner
@@ -141,15 +122,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("supply: config: key size %d bits: want a multiple of 8 (0 with no SAE API)", cfg.KeySize)
 	}
 	svc := &Service{
-		cfg: cfg, log: cfg.Logger, meta: cfg.Meta, audit: cfg.Audit, metrics: cfg.Metrics,
+		cfg: cfg, log: cfg.Logger, meta: cfg.Meta, audit: cfg.Audit,
 		fillers: map[string]*filler{}, streams: map[string]*KeyStream{}, reservations: map[string]*reservation{},
 	}
 	if svc.log == nil {
 		svc.log = slog.Default()
 	}
-	if svc.metrics == nil {
-		svc.metrics = noMetrics{}
-	}
+	svc.metrics = newMetrics(svc)
 	svc.ctx, svc.cancel = context.WithCancel(ctx)
 	svc.sink = newPoolSet(cfg.NodeID, svc.openPool)
 	svc.assigner = newAssigner(svc)
@@ -260,6 +239,13 @@ func (svc *Service) LowWatermark(remote string) int { return svc.lowWatermark(re
 // OrphansPending is the number of orphans awaiting their deadline, by
 // remote.
 func (svc *Service) OrphansPending() map[string]int { return svc.orphans.pending() }
+
+// Collector is the key supply's Prometheus metrics (supply/metrics.go).
+func (svc *Service) Collector() prometheus.Collector { return svc.metrics }
+
+// CancelsPending returns, by node, how many keys this node cancelled
+// whose cancel that node has not answered yet (supply/cancel.go).
+func (svc *Service) CancelsPending() map[string]int { return svc.assigner.pendingByNode() }
 
 // Stream returns the key stream name, or nil if there is none.
 func (svc *Service) Stream(name string) *KeyStream { return svc.streams[name] }
