@@ -89,6 +89,9 @@ func TestRootNetnsWgctrl(t *testing.T) {
 	stopB()
 	t.Logf("wgctrl over UAPI, TUN devices in two namespaces: %d rotations at %v, each new PSK proven in use; echo between the namespaces every 10ms: %s",
 		rotations, interval, res)
+	sa, sb := status(ra), status(rb)
+	t.Logf("status A: rotations %d, failures %d, unconfirmed %d, drives repeated %d (each halts traffic for a handshake); B: rotations %d, failures %d",
+		sa.Rotations, sa.Failures, sa.Unconfirmed, sa.Redrives, sb.Rotations, sb.Failures)
 	if res.AnsweredPercent() < 99 || res.MaxGap > 250*time.Millisecond {
 		t.Errorf("echo across the rotations: %s; want ≥ 99 %% answered and no gap > 250ms", res)
 	}
