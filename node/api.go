@@ -208,8 +208,8 @@ func (b backend) Links(ctx context.Context) ([]adminapi.Link, error) {
 			Peer: p, Address: l.cfg.Address, State: l.state.String(), Up: l.up, Master: master[p],
 			Since: l.since, LastError: l.lastErr,
 			Usable: route[p].Usable, Cost: route[p].Cost, Excluded: route[p].Excluded,
-			Tx: adminapi.Pad{Stock: tx.Stock, Capacity: uint64(tx.Capacity), FillBps: l.rates[0].fillBps, ConsumeBps: l.rates[0].consumeBps},
-			Rx: adminapi.Pad{Stock: rx.Stock, Capacity: uint64(rx.Capacity), FillBps: l.rates[1].fillBps, ConsumeBps: l.rates[1].consumeBps},
+			Tx: adminapi.Pad{Stock: tx.Stock, Capacity: uint64(tx.Capacity), FillBps: l.rates[0].fill.PerSecond(), ConsumeBps: l.rates[0].consume.PerSecond()},
+			Rx: adminapi.Pad{Stock: rx.Stock, Capacity: uint64(rx.Capacity), FillBps: l.rates[1].fill.PerSecond(), ConsumeBps: l.rates[1].consume.PerSecond()},
 			QKD: adminapi.QKD{Kind: l.qkd.Kind, Simulated: l.qkd.Simulated, Up: l.qkd.Up, Reason: l.qkd.Reason,
 				QBER: l.qkd.QBER, SecretRateBitS: l.qkd.SecretRate},
 		}

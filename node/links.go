@@ -16,6 +16,7 @@ import (
 	"github.com/qrelay/qrelay/dataplane/qkd"
 	"github.com/qrelay/qrelay/dataplane/qkdsim"
 	"github.com/qrelay/qrelay/dataplane/relay"
+	"github.com/qrelay/qrelay/internal/rate"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -33,34 +34,26 @@ type nodeLink struct {
 	since   time.Time
 	lastErr string
 	qkd     qkd.Status
-	rates   [2]rate // tx, rx
+	rates   [2]padRates // tx, rx
 }
 
-// rate turns a ring's byte counters into fill and consumption rates,
+// padRates are a ring's fill and consumption rates, in bytes per second,
 // smoothed over about a second.
-type rate struct {
-	t                   time.Time
-	appended, reserved  uint64
-	fillBps, consumeBps float64
+type padRates struct{ fill, consume rate.Meter }
+
+func newPadRates() padRates {
+	return padRates{rate.Meter{Tau: time.Second}, rate.Meter{Tau: time.Second}}
 }
 
-func (r *rate) sample(now time.Time, st ringstore.PadStats) {
-	if !r.t.IsZero() {
-		dt := now.Sub(r.t).Seconds()
-		if dt > 0 {
-			// An exponential moving average with a time constant of 1 s.
-			a := min(1, dt)
-			r.fillBps += a * (float64(st.Appended-r.appended)/dt - r.fillBps)
-			r.consumeBps += a * (float64(st.ReservedBytes-r.reserved)/dt - r.consumeBps)
-		}
-	}
-	r.t, r.appended, r.reserved = now, st.Appended, st.ReservedBytes
+func (r *padRates) sample(now time.Time, st ringstore.PadStats) {
+	r.fill.Sample(now, st.Appended)
+	r.consume.Sample(now, st.ReservedBytes)
 }
 
 // addLink opens the link's pad rings and QKD source and registers it with
 // the relay engine.
 func (n *Node) addLink(lc config.Link) (err error) {
-	l := &nodeLink{cfg: lc}
+	l := &nodeLink{cfg: lc, rates: [2]padRates{newPadRates(), newPadRates()}}
 	st, err := controlplane.ParseState(string(lc.State))
 	if err != nil {
 		return fmt.Errorf("links[%s].state: %w", lc.Peer, err)
@@ -195,8 +188,8 @@ func (l *nodeLink) local() controlplane.LocalLink {
 		QKDUp:       l.src == nil || l.qkd.Up,
 		TxStock:     tx.Stock,
 		RxStock:     rx.Stock,
-		FillRate:    l.rates[0].fillBps + l.rates[1].fillBps,
-		ConsumeRate: l.rates[0].consumeBps + l.rates[1].consumeBps,
+		FillRate:    l.rates[0].fill.PerSecond() + l.rates[1].fill.PerSecond(),
+		ConsumeRate: l.rates[0].consume.PerSecond() + l.rates[1].consume.PerSecond(),
 		QBER:        l.qkd.QBER,
 		SecretRate:  l.qkd.SecretRate,
 		State:       l.state,

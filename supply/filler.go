@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/qrelay/qrelay/internal/rate"
 )
 
 // fillBatch is the most keys one refill relay asks for: large enough to
@@ -15,6 +17,11 @@ const fillBatch = 16384
 
 // fillParallel is how many refill relays a filler runs at once.
 const fillParallel = 4
+
+// takeRateTau is the time constant of the rates of keys taken, by a
+// remote's out pool (the refill policy) and by an SAE pair (its
+// reservation).
+const takeRateTau = 2 * time.Second
 
 // filler keeps the out pool for one remote node between its watermarks by
 // relaying keys to it. The low watermark follows demand: it is at least
@@ -26,8 +33,9 @@ type filler struct {
 	wake   chan struct{}
 
 	mu         sync.Mutex
-	rate       keyRate // keys taken by enc_keys
-	latency    float64 // seconds per refill relay, smoothed
+	taken      uint64     // keys taken out of the out pool for remote
+	rate       rate.Meter // of taken
+	latency    float64    // seconds per refill relay, smoothed
 	lastErrLog time.Time
 }
 
@@ -46,7 +54,7 @@ func (svc *Service) startFillers() {
 		if r == svc.cfg.NodeID || svc.fillers[r] != nil {
 			continue
 		}
-		svc.fillers[r] = &filler{remote: r, wake: make(chan struct{}, 1)}
+		svc.fillers[r] = &filler{remote: r, wake: make(chan struct{}, 1), rate: rate.Meter{Tau: takeRateTau}}
 	}
 	for _, f := range svc.fillers {
 		svc.wg.Add(1)
@@ -71,7 +79,7 @@ func (svc *Service) took(remote string, keys int) {
 		return
 	}
 	f.mu.Lock()
-	f.rate.add(keys)
+	f.taken += uint64(keys)
 	f.mu.Unlock()
 	svc.wakeFiller(remote)
 }
@@ -84,14 +92,14 @@ func (svc *Service) lowWatermark(remote string) int {
 		return low
 	}
 	f.mu.Lock()
-	need := int(math.Ceil(2 * f.rate.perSec * f.latency))
+	need := int(math.Ceil(2 * f.rate.PerSecond() * f.latency))
 	f.mu.Unlock()
 	return min(max(low, need), high)
 }
 
 func (f *filler) updateRate(now time.Time) {
 	f.mu.Lock()
-	f.rate.update(now)
+	f.rate.Sample(now, f.taken)
 	f.mu.Unlock()
 }
 

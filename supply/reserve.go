@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qrelay/qrelay/internal/rate"
 	"github.com/qrelay/qrelay/ringstore"
 )
 
@@ -32,9 +33,10 @@ type reservation struct {
 	remote, master, slave string
 	wake                  chan struct{}
 
-	mu   sync.Mutex
-	ids  []ringstore.KeyID // reserved and acknowledged, oldest first
-	rate keyRate           // keys the pair takes
+	mu    sync.Mutex
+	ids   []ringstore.KeyID // reserved and acknowledged, oldest first
+	taken uint64            // keys the pair took
+	rate  rate.Meter        // of taken
 }
 
 // reservationFor returns the reservation of a pair, starting it the first
@@ -46,7 +48,7 @@ func (svc *Service) reservationFor(remote, master, slave string) *reservation {
 	if r := svc.reservations[key]; r != nil {
 		return r
 	}
-	r := &reservation{remote: remote, master: master, slave: slave, wake: make(chan struct{}, 1)}
+	r := &reservation{remote: remote, master: master, slave: slave, wake: make(chan struct{}, 1), rate: rate.Meter{Tau: takeRateTau}}
 	svc.reservations[key] = r
 	svc.wg.Add(1)
 	go func() { defer svc.wg.Done(); svc.keepReserved(r) }()
@@ -58,7 +60,7 @@ func (svc *Service) reservationFor(remote, master, slave string) *reservation {
 func (r *reservation) take(count int) []ringstore.KeyID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.rate.add(count)
+	r.taken += uint64(count)
 	if len(r.ids) < count {
 		r.poke()
 		return nil
@@ -79,12 +81,12 @@ func (r *reservation) poke() {
 }
 
 func (r *reservation) wantLocked() int {
-	return int(min(reserveMax, max(reserveMin, math.Ceil(r.rate.perSec*reserveWindow.Seconds()))))
+	return int(min(reserveMax, max(reserveMin, math.Ceil(r.rate.PerSecond()*reserveWindow.Seconds()))))
 }
 
 func (r *reservation) updateRate(now time.Time) {
 	r.mu.Lock()
-	r.rate.update(now)
+	r.rate.Sample(now, r.taken)
 	r.mu.Unlock()
 }
 
