@@ -3,6 +3,7 @@ package supply
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/qrelay/qrelay/dataplane/frame"
@@ -117,7 +118,8 @@ func (as *assigner) resendCancels(now time.Time) {
 			continue
 		}
 		as.cancels[dst] = kept
-		tries[dst] = kept[:len(kept):len(kept)]
+		// A copy: an answer may remove from kept in place meanwhile.
+		tries[dst] = slices.Clone(kept)
 	}
 	as.mu.Unlock()
 	for dst, cs := range tries {

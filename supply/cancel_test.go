@@ -261,3 +261,25 @@ func TestCancelApplied(t *testing.T) {
 		t.Fatalf("answer to no-such-node: %+v, %v: want refused with a reason", ack, err)
 	}
 }
+
+// TestCancelAnsweredWhileResent: answers that arrive while the cancels
+// are being sent again end exactly those cancels. Run with -race.
+func TestCancelAnsweredWhileResent(t *testing.T) {
+	svc, _ := newTestService(t, "a")
+	ids := cancelIDs(8 * frame.MaxSAEAssignCancelKeys)
+	svc.assigner.cancel("c", ids)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 20 {
+			svc.assigner.resendCancels(time.Now())
+		}
+	}()
+	for i := 0; i < len(ids); i += 2 * frame.MaxSAEAssignCancelKeys { // every other cancel
+		answer(t, svc, frame.SAEAssignCancel{Keys: ids[i : i+frame.MaxSAEAssignCancelKeys]}, frame.SAECancelApplied)
+	}
+	<-done
+	if n := svc.CancelsPending()["c"]; n != len(ids)/2 {
+		t.Fatalf("%d key IDs pending, want the %d of the cancels not answered", n, len(ids)/2)
+	}
+}
